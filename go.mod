@@ -1,0 +1,3 @@
+module github.com/imagescope/imagescope
+
+go 1.26
