@@ -1,0 +1,277 @@
+package clip
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imagescope/imagescope/internal/testutil"
+)
+
+type tokenCase struct {
+	Group        string   `json:"group"`
+	Text         string   `json:"text"`
+	Cleaned      string   `json:"cleaned"`
+	BPETokens    []string `json:"bpe_tokens"`
+	IDsNoSpecial []int32  `json:"ids_no_special"`
+	IDs          []int32  `json:"ids"`
+	EOTIndex     int      `json:"eot_index"`
+	Truncated    bool     `json:"truncated"`
+	Decoded      string   `json:"decoded"`
+	HFInputIDs   []int32  `json:"hf_input_ids"`
+	HFMatches    bool     `json:"hf_matches_open_clip"`
+}
+
+func loadTokenCases(t *testing.T) []tokenCase {
+	t.Helper()
+	b, err := os.ReadFile(testutil.Fixtures(t, "clip", "reference", "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		ContextLength int         `json:"context_length"`
+		N             int         `json:"n"`
+		Strings       []tokenCase `json:"strings"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Strings) != doc.N || doc.N == 0 || doc.ContextLength != DefaultContextLength {
+		t.Fatalf("tokens.json: %d strings, n=%d, context %d", len(doc.Strings), doc.N, doc.ContextLength)
+	}
+	return doc.Strings
+}
+
+var (
+	tokOnce   sync.Once
+	tokShared *Tokenizer
+	tokErr    error
+)
+
+func fixtureTokenizer(t *testing.T) *Tokenizer {
+	t.Helper()
+	dir := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	tokOnce.Do(func() { tokShared, tokErr = LoadTokenizer(dir) })
+	if tokErr != nil {
+		t.Fatal(tokErr)
+	}
+	return tokShared
+}
+
+func TestTokenizerOpenCLIPReference(t *testing.T) {
+	tok := fixtureTokenizer(t)
+	if tok.VocabSize() != 49408 || tok.StartID() != 49406 || tok.EndID() != 49407 || tok.ContextLength() != 77 {
+		t.Fatalf("vocab %d sot %d eot %d ctx %d", tok.VocabSize(), tok.StartID(), tok.EndID(), tok.ContextLength())
+	}
+	for i, c := range loadTokenCases(t) {
+		if got := tok.Clean(c.Text); got != c.Cleaned {
+			t.Errorf("#%d %q: cleaned %q, want %q", i, c.Text, got, c.Cleaned)
+		}
+		if got := tok.Pieces(c.Text); !slices.Equal(got, c.BPETokens) {
+			t.Errorf("#%d %q: pieces %q, want %q", i, c.Text, got, c.BPETokens)
+		}
+		if got := tok.Tokens(c.Text); !slices.Equal(got, c.IDsNoSpecial) {
+			t.Errorf("#%d %q: tokens %v, want %v", i, c.Text, got, c.IDsNoSpecial)
+		}
+		ids, eot := tok.Encode(c.Text)
+		if !slices.Equal(ids, c.IDs) || eot != c.EOTIndex {
+			t.Errorf("#%d %q (%s): ids %v eot %d, want %v eot %d", i, c.Text, c.Group, ids, eot, c.IDs, c.EOTIndex)
+		}
+		if got := tok.Decode(c.IDsNoSpecial); got != c.Decoded && !strings.Contains(c.Group, "special") {
+			t.Errorf("#%d %q: decoded %q, want %q", i, c.Text, got, c.Decoded)
+		}
+	}
+}
+
+func TestTokenizerHFReference(t *testing.T) {
+	tok := fixtureTokenizer(t).WithConvention(ConventionHF)
+	matches := 0
+	for i, c := range loadTokenCases(t) {
+		ids, eot := tok.Encode(c.Text)
+		n := len(c.HFInputIDs)
+		if n > len(ids) || !slices.Equal(ids[:n], c.HFInputIDs) {
+			t.Errorf("#%d %q (%s): hf ids %v, want %v", i, c.Text, c.Group, ids[:min(n, len(ids))], c.HFInputIDs)
+			continue
+		}
+		for _, id := range ids[n:] {
+			if id != 0 {
+				t.Errorf("#%d %q: padding %v", i, c.Text, ids[n:])
+				break
+			}
+		}
+		if want := slices.Index(c.HFInputIDs, 49407); eot != want {
+			t.Errorf("#%d %q: hf eot %d, want %d", i, c.Text, eot, want)
+		}
+		if slices.Equal(ids, c.IDs) {
+			matches++
+		}
+	}
+	// The README: HF and open_clip agree on 147 of 164 strings.
+	if matches != 147 {
+		t.Errorf("HF convention agrees with open_clip ids on %d strings, want 147", matches)
+	}
+}
+
+func TestTokenizerFromBPEGzMatchesVocabFiles(t *testing.T) {
+	gz, err := LoadTokenizerBPE(testutil.Fixtures(t, "clip", "bpe_simple_vocab_16e6.txt.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := fixtureTokenizer(t)
+	if len(gz.encoder) != len(files.encoder) || len(gz.ranks) != len(files.ranks) {
+		t.Fatalf("gz vocab %d merges %d; files vocab %d merges %d", len(gz.encoder), len(gz.ranks), len(files.encoder), len(files.ranks))
+	}
+	for tok, id := range files.encoder {
+		if gz.encoder[tok] != id {
+			t.Fatalf("token %q: gz id %d, vocab.json id %d", tok, gz.encoder[tok], id)
+		}
+	}
+	for _, c := range loadTokenCases(t) {
+		ids, eot := gz.Encode(c.Text)
+		if !slices.Equal(ids, c.IDs) || eot != c.EOTIndex {
+			t.Errorf("%q: gz ids %v eot %d, want %v %d", c.Text, ids, eot, c.IDs, c.EOTIndex)
+		}
+	}
+}
+
+func TestTokenizerJSON(t *testing.T) {
+	// Build a tokenizer.json from the fixture's vocab and merges (both merge
+	// spellings) and check it encodes like the HF files.
+	files := fixtureTokenizer(t)
+	dir := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	vb, err := os.ReadFile(filepath.Join(dir, "vocab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := os.ReadFile(filepath.Join(dir, "merges.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(mb)), "\n")[1:]
+	for _, pairs := range []bool{false, true} {
+		var merges []any
+		for _, l := range lines {
+			if pairs {
+				a, b, _ := strings.Cut(l, " ")
+				merges = append(merges, []string{a, b})
+			} else {
+				merges = append(merges, l)
+			}
+		}
+		doc := map[string]any{
+			"model": map[string]any{"type": "BPE", "vocab": json.RawMessage(vb), "merges": merges, "end_of_word_suffix": "</w>"},
+		}
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tdir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(tdir, "tokenizer.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tj, err := LoadTokenizer(tdir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{"a photo of a cat", "ViT-B/32 x'y", "supercalifragilistic"} {
+			a, _ := tj.Encode(s)
+			b, _ := files.Encode(s)
+			if !slices.Equal(a, b) {
+				t.Errorf("pairs=%v %q: tokenizer.json %v, vocab files %v", pairs, s, a, b)
+			}
+		}
+	}
+}
+
+func TestTokenizerLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadTokenizer(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("empty dir: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "vocab.json"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "merges.txt"), []byte("#version: 0.2\na b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokenizer(dir); err == nil || !strings.Contains(err.Error(), "vocab.json") {
+		t.Errorf("bad vocab: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "vocab.json"), []byte(`{"a":0}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokenizer(dir); err == nil {
+		t.Errorf("vocabulary without byte tokens accepted")
+	}
+}
+
+func TestTokenizerTextRules(t *testing.T) {
+	tok := fixtureTokenizer(t)
+	for _, c := range []struct{ in, want string }{
+		{"\u00a0a\vb\x1cc\u3000", "a b c"},
+		{"ΟΔΟΣ ΟΔΟΣ.", "οδος οδος."},
+		{"ΣΑ", "σα"},
+		{"İ", "i\u0307"},
+		{"&ampfoo &copyright", "&foo ©right"},
+	} {
+		if got := tok.Clean(c.in); got != c.want {
+			t.Errorf("Clean(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	// Non-ASCII text encodes byte-level with no unknown token, and decodes back.
+	for _, s := range []string{"café ☕ 東京", "naïve — ok"} {
+		ids := tok.Tokens(s)
+		if got := strings.TrimSpace(tok.Decode(ids)); got != strings.ToLower(s) {
+			t.Errorf("round trip %q -> %q", s, got)
+		}
+	}
+	// Context length override keeps the end token.
+	short := tok.WithContextLength(5)
+	ids, eot := short.Encode("one two three four five")
+	if len(ids) != 5 || ids[4] != 49407 || eot != 4 || ids[0] != 49406 {
+		t.Errorf("context 5: %v eot %d", ids, eot)
+	}
+}
+
+func TestTokenizerConcurrent(t *testing.T) {
+	tok := fixtureTokenizer(t).WithConvention(ConventionOpenCLIP)
+	want, _ := tok.Encode("the quick brown fox jumps over the lazy dog")
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				got, _ := tok.Encode("the quick brown fox jumps over the lazy dog")
+				if !slices.Equal(got, want) {
+					t.Error("concurrent encode differs")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func BenchmarkTokenizerEncode(b *testing.B) {
+	tok, err := LoadTokenizer(testutil.Fixtures(b, "clip", "tiny-clip-quickgelu"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := "A photo of a red bicycle leaning against a weathered brick wall, late afternoon light."
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			tok.Encode(text)
+		}
+	})
+	b.Run("uncached", func(b *testing.B) {
+		for b.Loop() {
+			u := tok.WithConvention(ConventionOpenCLIP) // fresh cache
+			u.Encode(text)
+		}
+	})
+}
