@@ -1,0 +1,312 @@
+package clip
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+)
+
+// tensorInfo is one entry of a safetensors header.
+type tensorInfo struct {
+	Name    string
+	DType   string
+	Shape   []int
+	Begin   int64 // absolute file offset of the first byte
+	End     int64 // absolute file offset one past the last byte
+	Elemsz  int
+	NumElem int
+}
+
+// safetensorsFile is an open safetensors file whose header has been parsed.
+// Tensors are read on demand so that a large checkpoint never sits in memory
+// twice.
+type safetensorsFile struct {
+	path    string
+	f       *os.File
+	tensors map[string]*tensorInfo
+}
+
+var dtypeSize = map[string]int{
+	"F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+	"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+	"U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+// maxHeader bounds the JSON header (the reference implementation uses 100 MB).
+const maxHeader = 100 << 20
+
+// openSafetensors opens path and validates its header: known dtypes, offsets
+// inside the data section, sizes matching shapes, no overlaps.
+func openSafetensors(path string) (*safetensorsFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := parseSafetensors(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func parseSafetensors(f *os.File, path string) (*safetensorsFile, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	var hdr [8]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return nil, fmt.Errorf("safetensors %s: reading header length: %w", path, err)
+	}
+	n := binary.LittleEndian.Uint64(hdr[:])
+	if n > maxHeader || int64(n) > size-8 {
+		return nil, fmt.Errorf("safetensors %s: header length %d invalid for a %d-byte file", path, n, size)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("safetensors %s: reading header: %w", path, err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(buf, &raw); err != nil {
+		return nil, fmt.Errorf("safetensors %s: header is not a JSON object: %w", path, err)
+	}
+	base := int64(8 + n)
+	dataLen := size - base
+	st := &safetensorsFile{path: path, f: f, tensors: map[string]*tensorInfo{}}
+	type span struct {
+		b, e int64
+		name string
+	}
+	var spans []span
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			continue
+		}
+		var e struct {
+			DType   string  `json:"dtype"`
+			Shape   []int   `json:"shape"`
+			Offsets []int64 `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(msg, &e); err != nil {
+			return nil, fmt.Errorf("safetensors %s: tensor %q: bad header entry: %w", path, name, err)
+		}
+		sz, ok := dtypeSize[e.DType]
+		if !ok {
+			return nil, fmt.Errorf("safetensors %s: tensor %q: unknown dtype %q", path, name, e.DType)
+		}
+		if len(e.Offsets) != 2 || e.Offsets[0] < 0 || e.Offsets[1] < e.Offsets[0] || e.Offsets[1] > dataLen {
+			return nil, fmt.Errorf("safetensors %s: tensor %q: data_offsets %v outside the %d-byte data section", path, name, e.Offsets, dataLen)
+		}
+		numel := 1
+		for _, d := range e.Shape {
+			if d < 0 || (d > 0 && numel > math.MaxInt32/d) {
+				return nil, fmt.Errorf("safetensors %s: tensor %q: bad shape %v", path, name, e.Shape)
+			}
+			numel *= d
+		}
+		if int64(numel)*int64(sz) != e.Offsets[1]-e.Offsets[0] {
+			return nil, fmt.Errorf("safetensors %s: tensor %q: shape %v %s needs %d bytes, offsets give %d", path, name, e.Shape, e.DType, numel*sz, e.Offsets[1]-e.Offsets[0])
+		}
+		st.tensors[name] = &tensorInfo{Name: name, DType: e.DType, Shape: e.Shape,
+			Begin: base + e.Offsets[0], End: base + e.Offsets[1], Elemsz: sz, NumElem: numel}
+		spans = append(spans, span{e.Offsets[0], e.Offsets[1], name})
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].b < spans[j].b })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].b < spans[i-1].e {
+			return nil, fmt.Errorf("safetensors %s: tensors %q and %q overlap", path, spans[i-1].name, spans[i].name)
+		}
+	}
+	return st, nil
+}
+
+func (s *safetensorsFile) Close() error { return s.f.Close() }
+
+// names returns the tensor names, sorted.
+func (s *safetensorsFile) names() []string {
+	out := make([]string, 0, len(s.tensors))
+	for n := range s.tensors {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// float32s reads a floating-point tensor and converts it to float32.
+func (s *safetensorsFile) float32s(name string) ([]float32, []int, error) {
+	t, ok := s.tensors[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("tensor %q not found", name)
+	}
+	raw := make([]byte, t.End-t.Begin)
+	if _, err := s.f.ReadAt(raw, t.Begin); err != nil {
+		return nil, nil, fmt.Errorf("tensor %q: reading %s: %w", name, s.path, err)
+	}
+	out := make([]float32, t.NumElem)
+	switch t.DType {
+	case "F32":
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	case "F16":
+		for i := range out {
+			out[i] = f16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+	case "BF16":
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
+		}
+	case "F64":
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:])))
+		}
+	default:
+		return nil, nil, fmt.Errorf("tensor %q: dtype %s is not a floating-point type", name, t.DType)
+	}
+	return out, t.Shape, nil
+}
+
+// f16ToF32 converts an IEEE 754 half-precision value.
+func f16ToF32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0 && mant == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: renormalise
+		e := uint32(127 - 15 + 1)
+		for mant&0x400 == 0 {
+			mant <<= 1
+			e--
+		}
+		mant &= 0x3ff
+		return math.Float32frombits(sign | e<<23 | mant<<13)
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | mant<<13)
+	default:
+		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	}
+}
+
+// f32ToF16 rounds a float32 to the nearest half (ties to even); used by tests
+// and tools that write float16 checkpoints.
+func f32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int((b >> 23) & 0xff)
+	mant := b & 0x7fffff
+	if exp == 0xff {
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		if e < -10 {
+			return sign
+		}
+		mant |= 0x800000
+		shift := uint32(14 - e)
+		half := uint32(1) << (shift - 1)
+		r := mant >> shift
+		rem := mant & (1<<shift - 1)
+		if rem > half || (rem == half && r&1 == 1) {
+			r++
+		}
+		return sign | uint16(r)
+	}
+	r := mant >> 13
+	rem := mant & 0x1fff
+	out := uint32(e)<<10 | r
+	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
+		out++
+	}
+	return sign | uint16(out)
+}
+
+// tensorToWrite is one tensor for writeSafetensors.
+type tensorToWrite struct {
+	Name  string
+	DType string // F32, F16 or BF16
+	Shape []int
+	Data  []float32
+}
+
+// writeSafetensors writes tensors (converted to their dtype) in the standard
+// layout: 8-byte header length, JSON header padded with spaces to a multiple
+// of 8, then the data in the given order.
+func writeSafetensors(w io.Writer, tensors []tensorToWrite) error {
+	hdr := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
+	var off int64
+	for _, t := range tensors {
+		var sz int64
+		switch t.DType {
+		case "F32":
+			sz = 4
+		case "F16", "BF16":
+			sz = 2
+		default:
+			return fmt.Errorf("write safetensors: tensor %q: unsupported dtype %q", t.Name, t.DType)
+		}
+		n := int64(len(t.Data)) * sz
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		hdr[t.Name] = map[string]any{"dtype": t.DType, "shape": shape, "data_offsets": []int64{off, off + n}}
+		off += n
+	}
+	js, err := json.Marshal(hdr)
+	if err != nil {
+		return err
+	}
+	if pad := (8 - len(js)%8) % 8; pad > 0 {
+		js = append(js, []byte(strings.Repeat(" ", pad))...)
+	}
+	var lenb [8]byte
+	binary.LittleEndian.PutUint64(lenb[:], uint64(len(js)))
+	if _, err := w.Write(lenb[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(js); err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		var buf []byte
+		switch t.DType {
+		case "F32":
+			buf = make([]byte, 4*len(t.Data))
+			for i, v := range t.Data {
+				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			}
+		case "F16":
+			buf = make([]byte, 2*len(t.Data))
+			for i, v := range t.Data {
+				binary.LittleEndian.PutUint16(buf[2*i:], f32ToF16(v))
+			}
+		case "BF16":
+			buf = make([]byte, 2*len(t.Data))
+			for i, v := range t.Data {
+				b := math.Float32bits(v)
+				b += 0x7fff + (b>>16)&1 // round to nearest even
+				binary.LittleEndian.PutUint16(buf[2*i:], uint16(b>>16))
+			}
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}

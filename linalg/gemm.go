@@ -1,0 +1,322 @@
+package linalg
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Micro-kernel tile and cache block sizes.
+const (
+	mr = 6   // rows of A per micro-kernel call
+	nr = 16  // columns of B per micro-kernel call
+	kc = 256 // depth of one cache block
+	// mcPanels is how many mr-row panels of A one task sweeps while a
+	// kc x nr slice of B stays in L1.
+	mcPanels = 16
+)
+
+// Packed is the right-hand matrix B (K rows, N columns) of C = A·B, stored
+// for fast repeated multiplication: in nr-column panels, each panel k-major
+// and zero-padded to a multiple of nr columns. Weights are packed once at
+// load time.
+type Packed struct {
+	K, N   int
+	panels []float32 // ceil(N/nr) panels of K*nr values (pure-Go backend)
+	wt     []float32 // N x K row-major copy (BLAS backend)
+}
+
+// PackTransposed packs a weight stored as PyTorch's Linear does: w is N x K
+// row-major (out features x in features), so C = A·wᵀ.
+func PackTransposed(w []float32, n, k int) *Packed {
+	if len(w) != n*k {
+		panic(fmt.Sprintf("linalg: PackTransposed: len %d != %d x %d", len(w), n, k))
+	}
+	p := &Packed{K: k, N: n}
+	packBackend(p, func(row, col int) float32 { return w[col*k+row] }, w)
+	return p
+}
+
+// Pack packs b stored K x N row-major (C = A·b).
+func Pack(b []float32, k, n int) *Packed {
+	if len(b) != n*k {
+		panic(fmt.Sprintf("linalg: Pack: len %d != %d x %d", len(b), k, n))
+	}
+	p := &Packed{K: k, N: n}
+	packBackend(p, func(row, col int) float32 { return b[row*n+col] }, nil)
+	return p
+}
+
+// packPanels fills p.panels from an element accessor at(k, n).
+func packPanels(p *Packed, at func(row, col int) float32) {
+	np := (p.N + nr - 1) / nr
+	p.panels = make([]float32, np*p.K*nr)
+	for j := 0; j < np; j++ {
+		dst := p.panels[j*p.K*nr : (j+1)*p.K*nr]
+		for c := 0; c < nr; c++ {
+			col := j*nr + c
+			if col >= p.N {
+				break
+			}
+			for r := 0; r < p.K; r++ {
+				dst[r*nr+c] = at(r, col)
+			}
+		}
+	}
+}
+
+// transposedCopy returns the N x K row-major form of B.
+func transposedCopy(p *Packed, at func(row, col int) float32, wt []float32) []float32 {
+	if wt != nil {
+		return append([]float32(nil), wt...)
+	}
+	out := make([]float32, p.N*p.K)
+	for n := 0; n < p.N; n++ {
+		for k := 0; k < p.K; k++ {
+			out[n*p.K+k] = at(k, n)
+		}
+	}
+	return out
+}
+
+// Threads returns n, or the number of CPUs when n <= 0.
+func Threads(n int) int {
+	if n <= 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return n
+}
+
+// Linear computes dst = a·B + bias for a with m rows of B.K columns
+// (row-major), writing m x B.N values to dst. bias may be nil. It uses up to
+// threads goroutines.
+func Linear(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
+		panic(fmt.Sprintf("linalg: Linear: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
+			len(a), len(dst), len(bias), m, b.K, b.N))
+	}
+	if m == 0 {
+		return
+	}
+	for i := 0; i < m; i++ {
+		row := dst[i*b.N : (i+1)*b.N]
+		if bias != nil {
+			copy(row, bias)
+		} else {
+			clear(row)
+		}
+	}
+	gemmAcc(dst, a, m, b, Threads(threads))
+}
+
+// gemmPure accumulates dst += a·B with the packed panels.
+func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
+	K, N := b.K, b.N
+	mp := (m + mr - 1) / mr
+	np := (N + nr - 1) / nr
+	// Pack A into mr-row panels, k-major, zero-padded.
+	apBuf := make([]float32, mp*K*mr)
+	ap := &apBuf
+	packA := func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			dstp := (*ap)[i*K*mr : (i+1)*K*mr]
+			for r := 0; r < mr; r++ {
+				row := i*mr + r
+				if row >= m {
+					for k := 0; k < K; k++ {
+						dstp[k*mr+r] = 0
+					}
+					continue
+				}
+				src := a[row*K : row*K+K]
+				for k, v := range src {
+					dstp[k*mr+r] = v
+				}
+			}
+		}
+	}
+	mBlocks := (mp + mcPanels - 1) / mcPanels
+	// Split the N panels so that there are a few tasks per thread.
+	want := threads * 4
+	nSplit := (want + mBlocks - 1) / mBlocks
+	if nSplit > np {
+		nSplit = np
+	}
+	if nSplit < 1 {
+		nSplit = 1
+	}
+	nbPanels := (np + nSplit - 1) / nSplit
+	nSplit = (np + nbPanels - 1) / nbPanels
+	tasks := mBlocks * nSplit
+
+	task := func(t int, tmp *[mr * nr]float32) {
+		mb, nb := t/nSplit, t%nSplit
+		i0, i1 := mb*mcPanels, min((mb+1)*mcPanels, mp)
+		j0, j1 := nb*nbPanels, min((nb+1)*nbPanels, np)
+		for k0 := 0; k0 < K; k0 += kc {
+			kk := min(kc, K-k0)
+			for j := j0; j < j1; j++ {
+				bp := b.panels[j*K*nr+k0*nr:]
+				col := j * nr
+				fullN := col+nr <= N
+				for i := i0; i < i1; i++ {
+					apan := (*ap)[i*K*mr+k0*mr:]
+					row := i * mr
+					if fullN && row+mr <= m {
+						kernel(kk, apan, bp, dst[row*N+col:], N)
+						continue
+					}
+					clear(tmp[:])
+					kernel(kk, apan, bp, tmp[:], nr)
+					for r := 0; r < mr && row+r < m; r++ {
+						d := dst[(row+r)*N+col : (row+r)*N+min(col+nr, N)]
+						for c := range d {
+							d[c] += tmp[r*nr+c]
+						}
+					}
+				}
+			}
+		}
+	}
+	if threads <= 1 || tasks == 1 && mp < 4 {
+		packA(0, mp)
+		var tmp [mr * nr]float32
+		for t := 0; t < tasks; t++ {
+			task(t, &tmp)
+		}
+		return
+	}
+	workers := min(threads, tasks)
+	if workers < 1 {
+		workers = 1
+	}
+	parallelFor(min(threads, mp), mp, packA)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var tmp [mr * nr]float32
+			for {
+				t := int(next.Add(1) - 1)
+				if t >= tasks {
+					return
+				}
+				task(t, &tmp)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// parallelFor splits [0,n) into at most workers contiguous chunks and runs fn
+// on each, waiting for all.
+func parallelFor(workers, n int, fn func(lo, hi int)) {
+	if workers <= 1 || n <= 1 {
+		fn(0, n)
+		return
+	}
+	workers = min(workers, n)
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// ParallelFor runs fn over [0,n) split into contiguous chunks on up to
+// threads goroutines, each chunk handled by one call.
+func ParallelFor(threads, n int, fn func(lo, hi int)) {
+	parallelFor(Threads(threads), n, fn)
+}
+
+// ParallelTasks runs fn(i) for i in [0,n) with dynamic scheduling on up to
+// threads goroutines. Use it for uneven work items.
+func ParallelTasks(threads, n int, fn func(i int)) {
+	threads = Threads(threads)
+	if threads <= 1 || n <= 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(threads, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// kernelGo is the portable micro-kernel: c[r*ldc+j] += Σ_p a[p*mr+r]·b[p*nr+j].
+func kernelGo(k int, a, b, c []float32, ldc int) {
+	var acc [mr][nr]float32
+	for p := 0; p < k; p++ {
+		bv := b[p*nr : p*nr+nr : p*nr+nr]
+		av := a[p*mr : p*mr+mr : p*mr+mr]
+		for r := 0; r < mr; r++ {
+			x := av[r]
+			row := &acc[r]
+			for j := 0; j < nr; j++ {
+				row[j] += x * bv[j]
+			}
+		}
+	}
+	for r := 0; r < mr; r++ {
+		row := c[r*ldc : r*ldc+nr]
+		for j := range row {
+			row[j] += acc[r][j]
+		}
+	}
+}
+
+// LinearAdd computes dst += a·B + bias (bias may be nil): a residual
+// connection fused into the matrix multiply.
+func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
+		panic(fmt.Sprintf("linalg: LinearAdd: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
+			len(a), len(dst), len(bias), m, b.K, b.N))
+	}
+	if m == 0 {
+		return
+	}
+	if bias != nil {
+		for i := 0; i < m; i++ {
+			row := dst[i*b.N : (i+1)*b.N]
+			for j, v := range bias {
+				row[j] += v
+			}
+		}
+	}
+	gemmAcc(dst, a, m, b, Threads(threads))
+}
+
+// MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
+// calling goroutine. For small per-head attention products.
+func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
+	Linear(dst, a, m, PackTransposed(b[:n*k], n, k), nil, 1)
+}
+
+// MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
+// goroutine.
+func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
+	Linear(dst, a, m, Pack(b[:k*n], k, n), nil, 1)
+}

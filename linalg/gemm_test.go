@@ -1,0 +1,110 @@
+package linalg
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func naive(a []float32, m, k int, w []float32, n int, bias []float32) []float32 {
+	out := make([]float32, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float64
+			if bias != nil {
+				s = float64(bias[j])
+			}
+			for p := 0; p < k; p++ {
+				s += float64(a[i*k+p]) * float64(w[j*k+p])
+			}
+			out[i*n+j] = float32(s)
+		}
+	}
+	return out
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
+
+func TestLinear(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct{ m, k, n, threads int }{
+		{1, 1, 1, 1}, {5, 3, 7, 2}, {6, 16, 16, 1}, {50, 32, 96, 2}, {13, 300, 17, 3},
+		{77, 8, 24, 2}, {100, 513, 40, 4}, {7, 257, 33, 1}, {200, 64, 130, 8},
+	} {
+		a := randSlice(r, tc.m*tc.k)
+		w := randSlice(r, tc.n*tc.k)
+		bias := randSlice(r, tc.n)
+		want := naive(a, tc.m, tc.k, w, tc.n, bias)
+		for _, withBias := range []bool{true, false} {
+			bb := bias
+			if !withBias {
+				bb = nil
+				want = naive(a, tc.m, tc.k, w, tc.n, nil)
+			}
+			got := make([]float32, tc.m*tc.n)
+			for i := range got {
+				got[i] = float32(math.NaN()) // must be overwritten
+			}
+			Linear(got, a, tc.m, PackTransposed(w, tc.n, tc.k), bb, tc.threads)
+			tol := 1e-4 * math.Sqrt(float64(tc.k))
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); !(d <= tol) {
+					t.Fatalf("%+v bias=%v: [%d] got %v want %v", tc, withBias, i, got[i], want[i])
+				}
+			}
+			// Pack (K x N layout) gives the same result.
+			wt := make([]float32, tc.k*tc.n)
+			for j := 0; j < tc.n; j++ {
+				for p := 0; p < tc.k; p++ {
+					wt[p*tc.n+j] = w[j*tc.k+p]
+				}
+			}
+			got2 := make([]float32, tc.m*tc.n)
+			Linear(got2, a, tc.m, Pack(wt, tc.k, tc.n), bb, tc.threads)
+			for i := range got {
+				if got[i] != got2[i] {
+					t.Fatalf("%+v: Pack and PackTransposed differ at %d: %v %v", tc, i, got[i], got2[i])
+				}
+			}
+		}
+	}
+}
+
+func TestKernelGoMatchesKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, k := range []int{1, 3, 4, 5, 17, 256} {
+		a := randSlice(r, k*mr)
+		b := randSlice(r, k*nr)
+		c1 := randSlice(r, mr*20)
+		c2 := append([]float32(nil), c1...)
+		kernel(k, a, b, c1, 20)
+		kernelGo(k, a, b, c2, 20)
+		for i := range c1 {
+			if math.Abs(float64(c1[i]-c2[i])) > 1e-4 {
+				t.Fatalf("k=%d [%d]: %v vs %v", k, i, c1[i], c2[i])
+			}
+		}
+	}
+}
+
+func benchLinear(b *testing.B, m, k, n, threads int) {
+	r := rand.New(rand.NewPCG(1, 2))
+	a := randSlice(r, m*k)
+	p := PackTransposed(randSlice(r, n*k), n, k)
+	dst := make([]float32, m*n)
+	for b.Loop() {
+		Linear(dst, a, m, p, nil, threads)
+	}
+	b.ReportMetric(float64(2*m*k*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+func BenchmarkLinear400x768x3072T1(b *testing.B) { benchLinear(b, 400, 768, 3072, 1) }
+func BenchmarkLinear400x768x3072T2(b *testing.B) { benchLinear(b, 400, 768, 3072, 2) }
+func BenchmarkLinear50x768x2304T1(b *testing.B)  { benchLinear(b, 50, 768, 2304, 1) }
+func BenchmarkLinear400x3072x768T1(b *testing.B) { benchLinear(b, 400, 3072, 768, 1) }
