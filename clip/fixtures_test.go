@@ -23,11 +23,11 @@ type fixtureIndex struct {
 		CropOC string `json:"crop_open_clip"`
 		CropHF string `json:"crop_hf"`
 	} `json:"images"`
-	ImageOrder       []string `json:"image_order"`
-	HFDiffers        []string `json:"images_hf_preprocessing_differs"`
-	PromptIndices    []int    `json:"prompt_string_indices"`
-	DebugImages      []string `json:"debug_images"`
-	DebugTexts       []struct {
+	ImageOrder    []string `json:"image_order"`
+	HFDiffers     []string `json:"images_hf_preprocessing_differs"`
+	PromptIndices []int    `json:"prompt_string_indices"`
+	DebugImages   []string `json:"debug_images"`
+	DebugTexts    []struct {
 		K           int `json:"k"`
 		StringIndex int `json:"string_index"`
 	} `json:"debug_texts"`
@@ -246,18 +246,18 @@ func convertToOpenCLIP(t *testing.T, dir string) string {
 		return d
 	}
 	simple := map[string]string{
-		"text_model.embeddings.token_embedding.weight":        "token_embedding.weight",
-		"text_model.embeddings.position_embedding.weight":     "positional_embedding",
-		"text_model.final_layer_norm.weight":                  "ln_final.weight",
-		"text_model.final_layer_norm.bias":                    "ln_final.bias",
-		"vision_model.embeddings.class_embedding":             "visual.class_embedding",
-		"vision_model.embeddings.patch_embedding.weight":      "visual.conv1.weight",
-		"vision_model.embeddings.position_embedding.weight":   "visual.positional_embedding",
-		"vision_model.pre_layrnorm.weight":                    "visual.ln_pre.weight",
-		"vision_model.pre_layrnorm.bias":                      "visual.ln_pre.bias",
-		"vision_model.post_layernorm.weight":                  "visual.ln_post.weight",
-		"vision_model.post_layernorm.bias":                    "visual.ln_post.bias",
-		"logit_scale":                                         "logit_scale",
+		"text_model.embeddings.token_embedding.weight":      "token_embedding.weight",
+		"text_model.embeddings.position_embedding.weight":   "positional_embedding",
+		"text_model.final_layer_norm.weight":                "ln_final.weight",
+		"text_model.final_layer_norm.bias":                  "ln_final.bias",
+		"vision_model.embeddings.class_embedding":           "visual.class_embedding",
+		"vision_model.embeddings.patch_embedding.weight":    "visual.conv1.weight",
+		"vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+		"vision_model.pre_layrnorm.weight":                  "visual.ln_pre.weight",
+		"vision_model.pre_layrnorm.bias":                    "visual.ln_pre.bias",
+		"vision_model.post_layernorm.weight":                "visual.ln_post.weight",
+		"vision_model.post_layernorm.bias":                  "visual.ln_post.bias",
+		"logit_scale":                                       "logit_scale",
 	}
 	for hf, oc := range simple {
 		add(oc, shapes[hf], take(hf))

@@ -5,7 +5,7 @@ package clip
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"image"
 	"log/slog"
 	"os"
@@ -217,4 +217,3 @@ func (m *Model) textBatches(ctx context.Context, ids [][]int32, eots []int, full
 	}
 	return pooled, embeds, nil
 }
-
