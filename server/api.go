@@ -1,0 +1,189 @@
+// Package server is imagescope's HTTP face: a JSON API (search, streaming
+// search, gallery images and thumbnails, health, metrics) and an embedded web
+// UI for text, composed and chat retrieval that explains every ranking.
+//
+// The package does not know how a search runs: it calls a Searcher, which the
+// command wires to the pipeline engine.
+package server
+
+import (
+	"context"
+	"image"
+)
+
+// Stage names used in traces and events.
+const (
+	StageReason   = "reason"   // stage 1a: the reasoner writes target descriptions
+	StageRetrieve = "retrieve" // stage 1b: CLIP ranks the gallery
+	StageVerify   = "verify"   // stage 2: propositions checked by the verifier, re-rank
+	StageEvaluate = "evaluate" // stage 3: the evaluator judges the top few
+)
+
+// Stage statuses.
+const (
+	StatusStarted = "started"
+	StatusDone    = "done"
+	StatusSkipped = "skipped"
+	StatusFailed  = "failed"
+)
+
+// Searcher runs one query through the configured stages. observe, when not
+// nil, is called (from the searching goroutine) as each stage starts and
+// finishes. Search must stop promptly, model calls included, when ctx ends.
+type Searcher interface {
+	Search(ctx context.Context, q Query, observe func(StageEvent)) (*Result, error)
+}
+
+// Query is one search as the Searcher receives it.
+type Query struct {
+	// Text is the instruction: a description (text-to-image), the change to
+	// make (composed) or the newest turn (chat).
+	Text string
+	// Reference is a gallery name used as the reference image ("" if none).
+	Reference string
+	// ReferenceImage is an uploaded reference image (nil if none). At most
+	// one of Reference and ReferenceImage is set.
+	ReferenceImage image.Image
+	// Dialogue holds the earlier turns of a chat, oldest first (Dialogue[0]
+	// is the opening description); Text is the newest turn.
+	Dialogue []string
+	// Stages selects stages and parameters.
+	Stages StageOptions
+	// Limit is the number of ranked results wanted (> 0).
+	Limit int
+}
+
+// Mode names the kind of retrieval a query asks for.
+func (q Query) Mode() string {
+	switch {
+	case len(q.Dialogue) > 0:
+		return "chat"
+	case q.Reference != "" || q.ReferenceImage != nil:
+		return "composed"
+	default:
+		return "text"
+	}
+}
+
+// StageOptions selects which stages run and with what parameters. Nil or
+// zero fields mean "the engine's default".
+type StageOptions struct {
+	// Verify and Evaluate switch stages 2 and 3 off (false) or leave them to
+	// the configuration (nil or true: run when the role is configured).
+	Verify   *bool `json:"verify,omitempty"`
+	Evaluate *bool `json:"evaluate,omitempty"`
+	// Reason false skips the reasoner and embeds the raw text.
+	Reason *bool `json:"reason,omitempty"`
+	// TopK is stage 2's K (candidates verified); Alpha is stage 3's count.
+	TopK  int `json:"top_k,omitempty"`
+	Alpha int `json:"alpha,omitempty"`
+	// Tau weighs caption similarity against image similarity.
+	Tau *float64 `json:"tau,omitempty"`
+}
+
+// Result is a finished search.
+type Result struct {
+	// Hits is the final ranking, best first, at most Query.Limit long.
+	Hits []Hit `json:"results"`
+	// Descriptions are the target descriptions stage 1 embedded.
+	Descriptions []string `json:"descriptions"`
+	// Instructions are the atomic instructions of stage 1a, [type, content].
+	Instructions [][2]string `json:"instructions,omitempty"`
+	// Propositions are stage 2's yes/no questions with the answer the
+	// target should give.
+	Propositions []Proposition `json:"propositions,omitempty"`
+	// Stages traces every stage, skipped ones included.
+	Stages []StageTrace `json:"stages"`
+	// Notes are plain remarks on how the search ran (fallbacks, dropped
+	// caption term, ...).
+	Notes []string `json:"notes,omitempty"`
+	// ElapsedMS is the search's wall time, filled by the server.
+	ElapsedMS float64 `json:"elapsed_ms"`
+}
+
+// Hit is one ranked gallery image with the reasons for its place.
+type Hit struct {
+	Rank  int     `json:"rank"` // 1-based final rank
+	Name  string  `json:"name"`
+	Score float64 `json:"score"` // stage-1 fused similarity
+	// Stage1Rank is the rank after retrieval (before re-ranking).
+	Stage1Rank int `json:"stage1_rank"`
+	// Verification is stage 2's check of this image (nil if not verified).
+	Verification *Verification `json:"verification,omitempty"`
+	// Verdict is stage 3's judgement of this image (nil if not evaluated).
+	Verdict *Verdict `json:"verdict,omitempty"`
+	// ImageURL and ThumbURL are filled by the server.
+	ImageURL string `json:"image_url"`
+	ThumbURL string `json:"thumb_url"`
+}
+
+// Proposition is one yes/no question with the answer the target should give.
+type Proposition struct {
+	Question string `json:"question"`
+	Expected bool   `json:"expected"`
+}
+
+// Verification is the verifier's answers for one candidate.
+type Verification struct {
+	// Score is the number of answers that matched (or the expected
+	// agreement with soft scoring).
+	Score   float64  `json:"score"`
+	Answers []Answer `json:"answers"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Answer is the verifier's answer to one proposition for one image.
+type Answer struct {
+	Question string   `json:"question"`
+	Expected bool     `json:"expected"`
+	Answer   bool     `json:"answer"`
+	Match    bool     `json:"match"`
+	PYes     *float64 `json:"p_yes,omitempty"`
+	Raw      string   `json:"raw,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// Verdict is the evaluator's judgement of one candidate.
+type Verdict struct {
+	Yes   bool   `json:"yes"`
+	Text  string `json:"text"`
+	Error string `json:"error,omitempty"`
+}
+
+// StageTrace reports how one stage went.
+type StageTrace struct {
+	Name       string  `json:"name"`
+	Status     string  `json:"status"` // done, skipped, failed
+	Reason     string  `json:"reason,omitempty"`
+	DurationMS float64 `json:"duration_ms"`
+	// Calls is the number of model calls the stage made.
+	Calls int `json:"calls,omitempty"`
+}
+
+// StageEvent reports a stage starting or finishing while a search runs.
+type StageEvent struct {
+	Stage      string  `json:"stage"`
+	Status     string  `json:"status"` // started, done, skipped, failed
+	Reason     string  `json:"reason,omitempty"`
+	DurationMS float64 `json:"duration_ms,omitempty"`
+	// Detail is a short human-readable summary ("3 descriptions",
+	// "20 candidates x 4 questions").
+	Detail string `json:"detail,omitempty"`
+}
+
+// StageInfo says whether a stage can run with the current configuration.
+type StageInfo struct {
+	Name       string `json:"name"`
+	Configured bool   `json:"configured"`
+	Reason     string `json:"reason,omitempty"` // why it is skipped
+}
+
+// RoleStats are one model role's call counters, for /metrics.
+type RoleStats struct {
+	Role        string
+	Calls       int64
+	CacheHits   int64
+	CacheMisses int64
+	Failures    int64
+	Retries     int64
+}

@@ -1,0 +1,609 @@
+// imagescope web UI: plain JavaScript, no dependencies, works offline.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const STAGE_LABELS = {
+    reason: "Reason",
+    retrieve: "Retrieve",
+    verify: "Verify",
+    evaluate: "Evaluate",
+  };
+  const STAGE_ORDER = ["reason", "retrieve", "verify", "evaluate"];
+
+  const state = {
+    mode: "text",
+    token: sessionStorage.getItem("imagescope-token") || "",
+    info: null,
+    refName: "",
+    refFile: null,
+    refURL: "",
+    turns: [], // chat: earlier turns (texts), oldest first
+    hits: [],
+    result: null,
+    detailIndex: -1,
+    abort: null,
+    blobURLs: [],
+    pickerOffset: 0,
+  };
+
+  // ---------- helpers ----------
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    if (attrs) {
+      for (const [k, v] of Object.entries(attrs)) {
+        if (v === undefined || v === null || v === false) continue;
+        if (k === "class") e.className = v;
+        else if (k === "text") e.textContent = v;
+        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+        else e.setAttribute(k, v === true ? "" : v);
+      }
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function authHeaders(extra) {
+    const h = Object.assign({}, extra || {});
+    if (state.token) h["Authorization"] = "Bearer " + state.token;
+    return h;
+  }
+
+  async function api(path, opts) {
+    opts = opts || {};
+    opts.headers = authHeaders(opts.headers);
+    const resp = await fetch(path, opts);
+    if (resp.status === 401) {
+      askToken();
+      throw new Error("an access token is needed");
+    }
+    return resp;
+  }
+
+  async function errorText(resp) {
+    try {
+      const j = await resp.json();
+      if (j && j.error) return j.error;
+    } catch (e) { /* not JSON */ }
+    return resp.status + " " + resp.statusText;
+  }
+
+  // setImage shows a protected image: with a token, images are fetched with
+  // the Authorization header and shown from blob URLs.
+  function setImage(img, url) {
+    if (!state.token) {
+      img.src = url;
+      return;
+    }
+    fetch(url, { headers: authHeaders() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.status))))
+      .then((b) => {
+        const u = URL.createObjectURL(b);
+        state.blobURLs.push(u);
+        img.src = u;
+      })
+      .catch(() => { img.alt = img.alt || "image unavailable"; });
+  }
+
+  function releaseBlobs() {
+    for (const u of state.blobURLs) URL.revokeObjectURL(u);
+    state.blobURLs = [];
+  }
+
+  function setStatus(text, isError) {
+    const s = $("status");
+    s.textContent = text || "";
+    s.classList.toggle("error", !!isError);
+  }
+
+  function fmtScore(v) {
+    return typeof v === "number" ? v.toFixed(4) : "";
+  }
+
+  // ---------- auth ----------
+  function askToken() {
+    const d = $("auth");
+    if (!d.open) d.showModal();
+    $("auth-token").focus();
+  }
+  $("auth-form").addEventListener("submit", () => {
+    state.token = $("auth-token").value.trim();
+    sessionStorage.setItem("imagescope-token", state.token);
+    loadInfo();
+  });
+
+  // ---------- modes ----------
+  const tabs = Array.from(document.querySelectorAll("[role=tab]"));
+  function setMode(mode, focus) {
+    state.mode = mode;
+    for (const t of tabs) {
+      const on = t.dataset.mode === mode;
+      t.setAttribute("aria-selected", on ? "true" : "false");
+      t.tabIndex = on ? 0 : -1;
+      if (on && focus) t.focus();
+    }
+    $("ref-panel").hidden = mode !== "composed";
+    $("chat-panel").hidden = mode !== "chat";
+    const q = $("q");
+    if (mode === "text") {
+      $("q-label").textContent = "What are you looking for?";
+      q.placeholder = "a dog running on a beach at sunset";
+    } else if (mode === "composed") {
+      $("q-label").textContent = "What should be different from the reference image?";
+      q.placeholder = "make it night time and add a second dog";
+    } else {
+      $("q-label").textContent = state.turns.length ? "Refine: answer or add a detail" : "Describe the picture you have in mind";
+      q.placeholder = state.turns.length ? "is it indoors? yes, in a kitchen" : "a person holding an umbrella in the rain";
+    }
+  }
+  for (const t of tabs) {
+    t.addEventListener("click", () => setMode(t.dataset.mode, true));
+    t.addEventListener("keydown", (ev) => {
+      const i = tabs.indexOf(t);
+      let j = -1;
+      if (ev.key === "ArrowRight") j = (i + 1) % tabs.length;
+      if (ev.key === "ArrowLeft") j = (i - 1 + tabs.length) % tabs.length;
+      if (ev.key === "Home") j = 0;
+      if (ev.key === "End") j = tabs.length - 1;
+      if (j >= 0) {
+        ev.preventDefault();
+        setMode(tabs[j].dataset.mode, true);
+      }
+    });
+  }
+
+  // ---------- reference image ----------
+  function showRef(label, url, isBlob) {
+    const img = $("ref-img");
+    if (url) {
+      if (isBlob) img.src = url;
+      else setImage(img, url);
+      img.hidden = false;
+      img.alt = "Reference: " + label;
+    } else {
+      img.hidden = true;
+      img.removeAttribute("src");
+    }
+    $("ref-label").textContent = label || "No reference image yet.";
+    $("ref-clear").hidden = !url;
+  }
+  function clearRef() {
+    if (state.refURL) URL.revokeObjectURL(state.refURL);
+    state.refName = "";
+    state.refFile = null;
+    state.refURL = "";
+    $("ref-file").value = "";
+    showRef("", "");
+  }
+  $("ref-file").addEventListener("change", () => {
+    const f = $("ref-file").files[0];
+    if (!f) return;
+    clearRef();
+    const max = state.info ? state.info.limits.max_upload_bytes : 0;
+    if (max && f.size > max) {
+      setStatus("That file is " + Math.round(f.size / 1048576) + " MB; the server accepts up to " + Math.round(max / 1048576) + " MB.", true);
+      return;
+    }
+    state.refFile = f;
+    state.refURL = URL.createObjectURL(f);
+    showRef("Uploaded: " + f.name, state.refURL, true);
+  });
+  $("ref-clear").addEventListener("click", clearRef);
+  function useReference(name, thumbURL) {
+    clearRef();
+    state.refName = name;
+    showRef("Gallery: " + name, thumbURL);
+    setMode("composed", false);
+  }
+
+  // gallery picker
+  async function loadPicker(reset) {
+    if (reset) {
+      state.pickerOffset = 0;
+      $("picker-grid").textContent = "";
+    }
+    const q = $("picker-q").value.trim();
+    const params = new URLSearchParams({ q, offset: String(state.pickerOffset), limit: "60" });
+    let data;
+    try {
+      const r = await api("/api/gallery?" + params);
+      if (!r.ok) throw new Error(await errorText(r));
+      data = await r.json();
+    } catch (e) {
+      $("picker-status").textContent = "Could not list the gallery: " + e.message;
+      return;
+    }
+    for (const im of data.images) {
+      const img = el("img", { alt: "", loading: "lazy", width: "110", height: "82" });
+      setImage(img, im.thumb_url + "?size=128");
+      const b = el("button", {
+        type: "button", class: "card", "data-name": im.name,
+        onclick: () => { $("picker").close(); useReference(im.name, im.thumb_url); $("q").focus(); },
+      }, el("span", { class: "thumb" }, img), el("span", { class: "meta" }, el("span", { class: "name", text: im.name })));
+      $("picker-grid").append(el("li", null, b));
+    }
+    state.pickerOffset += data.images.length;
+    $("picker-status").textContent = state.pickerOffset + " of " + data.total + " images";
+    $("picker-more").hidden = state.pickerOffset >= data.total;
+  }
+  $("ref-pick").addEventListener("click", () => {
+    $("picker").showModal();
+    $("picker-q").focus();
+    loadPicker(true);
+  });
+  let pickerTimer = 0;
+  $("picker-q").addEventListener("input", () => {
+    clearTimeout(pickerTimer);
+    pickerTimer = setTimeout(() => loadPicker(true), 200);
+  });
+  $("picker-more").addEventListener("click", () => loadPicker(false));
+
+  // ---------- chat ----------
+  function renderChat(lastSystem) {
+    const log = $("chat-log");
+    log.textContent = "";
+    state.turns.forEach((t, i) => {
+      log.append(el("li", { class: "user" }, t));
+      const sys = state.chatReplies && state.chatReplies[i];
+      if (sys) log.append(el("li", { class: "system" }, sys));
+    });
+    if (lastSystem) log.append(el("li", { class: "system" }, lastSystem));
+    $("chat-reset").hidden = state.turns.length === 0;
+  }
+  $("chat-reset").addEventListener("click", () => {
+    state.turns = [];
+    state.chatReplies = [];
+    renderChat();
+    setMode("chat", false);
+    $("q").focus();
+  });
+
+  // ---------- stages / progress ----------
+  function stageItem(name) {
+    let li = document.querySelector('#stages li[data-stage="' + name + '"]');
+    if (!li) {
+      li = el("li", { class: "stage pending", "data-stage": name },
+        el("span", { class: "icon", "aria-hidden": "true" }),
+        el("span", { class: "label", text: STAGE_LABELS[name] || name }),
+        el("span", { class: "why" }));
+      $("stages").append(li);
+      const items = Array.from($("stages").children);
+      items.sort((a, b) => STAGE_ORDER.indexOf(a.dataset.stage) - STAGE_ORDER.indexOf(b.dataset.stage));
+      for (const it of items) $("stages").append(it);
+    }
+    return li;
+  }
+  function setStage(name, status, why) {
+    const li = stageItem(name);
+    li.className = "stage " + status;
+    li.dataset.status = status;
+    li.querySelector(".why").textContent = why ? "— " + why : "";
+    const word = { pending: "waiting", running: "running", done: "done", skipped: "skipped", failed: "failed" }[status] || status;
+    li.setAttribute("aria-label", (STAGE_LABELS[name] || name) + ": " + word + (why ? ", " + why : ""));
+  }
+  function resetStages() {
+    $("stages").textContent = "";
+    const stages = (state.info && state.info.stages) || [];
+    for (const st of stages) {
+      if (st.configured) setStage(st.name, "pending", "");
+      else setStage(st.name, "skipped", st.reason || "not configured");
+    }
+  }
+
+  // ---------- search ----------
+  function stageOptions() {
+    const o = {};
+    if (!$("opt-reason").checked) o.reason = false;
+    if (!$("opt-verify").checked) o.verify = false;
+    if (!$("opt-evaluate").checked) o.evaluate = false;
+    const k = parseInt($("opt-k").value, 10);
+    if (k > 0) o.top_k = k;
+    return o;
+  }
+
+  function buildBody(text) {
+    const req = { text, stages: stageOptions() };
+    const limit = parseInt($("opt-limit").value, 10);
+    if (limit > 0) req.limit = limit;
+    if (state.mode === "chat" && state.turns.length) req.dialogue = state.turns.slice();
+    if (state.mode === "composed") {
+      if (state.refFile) {
+        const fd = new FormData();
+        fd.append("request", JSON.stringify(req));
+        fd.append("image", state.refFile, state.refFile.name);
+        return { body: fd, headers: {} };
+      }
+      if (state.refName) req.reference = state.refName;
+    }
+    return { body: JSON.stringify(req), headers: { "Content-Type": "application/json" } };
+  }
+
+  // parseSSE feeds chunks of an event stream and calls onEvent(name, data).
+  function sseParser(onEvent) {
+    let buf = "";
+    return (chunk) => {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue;
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) {
+          let v;
+          try { v = JSON.parse(data.join("\n")); } catch (e) { v = data.join("\n"); }
+          onEvent(name, v);
+        }
+      }
+    };
+  }
+
+  function busy(on) {
+    $("go").disabled = on;
+    $("stop").hidden = !on;
+    document.body.setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  async function runSearch(text) {
+    if (state.abort) state.abort.abort();
+    const ctl = new AbortController();
+    state.abort = ctl;
+    resetStages();
+    busy(true);
+    setStatus("Searching…");
+    const started = performance.now();
+    const { body, headers } = buildBody(text);
+    let result = null;
+    let failure = "";
+    try {
+      const resp = await api("/api/search/stream", { method: "POST", body, headers, signal: ctl.signal });
+      if (!resp.ok) throw new Error(await errorText(resp));
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      const feed = sseParser((name, data) => {
+        if (name === "stage") {
+          const st = data.status === "started" ? "running" : data.status;
+          setStage(data.stage, st, data.status === "skipped" ? data.reason : (data.detail || data.reason || ""));
+          if (data.status === "started") setStatus((STAGE_LABELS[data.stage] || data.stage) + "…");
+        } else if (name === "result") {
+          result = data;
+        } else if (name === "error") {
+          failure = data.error || "search failed";
+        }
+      });
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        feed(value);
+      }
+    } catch (e) {
+      if (e.name === "AbortError") failure = "Stopped.";
+      else failure = e.message;
+    } finally {
+      busy(false);
+      if (state.abort === ctl) state.abort = null;
+    }
+    if (!result) {
+      setStatus(failure || "The search ended without a result.", true);
+      for (const li of document.querySelectorAll("#stages li.running")) setStage(li.dataset.stage, "failed", "");
+      return null;
+    }
+    for (const st of result.stages) {
+      setStage(st.name, st.status, st.status === "done" ? Math.round(st.duration_ms) + " ms" : st.reason || "");
+    }
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    setStatus(result.results.length + " results in " + secs + " s.");
+    renderResult(result);
+    return result;
+  }
+
+  $("stop").addEventListener("click", () => { if (state.abort) state.abort.abort(); });
+
+  $("search-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = $("q").value.trim();
+    if (!text) {
+      setStatus("Type what you are looking for first.", true);
+      $("q").focus();
+      return;
+    }
+    if (state.mode === "composed" && !state.refName && !state.refFile) {
+      setStatus("Pick a reference image (upload one or choose from the gallery) first.", true);
+      $("ref-pick").focus();
+      return;
+    }
+    if (state.mode === "chat") {
+      renderChat("…");
+      const log = $("chat-log");
+      log.lastChild.remove();
+      log.append(el("li", { class: "user" }, text));
+    }
+    const res = await runSearch(text);
+    if (state.mode === "chat" && res) {
+      state.turns.push(text);
+      state.chatReplies = state.chatReplies || [];
+      const top = res.results[0];
+      const d = res.descriptions[0] || "";
+      state.chatReplies.push(el("span", null,
+        top ? "Best match now: " + top.name + ". " : "No match yet. ",
+        d ? el("span", { class: "muted" }, "Looking for: " + d) : ""));
+      renderChat();
+      $("q").value = "";
+      setMode("chat", false);
+    } else if (state.mode === "chat") {
+      renderChat();
+    }
+  });
+
+  // ---------- results ----------
+  function verifBadge(h) {
+    const v = h.verification;
+    if (!v || !v.answers || !v.answers.length) return null;
+    const n = v.answers.filter((a) => a.match).length;
+    return el("span", { class: "badge " + (n === v.answers.length ? "yes" : ""), title: "propositions matched" }, "✓ " + n + "/" + v.answers.length);
+  }
+  function verdictBadge(h) {
+    if (!h.verdict) return null;
+    return el("span", { class: "badge " + (h.verdict.yes ? "yes" : "no") }, h.verdict.yes ? "judged: yes" : "judged: no");
+  }
+
+  function renderResult(res) {
+    releaseBlobs();
+    state.result = res;
+    state.hits = res.results;
+    const grid = $("results");
+    grid.textContent = "";
+    res.results.forEach((h, i) => {
+      const img = el("img", { alt: "", loading: "lazy", width: "170", height: "128" });
+      setImage(img, h.thumb_url);
+      const moved = h.stage1_rank && h.stage1_rank !== h.rank ? " (was " + h.stage1_rank + ")" : "";
+      const b = el("button", {
+        type: "button", class: "card", "data-name": h.name,
+        "aria-label": "Result " + h.rank + ": " + h.name + ". Open details.",
+        onclick: () => openDetail(i),
+      },
+      el("span", { class: "thumb" }, img),
+      el("span", { class: "meta" },
+        el("span", { class: "name", text: h.name }),
+        el("span", { class: "rank" }, "#" + h.rank + moved + " · " + fmtScore(h.score)),
+        el("span", { class: "badges" }, verifBadge(h), verdictBadge(h))));
+      grid.append(el("li", { class: "result" }, b));
+    });
+    renderSummary(res);
+  }
+
+  function renderSummary(res) {
+    const body = $("summary-body");
+    body.textContent = "";
+    if (res.descriptions && res.descriptions.length) {
+      body.append(el("h3", null, "Target descriptions"),
+        el("ol", { class: "descriptions" }, res.descriptions.map((d) => el("li", null, d))));
+    }
+    if (res.instructions && res.instructions.length) {
+      body.append(el("h3", null, "Atomic instructions"),
+        el("ul", null, res.instructions.map((p) => el("li", null, el("strong", null, p[0] + ": "), p[1]))));
+    }
+    if (res.propositions && res.propositions.length) {
+      body.append(el("h3", null, "Propositions checked"),
+        el("ul", { class: "propositions" }, res.propositions.map((p) => el("li", null, p.question + " — expected " + (p.expected ? "yes" : "no")))));
+    }
+    const skipped = res.stages.filter((s) => s.status !== "done");
+    if (skipped.length) {
+      body.append(el("h3", null, "Stages not run"),
+        el("ul", null, skipped.map((s) => el("li", { class: "skipped" }, (STAGE_LABELS[s.name] || s.name) + " " + s.status + (s.reason ? ": " + s.reason : "")))));
+    }
+    if (res.notes && res.notes.length) {
+      body.append(el("h3", null, "Notes"), el("ul", null, res.notes.map((n) => el("li", null, n))));
+    }
+    $("summary").hidden = body.childElementCount === 0;
+  }
+
+  function stageStatus(name) {
+    const st = state.result && state.result.stages.find((s) => s.name === name);
+    return st || null;
+  }
+
+  function explainHit(h) {
+    const box = el("div");
+    box.append(el("h3", null, "Ranking"),
+      el("p", null, "Final rank " + h.rank + "; rank after retrieval " + (h.stage1_rank || h.rank) + "; similarity " + fmtScore(h.score) + "."));
+    const res = state.result;
+    if (res.descriptions && res.descriptions.length) {
+      box.append(el("h3", null, "Descriptions used"),
+        el("ol", null, res.descriptions.map((d) => el("li", null, d))));
+    }
+    box.append(el("h3", null, "Verifier"));
+    const v = h.verification;
+    if (v && v.answers && v.answers.length) {
+      const rows = v.answers.map((a) => el("tr", null,
+        el("td", null, a.question),
+        el("td", null, a.expected ? "yes" : "no"),
+        el("td", null, a.error ? "error" : (a.answer ? "yes" : "no") + (typeof a.p_yes === "number" ? " (p=" + a.p_yes.toFixed(2) + ")" : "")),
+        el("td", { class: a.match ? "ok" : "bad", "aria-label": a.match ? "matches" : "does not match" }, a.match ? "✓" : "✗")));
+      box.append(el("table", { class: "answers" },
+        el("thead", null, el("tr", null, el("th", null, "Proposition"), el("th", null, "Expected"), el("th", null, "Verifier said"), el("th", null, ""))),
+        el("tbody", null, rows)),
+      el("p", null, "Score " + v.score + " of " + v.answers.length + "."));
+      if (v.error) box.append(el("p", { class: "skipped" }, "Verification error: " + v.error));
+    } else {
+      const st = stageStatus("verify");
+      let why = "not verified (below the verified top K)";
+      if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
+      if (v && v.error) why = "verification failed: " + v.error;
+      box.append(el("p", { class: "skipped" }, why));
+    }
+    box.append(el("h3", null, "Evaluator"));
+    if (h.verdict) {
+      box.append(el("div", { class: "verdict " + (h.verdict.yes ? "yes" : "no") },
+        el("strong", null, h.verdict.yes ? "Yes — satisfies the request. " : "No — does not satisfy the request. "),
+        h.verdict.text || h.verdict.error || ""));
+    } else {
+      const st = stageStatus("evaluate");
+      let why = "not judged (only the top few are, until one is accepted)";
+      if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
+      box.append(el("p", { class: "skipped" }, why));
+    }
+    return box;
+  }
+
+  function openDetail(i) {
+    const h = state.hits[i];
+    if (!h) return;
+    state.detailIndex = i;
+    const img = $("detail-img");
+    img.alt = h.name;
+    img.removeAttribute("src");
+    setImage(img, h.image_url);
+    $("detail-title").textContent = "#" + h.rank + " · " + h.name;
+    const ex = $("detail-explain");
+    ex.textContent = "";
+    ex.append(explainHit(h));
+    $("detail-open").href = h.image_url;
+    $("detail-open").hidden = !!state.token;
+    $("detail-prev").disabled = i === 0;
+    $("detail-next").disabled = i === state.hits.length - 1;
+    const d = $("detail");
+    if (!d.open) d.showModal();
+  }
+  $("detail-prev").addEventListener("click", () => openDetail(state.detailIndex - 1));
+  $("detail-next").addEventListener("click", () => openDetail(state.detailIndex + 1));
+  $("detail").addEventListener("keydown", (ev) => {
+    if (ev.key === "ArrowLeft" && state.detailIndex > 0) openDetail(state.detailIndex - 1);
+    if (ev.key === "ArrowRight" && state.detailIndex < state.hits.length - 1) openDetail(state.detailIndex + 1);
+  });
+  $("detail").addEventListener("close", () => {
+    const card = document.querySelectorAll("#results button.card")[state.detailIndex];
+    if (card) card.focus();
+  });
+  $("detail-use").addEventListener("click", () => {
+    const h = state.hits[state.detailIndex];
+    if (!h) return;
+    $("detail").close();
+    useReference(h.name, h.thumb_url);
+    $("q").value = "";
+    $("q").focus();
+  });
+
+  // ---------- start ----------
+  async function loadInfo() {
+    try {
+      const r = await api("/api/info");
+      if (!r.ok) throw new Error(await errorText(r));
+      state.info = await r.json();
+      $("desc").textContent = (state.info.description ? state.info.description + " · " : "") + state.info.images + " images";
+      resetStages();
+      setStatus("");
+    } catch (e) {
+      setStatus("Cannot reach the server: " + e.message, true);
+    }
+  }
+  setMode("text", false);
+  loadInfo();
+})();
