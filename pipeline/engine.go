@@ -1,0 +1,353 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/imagescope/imagescope/prompt"
+)
+
+// Options are the method's parameters and the project's extensions.
+type Options struct {
+	// Tau weighs caption similarity against image similarity (0.15).
+	Tau float32 `json:"tau"`
+	// TopK is how many stage-1 candidates stage 2 verifies (20).
+	TopK int `json:"top_k"`
+	// Alpha is how many stage-2 candidates stage 3 evaluates (3).
+	Alpha int `json:"alpha"`
+	// Depth is how many ranked names results keep (100).
+	Depth int `json:"depth"`
+	// YesRule decides when a verifier reply means yes: "word" (yes as a
+	// word, default) or "substring" (the reference code's rule).
+	YesRule string `json:"yes_rule"`
+	// Soft asks the verifier for log-probabilities and reports the soft
+	// expected agreement beside the hard count.
+	Soft bool `json:"soft"`
+	// ReasonerMaxTokens, VerifierMaxTokens, EvaluatorMaxTokens cap replies.
+	ReasonerMaxTokens  int `json:"reasoner_max_tokens"`
+	VerifierMaxTokens  int `json:"verifier_max_tokens"`
+	EvaluatorMaxTokens int `json:"evaluator_max_tokens"`
+	// VerifierImageSide resizes the candidate to a square of this side
+	// before verification (0: send the stored file; the paper used 400 for
+	// chat-style VLMs).
+	VerifierImageSide int `json:"verifier_image_side,omitempty"`
+	// FailureThreshold is how many consecutive failed calls mark a role as
+	// down (8).
+	FailureThreshold int `json:"failure_threshold"`
+	// InFlight bounds concurrent requests per role (role name -> limit;
+	// missing = 8).
+	InFlight map[string]int `json:"in_flight,omitempty"`
+}
+
+// DefaultOptions returns the paper's parameters.
+func DefaultOptions() Options {
+	return Options{
+		Tau: 0.15, TopK: 20, Alpha: 3, Depth: 100, YesRule: "word",
+		ReasonerMaxTokens: 2048, VerifierMaxTokens: 16, EvaluatorMaxTokens: 4096,
+		FailureThreshold: 8,
+	}
+}
+
+func (o *Options) fill() error {
+	d := DefaultOptions()
+	if o.TopK == 0 {
+		o.TopK = d.TopK
+	}
+	if o.Alpha == 0 {
+		o.Alpha = d.Alpha
+	}
+	if o.Depth == 0 {
+		o.Depth = d.Depth
+	}
+	if o.YesRule == "" {
+		o.YesRule = d.YesRule
+	}
+	if o.ReasonerMaxTokens == 0 {
+		o.ReasonerMaxTokens = d.ReasonerMaxTokens
+	}
+	if o.VerifierMaxTokens == 0 {
+		o.VerifierMaxTokens = d.VerifierMaxTokens
+	}
+	if o.EvaluatorMaxTokens == 0 {
+		o.EvaluatorMaxTokens = d.EvaluatorMaxTokens
+	}
+	if o.FailureThreshold == 0 {
+		o.FailureThreshold = d.FailureThreshold
+	}
+	switch {
+	case o.Tau < 0 || o.Tau > 1:
+		return fmt.Errorf("tau %g: must be within [0, 1]", o.Tau)
+	case o.TopK < 0:
+		return fmt.Errorf("top-k %d: must be positive", o.TopK)
+	case o.Alpha < 0:
+		return fmt.Errorf("alpha %d: must be positive", o.Alpha)
+	case o.Depth < 0:
+		return fmt.Errorf("depth %d: must be positive", o.Depth)
+	case o.YesRule != "word" && o.YesRule != "substring":
+		return fmt.Errorf("yes rule %q: want word or substring", o.YesRule)
+	}
+	return nil
+}
+
+// Roles are the model roles; a nil role is not configured and the stages
+// that need it are skipped.
+type Roles struct {
+	Captioner Chatter
+	Reasoner  Chatter
+	// Proposer writes stage-2 propositions; nil means the reasoner does.
+	Proposer  Chatter
+	Verifier  Chatter
+	Evaluator Chatter
+}
+
+// Config wires an Engine.
+type Config struct {
+	Embedder TextEmbedder
+	Searcher Searcher
+	Gallery  Gallery
+	Images   ImageSource
+	// Decode decodes image bytes (stage 3 composition, resizing); nil uses
+	// the standard library decoders registered in the binary.
+	Decode  func(b []byte) (image.Image, error)
+	Roles   Roles
+	Prompts *prompt.Library
+	Options Options
+	Log     *slog.Logger
+}
+
+// Engine runs the method for single queries (Search) and for benchmark
+// runs (the Stage1/Stage2/Stage3 steps the run package schedules).
+type Engine struct {
+	cfg   Config
+	opt   Options
+	roles map[string]*role
+	embed *limiter
+	log   *slog.Logger
+}
+
+// New checks the wiring and returns an Engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Embedder == nil || cfg.Searcher == nil || cfg.Gallery == nil {
+		return nil, errors.New("pipeline: embedder, searcher and gallery are required")
+	}
+	if cfg.Prompts == nil {
+		lib, err := prompt.Load("")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Prompts = lib
+	}
+	if err := cfg.Options.fill(); err != nil {
+		return nil, fmt.Errorf("pipeline options: %w", err)
+	}
+	if cfg.Decode == nil {
+		cfg.Decode = decodeStd
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{cfg: cfg, opt: cfg.Options, roles: map[string]*role{}, log: cfg.Log}
+	add := func(name string, c Chatter) {
+		if c == nil {
+			return
+		}
+		n := 8
+		if v, ok := cfg.Options.InFlight[name]; ok && v > 0 {
+			n = v
+		}
+		e.roles[name] = &role{name: name, c: c, lim: newLimiter(n), threshold: int64(cfg.Options.FailureThreshold)}
+	}
+	add(RoleCaptioner, cfg.Roles.Captioner)
+	add(RoleReasoner, cfg.Roles.Reasoner)
+	add(RoleProposer, cfg.Roles.Proposer)
+	add(RoleVerifier, cfg.Roles.Verifier)
+	add(RoleEvaluator, cfg.Roles.Evaluator)
+	if _, ok := e.roles[RoleProposer]; !ok {
+		if r, ok := e.roles[RoleReasoner]; ok {
+			e.roles[RoleProposer] = r
+		}
+	}
+	ne := 2
+	if v, ok := cfg.Options.InFlight[RoleEmbedder]; ok && v > 0 {
+		ne = v
+	}
+	e.embed = newLimiter(ne)
+	return e, nil
+}
+
+// Options returns the effective options.
+func (e *Engine) Options() Options { return e.opt }
+
+// Prompts returns the prompt library in use.
+func (e *Engine) Prompts() *prompt.Library { return e.cfg.Prompts }
+
+// Has reports whether a role is configured.
+func (e *Engine) Has(roleName string) bool { _, ok := e.roles[roleName]; return ok }
+
+// SkipReason says why a stage cannot run ("" when it can).
+func (e *Engine) SkipReason(stage int) string {
+	switch stage {
+	case 2:
+		if !e.Has(RoleProposer) {
+			return "no reasoner or proposer configured (stage 2 needs one to write propositions)"
+		}
+		if !e.Has(RoleVerifier) {
+			return "no verifier configured"
+		}
+	case 3:
+		if !e.Has(RoleEvaluator) {
+			return "no evaluator configured"
+		}
+	}
+	return ""
+}
+
+// RoleStats are a role's counters since the engine started.
+type RoleStats struct {
+	Calls            int64 `json:"calls"`
+	Failures         int64 `json:"failures"`
+	CacheHits        int64 `json:"cache_hits"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	Down             bool  `json:"down,omitempty"`
+}
+
+// Stats returns counters per role.
+func (e *Engine) Stats() map[string]RoleStats {
+	out := map[string]RoleStats{}
+	seen := map[*role]bool{}
+	for _, name := range []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator} {
+		r, ok := e.roles[name]
+		if !ok || seen[r] {
+			continue
+		}
+		seen[r] = true
+		out[name] = RoleStats{
+			Calls: r.calls.Load(), Failures: r.failures.Load(), CacheHits: r.hits.Load(),
+			PromptTokens: r.ptok.Load(), CompletionTokens: r.ctok.Load(), Down: r.down.Load(),
+		}
+	}
+	return out
+}
+
+// Down returns the roles that are marked down.
+func (e *Engine) Down() []string {
+	var out []string
+	for _, name := range []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator} {
+		if r, ok := e.roles[name]; ok && r.down.Load() && r.name == name {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// limiter bounds concurrent work.
+type limiter struct{ ch chan struct{} }
+
+func newLimiter(n int) *limiter { return &limiter{ch: make(chan struct{}, n)} }
+
+func (l *limiter) acquire(ctx context.Context) error {
+	select {
+	case l.ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *limiter) release() { <-l.ch }
+
+// role is one configured model role: bounded in-flight calls, counters and
+// a breaker that stops calls after repeated consecutive failures.
+type role struct {
+	name      string
+	c         Chatter
+	lim       *limiter
+	threshold int64
+
+	consecutive atomic.Int64
+	down        atomic.Bool
+	mu          sync.Mutex
+	last        error
+
+	calls, failures, hits, ptok, ctok atomic.Int64
+}
+
+func (r *role) chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
+	if r.down.Load() {
+		return nil, r.downErr()
+	}
+	if err := r.lim.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer r.lim.release()
+	if r.down.Load() {
+		return nil, r.downErr()
+	}
+	resp, err := r.c.Chat(ctx, req)
+	if err == nil && resp == nil {
+		err = errors.New("empty response")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.calls.Add(1)
+		r.failures.Add(1)
+		r.mu.Lock()
+		r.last = err
+		r.mu.Unlock()
+		if r.consecutive.Add(1) >= r.threshold {
+			r.down.Store(true)
+		}
+		return nil, fmt.Errorf("%s: %w", r.name, err)
+	}
+	r.consecutive.Store(0)
+	r.calls.Add(1)
+	if resp.Cached {
+		r.hits.Add(1)
+	}
+	r.ptok.Add(int64(resp.PromptTokens))
+	r.ctok.Add(int64(resp.CompletionTokens))
+	return resp, nil
+}
+
+func (r *role) downErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &RoleDownError{Role: r.name, Last: r.last}
+}
+
+// call runs one chat through a role and records it in calls. A role that is
+// down is reported as an error the caller must propagate.
+func (e *Engine) call(ctx context.Context, roleName string, req ChatRequest, c *Calls) (*ChatResponse, error) {
+	r, ok := e.roles[roleName]
+	if !ok {
+		return nil, fmt.Errorf("%s not configured", roleName)
+	}
+	resp, err := r.chat(ctx, req)
+	if errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil) {
+		return nil, err
+	}
+	c.add(roleName, resp, err)
+	return resp, err
+}
+
+// roleDownAfter reports a role-down error for a stage that saw failures
+// while the role went down: its results would carry failures caused by the
+// outage, so the stage is left unfinished (resumable) instead.
+func (e *Engine) roleDownAfter(roleName string, c *Calls) error {
+	r, ok := e.roles[roleName]
+	if !ok || !r.down.Load() {
+		return nil
+	}
+	if c.Failures[roleName] > 0 {
+		return r.downErr()
+	}
+	return nil
+}

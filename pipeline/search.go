@@ -1,0 +1,304 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/prompt"
+)
+
+// Request is one query for Engine.Search.
+type Request struct {
+	// Instruction is the query text (text-to-image: the description;
+	// composed: the change to make to the reference).
+	Instruction string `json:"instruction"`
+	// Reference is a gallery image name used as the reference.
+	Reference string `json:"reference,omitempty"`
+	// ReferenceImage is a reference image from outside the gallery.
+	ReferenceImage image.Image `json:"-"`
+	// ReferenceCaption overrides the reference's caption (otherwise the
+	// gallery caption, or the captioner when configured).
+	ReferenceCaption string `json:"reference_caption,omitempty"`
+	// Dialogue makes this a chat query: Dialogue[0] is the caption and
+	// Dialogue[1..] the "question? answer" turns. Instruction is ignored.
+	Dialogue []string `json:"dialogue,omitempty"`
+	// Domain selects the prompt set (default "general", "chat" for dialogues).
+	Domain string `json:"domain,omitempty"`
+	// MaxStage is the last stage to run (1..3; 0 = 3).
+	MaxStage int `json:"max_stage,omitempty"`
+	// Subset restricts the ranking to these gallery names.
+	Subset []string `json:"subset,omitempty"`
+	// ExcludeReference removes the reference image from the ranking.
+	ExcludeReference bool `json:"exclude_reference,omitempty"`
+	// Depth is how many results to return (0 = the engine's depth).
+	Depth int `json:"depth,omitempty"`
+}
+
+// Candidate is one ranked result.
+type Candidate struct {
+	Name string `json:"name"`
+	// Score is the stage-1 fused similarity.
+	Score float32 `json:"score"`
+	// Agreement is the stage-2 count of verified propositions (nil when
+	// the candidate was not verified).
+	Agreement *int `json:"agreement,omitempty"`
+	// Soft is the stage-2 expected agreement from log-probabilities.
+	Soft *float64 `json:"soft,omitempty"`
+	// Verdict is the stage-3 decision ("yes", "no", "failed"; "" when not evaluated).
+	Verdict string `json:"verdict,omitempty"`
+}
+
+// StageTrace is what one stage did for one query (or chat round).
+type StageTrace struct {
+	Stage int `json:"stage"`
+	// Round is the chat round (-1 for other queries).
+	Round   int           `json:"round"`
+	Skipped string        `json:"skipped,omitempty"`
+	Stage1  *Stage1       `json:"stage1,omitempty"`
+	Stage2  *Stage2       `json:"stage2,omitempty"`
+	Stage3  *Stage3       `json:"stage3,omitempty"`
+	Ranking []string      `json:"ranking"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// StageEvent is reported to Search's observer as each stage finishes.
+type StageEvent struct {
+	StageTrace
+	// Rounds is the number of chat rounds (0 for other queries).
+	Rounds int `json:"rounds,omitempty"`
+}
+
+// Result is the outcome of Engine.Search.
+type Result struct {
+	// Ranking is the final ranking (the last round's, for chat queries).
+	Ranking []Candidate `json:"ranking"`
+	// Stages holds every stage trace in order (all rounds for chat).
+	Stages []StageTrace `json:"stages"`
+	// Skipped maps a stage ("stage2", "stage3") to why it did not run.
+	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+// Search runs one query through stages 1..MaxStage, calling observe (if
+// not nil) after each stage. Stages whose roles are not configured are
+// skipped and the reason is recorded in Result.Skipped.
+func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEvent)) (*Result, error) {
+	maxStage := req.MaxStage
+	if maxStage == 0 {
+		maxStage = 3
+	}
+	if maxStage < 1 || maxStage > 3 {
+		return nil, fmt.Errorf("max stage %d: want 1, 2 or 3", maxStage)
+	}
+	res := &Result{Skipped: map[string]string{}}
+	for st := 2; st <= 3; st++ {
+		key := fmt.Sprintf("stage%d", st)
+		if st > maxStage {
+			res.Skipped[key] = fmt.Sprintf("not requested (last stage %d)", maxStage)
+		} else if r := e.SkipReason(st); r != "" {
+			res.Skipped[key] = r
+		}
+	}
+	if !e.Has(RoleReasoner) {
+		res.Skipped["reasoning"] = "no reasoner configured: stage 1 embeds the raw query text"
+	}
+	if !e.cfg.Gallery.HasCaptions() {
+		res.Skipped["captions"] = "the gallery has no captions: the caption term is dropped (tau treated as 0)"
+	}
+	domain := req.Domain
+	chat := len(req.Dialogue) > 0
+	if domain == "" {
+		domain = "general"
+		if chat {
+			domain = "chat"
+		}
+	}
+	if !e.cfg.Prompts.HasDomain(domain) {
+		return nil, fmt.Errorf("unknown prompt domain %q (known: %s)", domain, strings.Join(prompt.Domains(), ", "))
+	}
+	if !chat && strings.TrimSpace(req.Instruction) == "" {
+		return nil, fmt.Errorf("empty query: give an instruction or a dialogue")
+	}
+	depth := req.Depth
+	if depth <= 0 {
+		depth = e.opt.Depth
+	}
+	var queries []Query
+	if chat {
+		for r, turn := range req.Dialogue {
+			queries = append(queries, Query{ID: "query", Round: r, Chat: true, Domain: domain, Instruction: turn, Subset: req.Subset})
+		}
+	} else {
+		queries = []Query{{
+			ID: "query", Round: -1, Domain: domain, Instruction: req.Instruction,
+			Reference: req.Reference, ReferenceImage: req.ReferenceImage, ReferenceCaption: req.ReferenceCaption,
+			Subset: req.Subset, ExcludeReference: req.ExcludeReference,
+		}}
+	}
+	emit := func(t StageTrace) {
+		res.Stages = append(res.Stages, t)
+		if observe != nil {
+			observe(StageEvent{StageTrace: t, Rounds: len(req.Dialogue)})
+		}
+	}
+	carry := ""
+	var last []Candidate
+	for qi := range queries {
+		q := queries[qi]
+		if chat {
+			q.Previous = ChatPrevious(q.Round, req.Dialogue, carry)
+		}
+		out, err := e.RunQuery(ctx, q, maxStage, emit)
+		if err != nil {
+			return nil, err
+		}
+		if chat {
+			carry = NextCarry(q.Round, req.Dialogue, carry, out.S1)
+		}
+		last = candidates(out, depth)
+	}
+	res.Ranking = last
+	return res, nil
+}
+
+// ChatPrevious is the text standing in for the reference caption in chat
+// round r: nothing at round 0, the dialogue caption at round 1, and the
+// carried description after that.
+func ChatPrevious(round int, dialogue []string, carry string) string {
+	switch {
+	case round <= 0:
+		return ""
+	case round == 1 || carry == "":
+		return dialogue[0]
+	}
+	return carry
+}
+
+// NextCarry returns the description carried into the next round: the
+// first description stage 1 produced in this round, unless the reasoner
+// fell back, in which case the last good one is kept.
+func NextCarry(round int, dialogue []string, carry string, s1 *Stage1) string {
+	good := s1 != nil && len(s1.Descriptions) > 0 && strings.TrimSpace(s1.Descriptions[0]) != "" && !s1.fellBack()
+	if good {
+		return s1.Descriptions[0]
+	}
+	if carry == "" && round >= 0 && len(dialogue) > 0 {
+		return dialogue[0]
+	}
+	return carry
+}
+
+func (s *Stage1) fellBack() bool {
+	for _, f := range s.Fallbacks {
+		switch f {
+		case FallbackReasonerFailed, FallbackUnparseable, FallbackNoDescriptions:
+			return true
+		}
+	}
+	return false
+}
+
+// Outcome is everything the stages produced for one query or chat round.
+type Outcome struct {
+	S1 *Stage1
+	S2 *Stage2
+	S3 *Stage3
+}
+
+// Final returns the ranking after the last stage that ran.
+func (o *Outcome) Final() []string {
+	switch {
+	case o.S3 != nil:
+		return o.S3.Ranking
+	case o.S2 != nil:
+		return o.S2.Ranking
+	case o.S1 != nil:
+		return o.S1.Names()
+	}
+	return nil
+}
+
+// RunQuery runs stages 1..maxStage for one unit, reporting each stage.
+func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(StageTrace)) (*Outcome, error) {
+	out := &Outcome{}
+	t0 := time.Now()
+	s1, err := e.Stage1(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out.S1 = s1
+	if emit != nil {
+		emit(StageTrace{Stage: 1, Round: q.Round, Stage1: s1, Ranking: s1.Names(), Elapsed: time.Since(t0)})
+	}
+	if maxStage < 2 {
+		return out, nil
+	}
+	t0 = time.Now()
+	s2, err := e.Stage2(ctx, q, s1)
+	if err != nil {
+		return nil, err
+	}
+	out.S2 = s2
+	if emit != nil {
+		emit(StageTrace{Stage: 2, Round: q.Round, Skipped: s2.Skipped, Stage2: s2, Ranking: s2.Ranking, Elapsed: time.Since(t0)})
+	}
+	if maxStage < 3 {
+		return out, nil
+	}
+	t0 = time.Now()
+	if q.Chat && q.EvalText == "" && len(s1.Descriptions) > 0 {
+		q.EvalText = s1.Descriptions[0]
+	}
+	s3, err := e.Stage3(ctx, q, s2.Ranking)
+	if err != nil {
+		return nil, err
+	}
+	out.S3 = s3
+	if emit != nil {
+		emit(StageTrace{Stage: 3, Round: q.Round, Skipped: s3.Skipped, Stage3: s3, Ranking: s3.Ranking, Elapsed: time.Since(t0)})
+	}
+	return out, nil
+}
+
+func candidates(o *Outcome, depth int) []Candidate {
+	names := o.Final()
+	if len(names) > depth {
+		names = names[:depth]
+	}
+	score := map[string]float32{}
+	for _, r := range o.S1.Ranking {
+		score[r.Name] = r.Score
+	}
+	agree := map[string]CandidateScore{}
+	if o.S2 != nil {
+		for _, cs := range o.S2.Scores {
+			agree[cs.Name] = cs
+		}
+	}
+	verdict := map[string]string{}
+	if o.S3 != nil {
+		for _, ev := range o.S3.Evaluations {
+			switch {
+			case ev.Error != "":
+				verdict[ev.Candidate] = "failed"
+			case ev.Yes:
+				verdict[ev.Candidate] = "yes"
+			default:
+				verdict[ev.Candidate] = "no"
+			}
+		}
+	}
+	out := make([]Candidate, len(names))
+	for i, n := range names {
+		c := Candidate{Name: n, Score: score[n], Verdict: verdict[n]}
+		if cs, ok := agree[n]; ok {
+			a := cs.Agreement
+			c.Agreement = &a
+			c.Soft = cs.Soft
+		}
+		out[i] = c
+	}
+	return out
+}

@@ -1,0 +1,313 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/imagescope/imagescope/prompt"
+)
+
+// Fallback kinds recorded in traces and counted in reports.
+const (
+	FallbackReasonerFailed  = "reasoner-failed"      // the call failed: nothing parseable
+	FallbackUnparseable     = "reasoner-unparseable" // no JSON: step1 = instruction, step2 = reference caption
+	FallbackNoDescriptions  = "step2-missing"        // step2 missing/empty: reference caption only
+	FallbackNoCaption       = "reference-caption-missing"
+	FallbackNoDescEmbed     = "raw-instruction-embedded" // no descriptions at all: the instruction was embedded
+	FallbackProposerFailed  = "proposer-failed"
+	FallbackNoPropositions  = "propositions-missing"
+	FallbackVerifierFailed  = "verifier-failed"
+	FallbackImageMissing    = "candidate-image-missing"
+	FallbackEvaluatorFailed = "evaluator-failed"
+	FallbackReferenceImage  = "reference-image-missing"
+)
+
+type reasonData struct {
+	Instruction string
+	Reference   string
+}
+
+// ParseReasoning reads a stage-1 reasoner reply. It returns the valid
+// atomic instructions and the descriptions, and the fallback taken ("" if
+// none): nothing parseable gives step1 = [["Modification", instruction]]
+// and step2 = [refCaption]; missing or empty step2 gives [refCaption].
+func ParseReasoning(reply, instruction, refCaption string) (atomic []Atomic, descriptions []string, fallback string) {
+	var raw struct {
+		Step1 json.RawMessage `json:"step1"`
+		Step2 json.RawMessage `json:"step2"`
+	}
+	if _, err := prompt.ExtractJSON(reply, &raw); err != nil {
+		return []Atomic{{Type: "Modification", Content: instruction}}, []string{refCaption}, FallbackUnparseable
+	}
+	atomic = parseAtomic(raw.Step1)
+	descriptions = parseStrings(raw.Step2)
+	if len(descriptions) == 0 {
+		return atomic, []string{refCaption}, FallbackNoDescriptions
+	}
+	return atomic, descriptions, ""
+}
+
+// parseAtomic keeps the [TYPE, content] pairs with a known type (matched
+// case-insensitively) and non-empty content.
+func parseAtomic(b json.RawMessage) []Atomic {
+	var items []any
+	if len(b) == 0 || json.Unmarshal(b, &items) != nil {
+		return nil
+	}
+	out := []Atomic{}
+	for _, it := range items {
+		pair, ok := it.([]any)
+		if !ok || len(pair) != 2 {
+			continue
+		}
+		typ, ok1 := pair[0].(string)
+		content, ok2 := pair[1].(string)
+		if !ok1 || !ok2 || strings.TrimSpace(content) == "" {
+			continue
+		}
+		for _, t := range atomicTypes {
+			if strings.EqualFold(strings.TrimSpace(typ), t) {
+				out = append(out, Atomic{Type: t, Content: strings.TrimSpace(content)})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// parseStrings reads a list of strings (or a single string), dropping
+// blank entries.
+func parseStrings(b json.RawMessage) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		if s := strings.TrimSpace(one); s != "" {
+			return []string{s}
+		}
+		return nil
+	}
+	var items []any
+	if json.Unmarshal(b, &items) != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		if s, ok := it.(string); ok && strings.TrimSpace(s) != "" {
+			out = append(out, strings.TrimSpace(s))
+		}
+	}
+	return out
+}
+
+// referenceCaption finds the text that stands for the reference in the
+// reasoner prompt.
+func (e *Engine) referenceCaption(ctx context.Context, q Query, c *Calls) (string, error) {
+	if q.Chat {
+		if strings.TrimSpace(q.Previous) != "" {
+			return q.Previous, nil
+		}
+		return prompt.BlankReference, nil
+	}
+	if q.ReferenceCaption != "" {
+		return q.ReferenceCaption, nil
+	}
+	if q.Reference == "" && q.ReferenceImage == nil {
+		return prompt.BlankReference, nil
+	}
+	if q.Reference != "" {
+		if s, ok := e.cfg.Gallery.Caption(q.Reference); ok && strings.TrimSpace(s) != "" {
+			return s, nil
+		}
+	}
+	if e.Has(RoleCaptioner) {
+		s, err := e.captionReference(ctx, q, c)
+		if err == nil && strings.TrimSpace(s) != "" {
+			return strings.TrimSpace(s), nil
+		}
+		if errors.Is(err, ErrRoleDown) || ctx.Err() != nil {
+			return "", err
+		}
+	}
+	c.fallback(FallbackNoCaption)
+	return prompt.BlankReference, nil
+}
+
+func (e *Engine) captionReference(ctx context.Context, q Query, c *Calls) (string, error) {
+	var img ImageData
+	var err error
+	if q.ReferenceImage != nil {
+		img, err = encodeJPEG(q.ReferenceImage)
+	} else if e.cfg.Images != nil {
+		img, err = e.cfg.Images.Image(ctx, q.Reference)
+	} else {
+		err = errors.New("no image source")
+	}
+	if err != nil {
+		return "", fmt.Errorf("load reference %s: %w", q.Reference, err)
+	}
+	instr, err := e.cfg.Prompts.CaptionInstruction(q.Domain)
+	if err != nil {
+		return "", err
+	}
+	resp, err := e.call(ctx, RoleCaptioner, ChatRequest{
+		Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: instr}}}},
+		MaxTokens: 256, Extra: map[string]any{"repetition_penalty": 1.05},
+	}, c)
+	if err != nil {
+		return "", err
+	}
+	return resp.Text, nil
+}
+
+// Stage1 reasons about the query and ranks the gallery.
+func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
+	s := &Stage1{}
+	ref, err := e.referenceCaption(ctx, q, &s.Calls)
+	if err != nil {
+		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+	}
+	s.ReferenceCaption = ref
+	if e.Has(RoleReasoner) {
+		text, err := e.cfg.Prompts.Render(q.Domain, prompt.Reason, reasonData{Instruction: q.Instruction, Reference: ref})
+		if err != nil {
+			return nil, err
+		}
+		resp, err := e.call(ctx, RoleReasoner, ChatRequest{
+			Messages:  []Message{{Role: "user", Parts: []Part{{Text: text}}}},
+			MaxTokens: e.opt.ReasonerMaxTokens,
+		}, &s.Calls)
+		switch {
+		case errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil):
+			return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+		case err != nil:
+			s.Error = err.Error()
+			s.Atomic = []Atomic{{Type: "Modification", Content: q.Instruction}}
+			s.Descriptions = []string{ref}
+			s.fallback(FallbackReasonerFailed)
+			e.log.Warn("reasoner failed; using the fallback", "query", q.ID, "round", q.Round, "err", err)
+		default:
+			s.Reply = resp.Text
+			var fb string
+			s.Atomic, s.Descriptions, fb = ParseReasoning(resp.Text, q.Instruction, ref)
+			if fb != "" {
+				s.fallback(fb)
+				e.log.Warn("reasoner reply fell back", "query", q.ID, "round", q.Round, "fallback", fb, "finish", resp.FinishReason)
+			}
+		}
+		if err := e.roleDownAfter(RoleReasoner, &s.Calls); err != nil {
+			return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+		}
+	}
+	// Descriptions to embed: the reasoner's, else the raw instruction.
+	texts := nonBlank(s.Descriptions)
+	if len(texts) == 0 {
+		texts = []string{q.Instruction}
+		if e.Has(RoleReasoner) {
+			s.fallback(FallbackNoDescEmbed)
+		}
+	}
+	s.Embedded = texts
+	hits, tau, restricted, excluded, err := e.retrieve(ctx, q, texts, e.rankDepth(q))
+	if err != nil {
+		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+	}
+	s.Tau, s.Restricted, s.ReferenceExcluded = tau, restricted, excluded
+	s.Ranking = make([]Scored, len(hits))
+	for i, h := range hits {
+		s.Ranking[i] = Scored{Name: h.Name, Score: h.Score}
+	}
+	return s, nil
+}
+
+// rankDepth is how many stage-1 results a query keeps.
+func (e *Engine) rankDepth(q Query) int {
+	k := e.opt.Depth
+	if e.opt.TopK > k {
+		k = e.opt.TopK
+	}
+	return k
+}
+
+func nonBlank(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if strings.TrimSpace(s) != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// retrieve embeds texts and ranks the gallery with the fused score.
+func (e *Engine) retrieve(ctx context.Context, q Query, texts []string, k int) (hits []Hit, tau float32, restricted int, excluded bool, err error) {
+	if err := e.embed.acquire(ctx); err != nil {
+		return nil, 0, 0, false, err
+	}
+	vecs, err := e.cfg.Embedder.EmbedTexts(ctx, texts)
+	e.embed.release()
+	if err != nil {
+		return nil, 0, 0, false, fmt.Errorf("embed descriptions: %w", err)
+	}
+	if len(vecs) != len(texts) {
+		return nil, 0, 0, false, fmt.Errorf("embed descriptions: got %d vectors for %d texts", len(vecs), len(texts))
+	}
+	sq := SearchQuery{Tau: e.opt.Tau}
+	if !e.cfg.Gallery.HasCaptions() {
+		sq.Tau = 0
+	}
+	for i, v := range vecs {
+		if len(v) == 0 {
+			return nil, 0, 0, false, fmt.Errorf("embed description %q: empty vector", texts[i])
+		}
+		sq.Descriptions = append(sq.Descriptions, Normalize(v))
+	}
+	if q.Subset != nil {
+		sq.Restrict = []int{}
+		for _, name := range q.Subset {
+			if name == q.Reference {
+				continue
+			}
+			if i, ok := e.cfg.Gallery.Lookup(name); ok {
+				sq.Restrict = append(sq.Restrict, i)
+			}
+		}
+		restricted = len(sq.Restrict)
+	}
+	if q.ExcludeReference && q.Reference != "" {
+		if i, ok := e.cfg.Gallery.Lookup(q.Reference); ok {
+			sq.Exclude = []int{i}
+			excluded = true
+		}
+	}
+	res, err := e.cfg.Searcher.Search(ctx, []SearchQuery{sq}, k)
+	if err != nil {
+		return nil, 0, 0, false, fmt.Errorf("search gallery: %w", err)
+	}
+	if len(res) != 1 {
+		return nil, 0, 0, false, fmt.Errorf("search gallery: got %d result lists for 1 query", len(res))
+	}
+	return res[0], sq.Tau, restricted, excluded, nil
+}
+
+// Normalize returns v scaled to unit L2 norm (a copy; zero stays zero).
+func Normalize(v []float32) []float32 {
+	var s float64
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	out := make([]float32, len(v))
+	if s == 0 {
+		return out
+	}
+	inv := 1 / math.Sqrt(s)
+	for i, x := range v {
+		out[i] = float32(float64(x) * inv)
+	}
+	return out
+}

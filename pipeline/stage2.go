@@ -1,0 +1,323 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/imagescope/imagescope/prompt"
+)
+
+type proposeData struct {
+	Instruction string
+	Atomic      string
+}
+
+type verifyData struct{ Question string }
+
+// RenderAtomic renders atomic instructions as the numbered list the
+// proposer sees: "(1) Type: content", one per line.
+func RenderAtomic(as []Atomic) string {
+	var b strings.Builder
+	for i, a := range as {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "(%d) %s: %s", i+1, a.Type, a.Content)
+	}
+	return b.String()
+}
+
+// ParsePropositions reads a proposer reply: step1 statements and step2
+// [question, "True"|"False"] pairs; entries that are not 2-element lists
+// with a non-empty question are dropped. ok is false when nothing was
+// parseable.
+func ParsePropositions(reply string) (statements []string, props []Proposition, ok bool) {
+	var raw struct {
+		Step1 json.RawMessage `json:"step1"`
+		Step2 json.RawMessage `json:"step2"`
+	}
+	if _, err := prompt.ExtractJSON(reply, &raw); err != nil {
+		return nil, nil, false
+	}
+	statements = parseStrings(raw.Step1)
+	var items []any
+	if len(raw.Step2) > 0 && json.Unmarshal(raw.Step2, &items) == nil {
+		for _, it := range items {
+			pair, isList := it.([]any)
+			if !isList || len(pair) != 2 {
+				continue
+			}
+			q, isStr := pair[0].(string)
+			if !isStr || strings.TrimSpace(q) == "" {
+				continue
+			}
+			props = append(props, Proposition{Question: strings.TrimSpace(q), Expected: truth(pair[1])})
+		}
+	}
+	return statements, props, true
+}
+
+// truth reads an expected answer: "True"/"yes" (any case) or JSON true.
+func truth(v any) bool {
+	switch t := v.(type) {
+	case bool:
+		return t
+	case string:
+		s := strings.ToLower(strings.TrimSpace(t))
+		return s == "true" || s == "yes"
+	}
+	return false
+}
+
+var yesWord = regexp.MustCompile(`\byes\b`)
+
+// SaysYes applies the verifier yes rule to a reply: "word" matches yes as
+// a whole word; "substring" matches any occurrence (the reference code's
+// rule, which also fires on "eyes").
+func SaysYes(reply, rule string) bool {
+	s := strings.ToLower(reply)
+	if rule == "substring" {
+		return strings.Contains(s, "yes")
+	}
+	return yesWord.MatchString(s)
+}
+
+// Rerank sorts the first k names by score, descending and stable (ties
+// keep the input order); names from k on are unchanged.
+func Rerank(names []string, scores []int, k int) []string {
+	if k > len(names) {
+		k = len(names)
+	}
+	idx := make([]int, k)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
+	out := make([]string, 0, len(names))
+	for _, i := range idx {
+		out = append(out, names[i])
+	}
+	return append(out, names[k:]...)
+}
+
+// Stage2 writes propositions and verifies the top K stage-1 candidates.
+func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, error) {
+	names := s1.Names()
+	s := &Stage2{Ranking: names}
+	if reason := e.SkipReason(2); reason != "" {
+		s.Skipped = reason
+		return s, nil
+	}
+	text, err := e.cfg.Prompts.Render(q.Domain, prompt.Propose, proposeData{Instruction: q.Instruction, Atomic: RenderAtomic(s1.Atomic)})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := e.call(ctx, RoleProposer, ChatRequest{
+		Messages:  []Message{{Role: "user", Parts: []Part{{Text: text}}}},
+		MaxTokens: e.opt.ReasonerMaxTokens,
+	}, &s.Calls)
+	switch {
+	case errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil):
+		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
+	case err != nil:
+		s.Error = err.Error()
+		s.fallback(FallbackProposerFailed)
+	default:
+		s.Reply = resp.Text
+		var ok bool
+		s.Statements, s.Propositions, ok = ParsePropositions(resp.Text)
+		if !ok || len(s.Propositions) == 0 {
+			s.fallback(FallbackNoPropositions)
+		}
+	}
+	if err := e.roleDownAfter(RoleProposer, &s.Calls); err != nil {
+		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
+	}
+	k := e.opt.TopK
+	if k > len(names) {
+		k = len(names)
+	}
+	s.Depth = k
+	if len(s.Propositions) == 0 || k == 0 {
+		// Nothing to verify: every score is 0 and the stable sort keeps the order.
+		for _, n := range names[:k] {
+			s.Scores = append(s.Scores, CandidateScore{Name: n})
+		}
+		return s, nil
+	}
+	if err := e.verify(ctx, q, s, names[:k]); err != nil {
+		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
+	}
+	hard := make([]int, k)
+	soft := make([]float64, k)
+	allSoft := e.opt.Soft
+	for i, cs := range s.Scores {
+		hard[i] = cs.Agreement
+		if cs.Soft == nil {
+			allSoft = false
+		} else {
+			soft[i] = *cs.Soft
+		}
+	}
+	s.Ranking = Rerank(names, hard, k)
+	if allSoft {
+		s.SoftRanking = rerankFloat(names, soft, k)
+	}
+	return s, nil
+}
+
+func rerankFloat(names []string, scores []float64, k int) []string {
+	idx := make([]int, k)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
+	out := make([]string, 0, len(names))
+	for _, i := range idx {
+		out = append(out, names[i])
+	}
+	return append(out, names[k:]...)
+}
+
+// verify asks the verifier every (candidate, question) pair concurrently
+// (bounded by the role's in-flight limit) and fills s.Verifications and
+// s.Scores. A candidate with any failed verification scores 0.
+func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string) error {
+	nq := len(s.Propositions)
+	prompts := make([]string, nq)
+	for j, p := range s.Propositions {
+		t, err := e.cfg.Prompts.Render(q.Domain, prompt.Verify, verifyData{Question: p.Question})
+		if err != nil {
+			return err
+		}
+		prompts[j] = t
+	}
+	ver := make([]Verification, len(cands)*nq)
+	calls := make([]Calls, len(cands)*nq)
+	imgFailed := make([]bool, len(cands))
+	var fatal error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for ci, cand := range cands {
+		img, err := e.candidateImage(ctx, cand)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			imgFailed[ci] = true
+			for j := range nq {
+				ver[ci*nq+j] = Verification{Candidate: cand, Question: j, Error: "load image: " + err.Error()}
+			}
+			e.log.Warn("candidate image unavailable; it scores 0", "query", q.ID, "candidate", cand, "err", err)
+			continue
+		}
+		for j := range nq {
+			wg.Add(1)
+			go func(ci, j int, img ImageData) {
+				defer wg.Done()
+				i := ci*nq + j
+				v := Verification{Candidate: cands[ci], Question: j}
+				req := ChatRequest{
+					Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: prompts[j]}}}},
+					MaxTokens: e.opt.VerifierMaxTokens,
+				}
+				if e.opt.Soft {
+					req.Logprobs, req.TopLogprobs = true, 5
+				}
+				resp, err := e.call(ctx, RoleVerifier, req, &calls[i])
+				if err != nil {
+					if errors.Is(err, ErrRoleDown) || ctx.Err() != nil {
+						mu.Lock()
+						if fatal == nil {
+							fatal = err
+						}
+						mu.Unlock()
+						return
+					}
+					v.Error = err.Error()
+				} else {
+					v.Reply = resp.Text
+					v.Yes = SaysYes(resp.Text, e.opt.YesRule)
+					v.Agrees = v.Yes == s.Propositions[j].Expected
+					v.PYes = resp.PYes
+				}
+				ver[i] = v
+			}(ci, j, img)
+		}
+	}
+	wg.Wait()
+	if fatal != nil {
+		return fatal
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for i := range calls {
+		for r, n := range calls[i].Calls {
+			for range n {
+				s.add(r, nil, nil)
+			}
+		}
+		for r, n := range calls[i].Failures {
+			if s.Failures == nil {
+				s.Failures = map[string]int{}
+			}
+			s.Failures[r] += n
+		}
+		for r, n := range calls[i].CacheHits {
+			if s.CacheHits == nil {
+				s.CacheHits = map[string]int{}
+			}
+			s.CacheHits[r] += n
+		}
+	}
+	if err := e.roleDownAfter(RoleVerifier, &s.Calls); err != nil {
+		return err
+	}
+	s.Verifications = ver
+	for ci, cand := range cands {
+		cs := CandidateScore{Name: cand}
+		var soft float64
+		softOK := e.opt.Soft
+		failed := imgFailed[ci]
+		for j := range nq {
+			v := ver[ci*nq+j]
+			if v.Error != "" {
+				failed = true
+				continue
+			}
+			if v.Agrees {
+				cs.Agreement++
+			}
+			if v.PYes == nil {
+				softOK = false
+				continue
+			}
+			if s.Propositions[j].Expected {
+				soft += *v.PYes
+			} else {
+				soft += 1 - *v.PYes
+			}
+		}
+		if failed {
+			cs = CandidateScore{Name: cand, Failed: true}
+			if imgFailed[ci] {
+				s.fallback(FallbackImageMissing + ":" + cand)
+			} else {
+				s.fallback(FallbackVerifierFailed + ":" + cand)
+			}
+		} else if softOK {
+			r, _ := strconv.ParseFloat(strconv.FormatFloat(soft, 'g', 12, 64), 64)
+			cs.Soft = &r
+		}
+		s.Scores = append(s.Scores, cs)
+	}
+	return nil
+}
