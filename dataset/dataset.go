@@ -46,6 +46,9 @@ type Query struct {
 	Subset []string `json:"subset,omitempty"`
 	// SemanticAspects lists CIRCO's semantic aspects (val only).
 	SemanticAspects []string `json:"semantic_aspects,omitempty"`
+	// SoftTargets is CIRR's target_soft (image name -> graded relevance:
+	// 1, 0.5, 0.2 or -1), used by the soft-recall variant. Val/train only.
+	SoftTargets map[string]float64 `json:"soft_targets,omitempty"`
 }
 
 // Dataset is one loaded benchmark split (or a plain folder, which has no
@@ -62,4 +65,11 @@ type Dataset struct {
 	Domain  string  `json:"domain"`
 	Gallery []Image `json:"gallery"`
 	Queries []Query `json:"queries"`
+	// Root is the dataset's folder on disk ("" when built in memory).
+	Root string `json:"root,omitempty"`
+	// GalleryUnlisted is true when the gallery could not be enumerated
+	// (CIRCO without its unlabeled2017 folder, or loaded by
+	// LoadAnnotations): Gallery is then empty and image names are checked
+	// by their form only.
+	GalleryUnlisted bool `json:"gallery_unlisted,omitempty"`
 }

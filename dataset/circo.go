@@ -1,0 +1,131 @@
+package dataset
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// COCOName is the file name of a COCO-2017 image id: the id zero-padded to
+// 12 digits plus ".jpg" (9761 -> "000000009761.jpg").
+func COCOName(id int64) string { return fmt.Sprintf("%012d.jpg", id) }
+
+// COCOID parses a COCO file name of the form COCOName produces.
+func COCOID(name string) (int64, bool) {
+	digits, ok := strings.CutSuffix(name, ".jpg")
+	if !ok || len(digits) != 12 {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	return n, err == nil
+}
+
+func loadCIRCO(ctx context.Context, l *loader) error {
+	annPath := l.path("captions", l.split+".json")
+	if !isFile(annPath) && isFile(l.path("annotations", l.split+".json")) {
+		annPath = l.path("annotations", l.split+".json")
+	}
+	items, lines, err := readJSONArray(annPath)
+	if err != nil {
+		return err
+	}
+	labelled := l.split == "val"
+	seen := map[string]int{}
+	for i, raw := range items {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		r, err := newRecord(annPath, i, lines[i], raw)
+		if err != nil {
+			return err
+		}
+		n, _, err := r.integer("id", true)
+		if err != nil {
+			return err
+		}
+		id := strconv.FormatInt(n, 10)
+		r.label = "id " + id
+		if first, dup := seen[id]; dup {
+			return r.errf("id", "duplicate id %s (first in record %d)", id, first)
+		}
+		seen[id] = i
+		ref, _, err := r.integer("reference_img_id", true)
+		if err != nil {
+			return err
+		}
+		text, _, err := r.str("relative_caption", true)
+		if err != nil {
+			return err
+		}
+		if _, _, err := r.str("shared_concept", false); err != nil {
+			return err
+		}
+		q := Query{ID: id, Instruction: text, Reference: COCOName(ref)}
+		target, hasTarget, err := r.integer("target_img_id", labelled)
+		if err != nil {
+			return err
+		}
+		gts, hasGT, err := r.intList("gt_img_ids", labelled)
+		if err != nil {
+			return err
+		}
+		switch {
+		case hasTarget && !hasGT:
+			return r.missing("gt_img_ids")
+		case hasGT && !hasTarget:
+			return r.missing("target_img_id")
+		case hasTarget:
+			if !slices.Contains(gts, target) {
+				return r.errf("gt_img_ids", "does not contain target_img_id %d", target)
+			}
+			q.Targets = []string{COCOName(target)}
+			for _, g := range gts {
+				name := COCOName(g)
+				if !slices.Contains(q.Targets, name) {
+					q.Targets = append(q.Targets, name)
+				}
+			}
+		}
+		if aspects, _, err := r.strList("semantic_aspects", false); err != nil {
+			return err
+		} else {
+			q.SemanticAspects = aspects
+		}
+		l.ds.Queries = append(l.ds.Queries, q)
+	}
+	if !l.listImages {
+		l.ds.GalleryUnlisted = true
+		return nil
+	}
+	dir := l.path("unlabeled2017")
+	if !isDir(dir) && isDir(l.path("COCO2017_unlabeled", "unlabeled2017")) {
+		dir = l.path("COCO2017_unlabeled", "unlabeled2017")
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			l.ds.GalleryUnlisted = true
+			return nil
+		}
+		return fmt.Errorf("list CIRCO images: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if hiddenName(name) || e.IsDir() || !strings.EqualFold(filepath.Ext(name), ".jpg") {
+			continue
+		}
+		l.ds.Gallery = append(l.ds.Gallery, Image{Name: name, Path: filepath.Join(dir, name)})
+	}
+	return nil
+}
