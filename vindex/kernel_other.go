@@ -1,0 +1,7 @@
+//go:build !amd64
+
+package vindex
+
+func pickKernel() kernel { return goKernel }
+
+func kernels() []kernel { return []kernel{goKernel} }

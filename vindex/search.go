@@ -1,0 +1,382 @@
+package vindex
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// panels packs the batch's query vectors into kernel panels: panel p holds
+// dimension k of lane l at [p*d*w + k*w + l]. The second result tells,
+// per panel, whether any of its queries has a caption term.
+func packPanels(preps []prepared, batch []int, d, w int, caption bool) ([]float32, []bool) {
+	np := (len(batch) + w - 1) / w
+	out := make([]float32, np*d*w)
+	any := make([]bool, np)
+	for bi, qi := range batch {
+		v := preps[qi].a
+		if caption {
+			v = preps[qi].b
+			if v == nil {
+				continue
+			}
+		}
+		p, l := bi/w, bi%w
+		any[p] = true
+		base := out[p*d*w:]
+		for k, x := range v {
+			base[k*w+l] = x
+		}
+	}
+	return out, any
+}
+
+// worker holds one goroutine's scratch space.
+type worker struct {
+	c       []float32 // block scores: [panel][group][row][lane]
+	tailImg []float32 // zero-padded copies of a partial group of rows
+	tailCap []float32
+	heaps   []*topK // per query of the batch (top-k mode)
+	lmax    []float32
+}
+
+// multiplyBlock computes the scores of gallery rows [r0, r1) for every
+// panel into wk.c; groups is the number of mr-row groups.
+func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, hasB []bool, np, r0, r1 int) int {
+	d, mr, w := ix.Dim, kern.mr, kern.w
+	groups := (r1 - r0 + mr - 1) / mr
+	tile := mr * w
+	c := wk.c[:np*groups*tile]
+	clear(c)
+	stride := d * 4
+	// rows returns the row group's first value (a tail group is copied into
+	// zero-padded scratch so the kernel can read mr rows).
+	rows := func(src, tail []float32, g int) []float32 {
+		start := r0 + g*mr
+		if start+mr <= r1 {
+			return src[start*d:]
+		}
+		clear(tail)
+		copy(tail, src[start*d:r1*d])
+		return tail
+	}
+	pass := func(src, tail, pan []float32, only []bool) {
+		for kb := 0; kb < d; kb += kern.kc {
+			kl := min(kern.kc, d-kb)
+			for g := 0; g < groups; g++ {
+				gr := rows(src, tail, g)
+				for p := 0; p < np; p++ {
+					if only != nil && !only[p] {
+						continue
+					}
+					kern.fn(kl, &pan[p*d*w+kb*w], &gr[kb], stride, &c[(p*groups+g)*tile])
+				}
+			}
+		}
+	}
+	pass(ix.Image, wk.tailImg, apan, nil)
+	if bpan != nil {
+		pass(ix.Caption, wk.tailCap, bpan, hasB)
+	}
+	return groups
+}
+
+// searchFull answers queries without a candidate restriction by
+// multiplying them against the whole gallery, block by block.
+func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, batch []int, k, threads int, out [][]Hit) error {
+	if k <= 0 {
+		// Full rankings need every score; bound the scratch by going in
+		// small batches.
+		const fullBatch = 64
+		for s := 0; s < len(batch); s += fullBatch {
+			if err := ix.rankAll(ctx, kern, preps, batch[s:min(s+fullBatch, len(batch))], threads, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	d, n, w, mr := ix.Dim, ix.Len(), kern.w, kern.mr
+	nq := len(batch)
+	np := (nq + w - 1) / w
+	apan, _ := packPanels(preps, batch, d, w, false)
+	var bpan []float32
+	var hasB []bool
+	if ix.HasCaption {
+		bpan, hasB = packPanels(preps, batch, d, w, true)
+		anyB := false
+		for _, h := range hasB {
+			anyB = anyB || h
+		}
+		if !anyB {
+			bpan = nil
+		}
+	}
+	nb := kern.nb
+	blocks := (n + nb - 1) / nb
+	t := max(1, min(threads, blocks))
+	workers := make([]*worker, t)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, t)
+	for wi := 0; wi < t; wi++ {
+		wk := &worker{
+			c:       make([]float32, np*((nb+mr-1)/mr)*mr*w),
+			tailImg: make([]float32, mr*d),
+			tailCap: make([]float32, mr*d),
+			heaps:   make([]*topK, nq),
+			lmax:    make([]float32, w),
+		}
+		for i := range wk.heaps {
+			wk.heaps[i] = newTopK(k)
+		}
+		workers[wi] = wk
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= blocks {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[wi] = err
+					return
+				}
+				r0 := b * nb
+				r1 := min(r0+nb, n)
+				groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+				ix.collect(kern, wk, preps, batch, groups, r0, r1)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	// Merge the workers' heaps.
+	for bi, qi := range batch {
+		var score []float32
+		var idx []int32
+		for _, wk := range workers {
+			h := wk.heaps[bi]
+			score = append(score, h.score...)
+			idx = append(idx, h.idx...)
+		}
+		out[qi] = ix.hits(score, idx, k)
+	}
+	return nil
+}
+
+// collect pushes a block's scores into the worker's per-query heaps. A
+// tile's lane-wise maximum is checked first: most tiles hold nothing that
+// beats a query's current k-th best.
+func (ix *Index) collect(kern kernel, wk *worker, preps []prepared, batch []int, groups, r0, r1 int) {
+	mr, w := kern.mr, kern.w
+	tile := mr * w
+	nq := len(batch)
+	np := (nq + w - 1) / w
+	lmax := wk.lmax
+	for p := 0; p < np; p++ {
+		for g := 0; g < groups; g++ {
+			t := wk.c[(p*groups+g)*tile:]
+			kern.max(&t[0], &lmax[0])
+			for l := 0; l < w; l++ {
+				bi := p*w + l
+				if bi >= nq {
+					break
+				}
+				h := wk.heaps[bi]
+				if h.full() && lmax[l] < h.score[0] {
+					continue
+				}
+				ex := preps[batch[bi]].exclude
+				for i := 0; i < mr; i++ {
+					r := r0 + g*mr + i
+					if r >= r1 {
+						break
+					}
+					s := t[i*w+l]
+					if h.full() && !better(s, int32(r), h.score[0], h.idx[0]) {
+						continue
+					}
+					if len(ex) > 0 {
+						if _, found := slices.BinarySearch(ex, int32(r)); found {
+							continue
+						}
+					}
+					h.push(s, int32(r))
+				}
+			}
+		}
+	}
+}
+
+// rankAll computes every score of a small batch and sorts them.
+func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, batch []int, threads int, out [][]Hit) error {
+	d, n, w, mr := ix.Dim, ix.Len(), kern.w, kern.mr
+	nq := len(batch)
+	np := (nq + w - 1) / w
+	apan, _ := packPanels(preps, batch, d, w, false)
+	var bpan []float32
+	var hasB []bool
+	if ix.HasCaption {
+		bpan, hasB = packPanels(preps, batch, d, w, true)
+	}
+	scores := make([][]float32, nq)
+	for i := range scores {
+		scores[i] = make([]float32, n)
+	}
+	nb := kern.nb
+	blocks := (n + nb - 1) / nb
+	t := max(1, min(threads, blocks))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, t)
+	for wi := 0; wi < t; wi++ {
+		wk := &worker{
+			c:       make([]float32, np*((nb+mr-1)/mr)*mr*w),
+			tailImg: make([]float32, mr*d),
+			tailCap: make([]float32, mr*d),
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tile := mr * w
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= blocks {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[wi] = err
+					return
+				}
+				r0 := b * nb
+				r1 := min(r0+nb, n)
+				groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+				for bi := range batch {
+					p, l := bi/w, bi%w
+					dst := scores[bi]
+					for r := r0; r < r1; r++ {
+						g, i := (r-r0)/mr, (r-r0)%mr
+						dst[r] = wk.c[(p*groups+g)*tile+i*w+l]
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return parallelFor(ctx, threads, len(batch), func(bi int) {
+		qi := batch[bi]
+		ex := preps[qi].exclude
+		idx := make([]int32, 0, n-len(ex))
+		sc := make([]float32, 0, n-len(ex))
+		e := 0
+		for r := 0; r < n; r++ {
+			if e < len(ex) && int(ex[e]) == r {
+				e++
+				continue
+			}
+			idx = append(idx, int32(r))
+			sc = append(sc, scores[bi][r])
+		}
+		scores[bi] = nil
+		out[qi] = ix.hits(sc, idx, 0)
+	})
+}
+
+// searchRestricted scores each restricted query on its own candidates only,
+// through the same kernel (so scores equal the unrestricted path's bit for
+// bit).
+func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prepared, qis []int, k, threads int, out [][]Hit) error {
+	d, mr, w := ix.Dim, kern.mr, kern.w
+	pool := sync.Pool{New: func() any {
+		return &restrictScratch{
+			apan: make([]float32, d*w), bpan: make([]float32, d*w),
+			img: make([]float32, mr*d), cap: make([]float32, mr*d), c: make([]float32, mr*w),
+		}
+	}}
+	return parallelFor(ctx, threads, len(qis), func(i int) {
+		qi := qis[i]
+		p := &preps[qi]
+		sc := pool.Get().(*restrictScratch)
+		defer pool.Put(sc)
+		clear(sc.apan)
+		for k, x := range p.a {
+			sc.apan[k*w] = x
+		}
+		useB := p.b != nil && ix.HasCaption
+		if useB {
+			clear(sc.bpan)
+			for k, x := range p.b {
+				sc.bpan[k*w] = x
+			}
+		}
+		cand := p.restrict
+		scores := make([]float32, len(cand))
+		for g := 0; g < len(cand); g += mr {
+			clear(sc.img)
+			clear(sc.c)
+			m := min(mr, len(cand)-g)
+			for i := 0; i < m; i++ {
+				r := int(cand[g+i])
+				copy(sc.img[i*d:(i+1)*d], ix.Image[r*d:(r+1)*d])
+			}
+			for kb := 0; kb < d; kb += kern.kc {
+				kern.fn(min(kern.kc, d-kb), &sc.apan[kb*w], &sc.img[kb], d*4, &sc.c[0])
+			}
+			if useB {
+				clear(sc.cap)
+				for i := 0; i < m; i++ {
+					r := int(cand[g+i])
+					copy(sc.cap[i*d:(i+1)*d], ix.Caption[r*d:(r+1)*d])
+				}
+				for kb := 0; kb < d; kb += kern.kc {
+					kern.fn(min(kern.kc, d-kb), &sc.bpan[kb*w], &sc.cap[kb], d*4, &sc.c[0])
+				}
+			}
+			for i := 0; i < m; i++ {
+				scores[g+i] = sc.c[i*w]
+			}
+		}
+		out[qi] = ix.hits(scores, cand, k)
+	})
+}
+
+type restrictScratch struct {
+	apan, bpan, img, cap, c []float32
+}
+
+// parallelFor runs f(0..n-1) on up to threads goroutines.
+func parallelFor(ctx context.Context, threads, n int, f func(i int)) error {
+	t := max(1, min(threads, n))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range t {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("vindex: search: %w", err)
+	}
+	return nil
+}
