@@ -130,7 +130,7 @@ func TestSearchEqualsBruteForce(t *testing.T) {
 	for _, kern := range kernels() {
 		for _, tc := range []struct {
 			n, d, nq, k, threads int
-			caption            bool
+			caption              bool
 		}{
 			{n: 1, d: 3, nq: 2, k: 5, threads: 1, caption: true},
 			{n: 37, d: 5, nq: 3, k: 0, threads: 2, caption: false},
