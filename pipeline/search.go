@@ -35,6 +35,15 @@ type Request struct {
 	ExcludeReference bool `json:"exclude_reference,omitempty"`
 	// Depth is how many results to return (0 = the engine's depth).
 	Depth int `json:"depth,omitempty"`
+	// Per-query overrides of the engine's options (zero/nil = keep).
+	Tau   *float32 `json:"tau,omitempty"`
+	TopK  int      `json:"top_k,omitempty"`
+	Alpha int      `json:"alpha,omitempty"`
+	// NoReason embeds the raw text instead of asking the reasoner;
+	// NoVerify and NoEvaluate switch stages 2 and 3 off.
+	NoReason   bool `json:"no_reason,omitempty"`
+	NoVerify   bool `json:"no_verify,omitempty"`
+	NoEvaluate bool `json:"no_evaluate,omitempty"`
 }
 
 // Candidate is one ranked result.
@@ -62,11 +71,15 @@ type StageTrace struct {
 	Stage3  *Stage3       `json:"stage3,omitempty"`
 	Ranking []string      `json:"ranking"`
 	Elapsed time.Duration `json:"elapsed_ns"`
+	// Started marks the start notice RunQuery sends before a stage.
+	Started bool `json:"-"`
 }
 
-// StageEvent is reported to Search's observer as each stage finishes.
+// StageEvent is reported to Search's observer as each stage starts
+// (Started true, no trace) and finishes.
 type StageEvent struct {
 	StageTrace
+	Started bool `json:"started,omitempty"`
 	// Rounds is the number of chat rounds (0 for other queries).
 	Rounds int `json:"rounds,omitempty"`
 }
@@ -92,10 +105,16 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	if maxStage < 1 || maxStage > 3 {
 		return nil, fmt.Errorf("max stage %d: want 1, 2 or 3", maxStage)
 	}
+	e, err := e.override(req)
+	if err != nil {
+		return nil, err
+	}
 	res := &Result{Skipped: map[string]string{}}
 	for st := 2; st <= 3; st++ {
 		key := fmt.Sprintf("stage%d", st)
-		if st > maxStage {
+		if (st == 2 && req.NoVerify) || (st == 3 && req.NoEvaluate) {
+			res.Skipped[key] = "switched off for this query"
+		} else if st > maxStage {
 			res.Skipped[key] = fmt.Sprintf("not requested (last stage %d)", maxStage)
 		} else if r := e.SkipReason(st); r != "" {
 			res.Skipped[key] = r
@@ -138,6 +157,13 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 		}}
 	}
 	emit := func(t StageTrace) {
+		if t.Started {
+			if observe != nil {
+				t.Started = false
+				observe(StageEvent{StageTrace: t, Started: true, Rounds: len(req.Dialogue)})
+			}
+			return
+		}
 		res.Stages = append(res.Stages, t)
 		if observe != nil {
 			observe(StageEvent{StageTrace: t, Rounds: len(req.Dialogue)})
@@ -223,6 +249,12 @@ func (o *Outcome) Final() []string {
 // RunQuery runs stages 1..maxStage for one unit, reporting each stage.
 func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(StageTrace)) (*Outcome, error) {
 	out := &Outcome{}
+	start := func(stage int) {
+		if emit != nil {
+			emit(StageTrace{Stage: stage, Round: q.Round, Started: true})
+		}
+	}
+	start(1)
 	t0 := time.Now()
 	s1, err := e.Stage1(ctx, q)
 	if err != nil {
@@ -235,6 +267,7 @@ func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(
 	if maxStage < 2 {
 		return out, nil
 	}
+	start(2)
 	t0 = time.Now()
 	s2, err := e.Stage2(ctx, q, s1)
 	if err != nil {
@@ -247,6 +280,7 @@ func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(
 	if maxStage < 3 {
 		return out, nil
 	}
+	start(3)
 	t0 = time.Now()
 	if q.Chat && q.EvalText == "" && len(s1.Descriptions) > 0 {
 		q.EvalText = s1.Descriptions[0]
@@ -301,4 +335,40 @@ func candidates(o *Outcome, depth int) []Candidate {
 		out[i] = c
 	}
 	return out
+}
+
+// override returns an engine with the request's per-query options; it
+// shares roles, limits and counters with e.
+func (e *Engine) override(req Request) (*Engine, error) {
+	if req.Tau == nil && req.TopK == 0 && req.Alpha == 0 && !req.NoReason && !req.NoVerify && !req.NoEvaluate {
+		return e, nil
+	}
+	c := *e
+	if req.Tau != nil {
+		c.opt.Tau = *req.Tau
+	}
+	if req.TopK != 0 {
+		c.opt.TopK = req.TopK
+	}
+	if req.Alpha != 0 {
+		c.opt.Alpha = req.Alpha
+	}
+	if err := c.opt.fill(); err != nil {
+		return nil, err
+	}
+	c.cfg.Options = c.opt
+	c.roles = map[string]*role{}
+	for k, v := range e.roles {
+		c.roles[k] = v
+	}
+	if req.NoReason {
+		delete(c.roles, RoleReasoner)
+	}
+	if req.NoVerify {
+		delete(c.roles, RoleVerifier)
+	}
+	if req.NoEvaluate {
+		delete(c.roles, RoleEvaluator)
+	}
+	return &c, nil
 }
