@@ -1,0 +1,645 @@
+// Package config loads imagescope's configuration: one YAML file, then
+// environment variables, then command-line flags (applied by the caller with
+// Set), over built-in defaults.
+//
+// Precedence: flags > environment > file > defaults.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Role names, as used under the "roles" key.
+const (
+	RoleCaptioner = "captioner"
+	RoleReasoner  = "reasoner"
+	RoleProposer  = "proposer"
+	RoleVerifier  = "verifier"
+	RoleEvaluator = "evaluator"
+	RoleEmbedder  = "embedder"
+)
+
+// RoleNames lists every role in pipeline order.
+var RoleNames = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator, RoleEmbedder}
+
+// DefaultCLIPModel is the CLIP checkpoint used when none is configured
+// (small enough for a laptop).
+const DefaultCLIPModel = "openai/clip-vit-base-patch32"
+
+// Config is the whole configuration. Sections owned by other parts of the
+// program are added as fields here; unknown keys in a file are an error.
+type Config struct {
+	// Home is the data directory (models, image DBs, answer cache).
+	Home  string `yaml:"home"`
+	CLIP  CLIP   `yaml:"clip"`
+	Roles Roles  `yaml:"roles"`
+	Cache Cache  `yaml:"cache"`
+
+	// Path is the file the configuration was read from ("" when none).
+	Path string `yaml:"-"`
+
+	// proposerOwn is the proposer as written (before inheriting from the
+	// reasoner), so Finish can be re-run after Set.
+	proposerOwn *Role
+}
+
+// CLIP configures the in-process CLIP encoder.
+type CLIP struct {
+	// Model is a local directory or a HuggingFace model id.
+	Model string `yaml:"model"`
+	// Threads bounds the encoder's worker threads (0 = all cores).
+	Threads int `yaml:"threads"`
+}
+
+// Cache configures the persistent answer cache of the model roles.
+type Cache struct {
+	// Path of the SQLite file (default $home/cache/answers.db).
+	Path string `yaml:"path"`
+	// Disabled turns the cache off (every call goes to the server).
+	Disabled bool `yaml:"disabled"`
+}
+
+// Roles holds the model roles. A role without endpoints is not configured
+// and its stage is skipped.
+type Roles struct {
+	Captioner Role `yaml:"captioner"`
+	Reasoner  Role `yaml:"reasoner"`
+	// Proposer writes the verifier's propositions; unset fields default to
+	// the reasoner's.
+	Proposer  Role `yaml:"proposer"`
+	Verifier  Role `yaml:"verifier"`
+	Evaluator Role `yaml:"evaluator"`
+	// Embedder is an optional remote CLIP-like embedding server used
+	// instead of the in-process encoder.
+	Embedder Role `yaml:"embedder"`
+}
+
+// Role is one model role served by OpenAI-compatible endpoints.
+type Role struct {
+	// Endpoints are the base URLs of the replicas ("http://host:8000/v1";
+	// a URL without a path gets "/v1"). A single string is accepted too.
+	Endpoints StringList `yaml:"endpoints"`
+	// Model is the name the server knows the model by (vLLM's
+	// --served-model-name).
+	Model string `yaml:"model"`
+	// ModelID is the endpoint-independent identity of the model used in the
+	// answer cache key, e.g. "google/paligemma-3b-mix-224@<revision>".
+	// Default: Model.
+	ModelID string `yaml:"model_id"`
+	// APIKeyEnv names the environment variable holding the bearer token.
+	APIKeyEnv string `yaml:"api_key_env"`
+	// MaxInFlight bounds the concurrent requests per endpoint.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// Timeout bounds one HTTP attempt.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries is the number of retries after the first attempt.
+	Retries *int `yaml:"retries"`
+	// Cooldown is how long a failing endpoint is taken out of the pool.
+	Cooldown time.Duration `yaml:"cooldown"`
+	// MaxTokens is the default completion budget.
+	MaxTokens   int      `yaml:"max_tokens"`
+	Temperature *float64 `yaml:"temperature"`
+	TopP        *float64 `yaml:"top_p"`
+	Stop        []string `yaml:"stop"`
+	Seed        *int     `yaml:"seed"`
+	// Extra fields are copied into every request body (server extensions
+	// such as repetition_penalty or chat_template_kwargs).
+	Extra map[string]any `yaml:"extra"`
+	// Logprobs asks for log-probabilities (TopLogprobs alternatives per
+	// position).
+	Logprobs    bool `yaml:"logprobs"`
+	TopLogprobs int  `yaml:"top_logprobs"`
+	// Image controls how images are encoded for this role.
+	Image Image `yaml:"image"`
+
+	// APIKey is resolved from APIKeyEnv at load time; never written out.
+	APIKey string `yaml:"-"`
+}
+
+// Image controls image re-encoding before sending.
+type Image struct {
+	// MaxSide downsizes images whose longer side exceeds it (0 = keep).
+	MaxSide int `yaml:"max_side"`
+	// Width and Height, when both set, resize every image to exactly that
+	// size (e.g. the verifier's native resolution).
+	Width  int `yaml:"width"`
+	Height int `yaml:"height"`
+	// Format is "jpeg" (default) or "png".
+	Format string `yaml:"format"`
+	// Quality is the JPEG quality (default 95).
+	Quality int `yaml:"quality"`
+}
+
+// Configured reports whether the role has at least one endpoint.
+func (r Role) Configured() bool { return len(r.Endpoints) > 0 }
+
+// CacheModelID is the model identity used in cache keys.
+func (r Role) CacheModelID() string {
+	if r.ModelID != "" {
+		return r.ModelID
+	}
+	return r.Model
+}
+
+// MaxRetries returns the configured retry count (default 4).
+func (r Role) MaxRetries() int {
+	if r.Retries == nil {
+		return 4
+	}
+	return *r.Retries
+}
+
+// StringList is a YAML sequence of strings that also accepts one scalar.
+type StringList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var v string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		*s = splitList(v)
+		return nil
+	case yaml.SequenceNode:
+		var v []string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		*s = v
+		return nil
+	}
+	return fmt.Errorf("line %d: expected a string or a list of strings", n.Line)
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Role returns the named role's settings (after defaults) and whether the
+// name is known.
+func (c *Config) Role(name string) (Role, bool) {
+	p := c.rolePtr(name)
+	if p == nil {
+		return Role{}, false
+	}
+	return *p, true
+}
+
+func (c *Config) rolePtr(name string) *Role {
+	switch name {
+	case RoleCaptioner:
+		return &c.Roles.Captioner
+	case RoleReasoner:
+		return &c.Roles.Reasoner
+	case RoleProposer:
+		return &c.Roles.Proposer
+	case RoleVerifier:
+		return &c.Roles.Verifier
+	case RoleEvaluator:
+		return &c.Roles.Evaluator
+	case RoleEmbedder:
+		return &c.Roles.Embedder
+	}
+	return nil
+}
+
+// Per-role defaults (model-servers.md section 4).
+var roleDefaults = map[string]struct {
+	timeout   time.Duration
+	maxTokens int
+}{
+	RoleCaptioner: {60 * time.Second, 256},
+	RoleReasoner:  {120 * time.Second, 2048},
+	RoleProposer:  {120 * time.Second, 2048},
+	RoleVerifier:  {20 * time.Second, 3},
+	RoleEvaluator: {180 * time.Second, 4096},
+	RoleEmbedder:  {10 * time.Second, 0},
+}
+
+// Default returns the built-in configuration (no roles configured).
+func Default(getenv func(string) string) *Config {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	c := &Config{}
+	c.CLIP.Model = DefaultCLIPModel
+	c.Home = defaultHome(getenv)
+	return c
+}
+
+func defaultHome(getenv func(string) string) string {
+	if d := getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "imagescope")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".cache", "imagescope")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "imagescope")
+	}
+	return filepath.Join(os.TempDir(), "imagescope")
+}
+
+// Load reads the configuration. path "" means $IMAGESCOPE_CONFIG, and when
+// that is unset too, defaults plus environment only. getenv is os.Getenv
+// outside tests (nil = no environment).
+func Load(path string, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	c := Default(getenv)
+	if path == "" {
+		path = getenv("IMAGESCOPE_CONFIG")
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if err := decode(data, c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		c.Path = path
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return nil, err
+	}
+	if err := c.Finish(getenv); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes YAML text over defaults (no environment) and validates it.
+func Parse(data []byte) (*Config, error) {
+	c := Default(nil)
+	if err := decode(data, c); err != nil {
+		return nil, err
+	}
+	if err := c.Finish(nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var fieldNotFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+
+func decode(data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty file
+		}
+		// Rewrite "field x not found in type config.Role" into a message
+		// that names the key and where it may go.
+		msg := err.Error()
+		if m := fieldNotFound.FindAllStringSubmatch(msg, -1); m != nil {
+			var parts []string
+			for _, g := range m {
+				parts = append(parts, fmt.Sprintf("line %s: unknown key %q (%s)", g[1], g[2], sectionHint(g[3])))
+			}
+			return errors.New(strings.Join(parts, "; "))
+		}
+		return err
+	}
+	return nil
+}
+
+// sectionHint lists the keys accepted where an unknown key appeared.
+func sectionHint(typeName string) string {
+	var t reflect.Type
+	switch strings.TrimPrefix(typeName, "config.") {
+	case "Config":
+		t = reflect.TypeOf(Config{})
+	case "CLIP":
+		t = reflect.TypeOf(CLIP{})
+	case "Cache":
+		t = reflect.TypeOf(Cache{})
+	case "Roles":
+		t = reflect.TypeOf(Roles{})
+	case "Role":
+		t = reflect.TypeOf(Role{})
+	case "Image":
+		t = reflect.TypeOf(Image{})
+	default:
+		return "not a valid key here"
+	}
+	return "valid keys: " + strings.Join(yamlKeys(t), ", ")
+}
+
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		keys = append(keys, tag)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Environment variables (see docs/configuration.md):
+//
+//	IMAGESCOPE_HOME, IMAGESCOPE_CLIP_MODEL, IMAGESCOPE_CLIP_THREADS,
+//	IMAGESCOPE_CACHE_PATH, IMAGESCOPE_NO_CACHE,
+//	IMAGESCOPE_<ROLE>_ENDPOINTS, IMAGESCOPE_<ROLE>_MODEL,
+//	IMAGESCOPE_<ROLE>_MAX_IN_FLIGHT, IMAGESCOPE_<ROLE>_TIMEOUT
+func (c *Config) applyEnv(getenv func(string) string) error {
+	set := func(env, key string) error {
+		if v := getenv(env); v != "" {
+			if err := c.Set(key, v); err != nil {
+				return fmt.Errorf("environment %s: %w", env, err)
+			}
+		}
+		return nil
+	}
+	pairs := [][2]string{
+		{"IMAGESCOPE_HOME", "home"},
+		{"IMAGESCOPE_CLIP_MODEL", "clip.model"},
+		{"IMAGESCOPE_CLIP_THREADS", "clip.threads"},
+		{"IMAGESCOPE_CACHE_PATH", "cache.path"},
+		{"IMAGESCOPE_NO_CACHE", "cache.disabled"},
+	}
+	for _, r := range RoleNames {
+		u := "IMAGESCOPE_" + strings.ToUpper(r) + "_"
+		pairs = append(pairs,
+			[2]string{u + "ENDPOINTS", "roles." + r + ".endpoints"},
+			[2]string{u + "MODEL", "roles." + r + ".model"},
+			[2]string{u + "MAX_IN_FLIGHT", "roles." + r + ".max_in_flight"},
+			[2]string{u + "TIMEOUT", "roles." + r + ".timeout"},
+		)
+	}
+	for _, p := range pairs {
+		if err := set(p[0], p[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Set overrides one key given in dotted form ("roles.verifier.model",
+// "cache.disabled", "clip.threads") with a string value, as flags do. It is
+// how callers apply command-line flags over the loaded file and
+// environment; call Finish afterwards to re-apply defaults and validate.
+func (c *Config) Set(key, value string) error {
+	parts := strings.Split(key, ".")
+	switch {
+	case key == "home":
+		c.Home = value
+		return nil
+	case key == "clip.model":
+		c.CLIP.Model = value
+		return nil
+	case key == "clip.threads":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: want a non-negative integer, got %q", key, value)
+		}
+		c.CLIP.Threads = n
+		return nil
+	case key == "cache.path":
+		c.Cache.Path = value
+		return nil
+	case key == "cache.disabled":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("%s: want true or false, got %q", key, value)
+		}
+		c.Cache.Disabled = b
+		return nil
+	case len(parts) == 3 && parts[0] == "roles":
+		r := c.rolePtr(parts[1])
+		if r == nil {
+			return fmt.Errorf("%s: unknown role %q (roles: %s)", key, parts[1], strings.Join(RoleNames, ", "))
+		}
+		if parts[1] == RoleProposer && c.proposerOwn != nil {
+			if err := c.proposerOwn.set(parts[2], value); err != nil {
+				return err
+			}
+		}
+		return r.set(parts[2], value)
+	}
+	return fmt.Errorf("unknown configuration key %q", key)
+}
+
+func (r *Role) set(field, value string) error {
+	bad := func(want string) error { return fmt.Errorf("%s: want %s, got %q", field, want, value) }
+	switch field {
+	case "endpoints":
+		r.Endpoints = splitList(value)
+	case "model":
+		r.Model = value
+	case "model_id":
+		r.ModelID = value
+	case "api_key_env":
+		r.APIKeyEnv = value
+	case "max_in_flight", "max_tokens", "top_logprobs", "retries", "seed":
+		n, err := strconv.Atoi(value)
+		if err != nil {
+			return bad("an integer")
+		}
+		switch field {
+		case "max_in_flight":
+			r.MaxInFlight = n
+		case "max_tokens":
+			r.MaxTokens = n
+		case "top_logprobs":
+			r.TopLogprobs = n
+		case "retries":
+			r.Retries = &n
+		case "seed":
+			r.Seed = &n
+		}
+	case "timeout", "cooldown":
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return bad("a duration such as 30s")
+		}
+		if field == "timeout" {
+			r.Timeout = d
+		} else {
+			r.Cooldown = d
+		}
+	case "temperature", "top_p":
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return bad("a number")
+		}
+		if field == "temperature" {
+			r.Temperature = &f
+		} else {
+			r.TopP = &f
+		}
+	case "logprobs":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad("true or false")
+		}
+		r.Logprobs = b
+	case "stop":
+		r.Stop = splitList(value)
+	default:
+		return fmt.Errorf("unknown role key %q (settable keys: endpoints, model, model_id, api_key_env, max_in_flight, max_tokens, top_logprobs, retries, seed, timeout, cooldown, temperature, top_p, logprobs, stop)", field)
+	}
+	return nil
+}
+
+// Finish applies defaults that depend on other values (the proposer
+// inheriting from the reasoner, per-role timeouts, the cache path), resolves
+// API keys from the environment and validates everything. Load calls it;
+// call it again after Set.
+func (c *Config) Finish(getenv func(string) string) error {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if c.CLIP.Model == "" {
+		c.CLIP.Model = DefaultCLIPModel
+	}
+	if c.CLIP.Threads < 0 {
+		return fmt.Errorf("clip.threads: must be >= 0, got %d", c.CLIP.Threads)
+	}
+	if c.Home == "" {
+		c.Home = defaultHome(getenv)
+	}
+	if c.Cache.Path == "" {
+		c.Cache.Path = filepath.Join(c.Home, "cache", "answers.db")
+	}
+	if c.proposerOwn == nil {
+		own := c.Roles.Proposer
+		c.proposerOwn = &own
+	}
+	c.Roles.Proposer = inherit(*c.proposerOwn, c.Roles.Reasoner)
+	for _, name := range RoleNames {
+		r := c.rolePtr(name)
+		applyRoleDefaults(name, r)
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("roles.%s.%w", name, err)
+		}
+		if r.APIKeyEnv != "" {
+			r.APIKey = getenv(r.APIKeyEnv)
+		}
+	}
+	return nil
+}
+
+// inherit fills p's zero fields from base (the proposer defaults to the
+// reasoner's settings).
+func inherit(p, base Role) Role {
+	pv := reflect.ValueOf(&p).Elem()
+	bv := reflect.ValueOf(base)
+	for i := 0; i < pv.NumField(); i++ {
+		f := pv.Field(i)
+		if f.IsZero() && f.CanSet() {
+			f.Set(bv.Field(i))
+		}
+	}
+	return p
+}
+
+func applyRoleDefaults(name string, r *Role) {
+	d := roleDefaults[name]
+	if r.Timeout == 0 {
+		r.Timeout = d.timeout
+	}
+	if r.MaxTokens == 0 {
+		r.MaxTokens = d.maxTokens
+	}
+	if r.MaxInFlight == 0 {
+		r.MaxInFlight = 32
+	}
+	if r.Cooldown == 0 {
+		r.Cooldown = 10 * time.Second
+	}
+	if r.Temperature == nil {
+		zero := 0.0
+		r.Temperature = &zero
+	}
+	if r.Image.Format == "" {
+		r.Image.Format = "jpeg"
+	}
+	if r.Image.Quality == 0 {
+		r.Image.Quality = 95
+	}
+	for i, e := range r.Endpoints {
+		r.Endpoints[i] = NormalizeEndpoint(e)
+	}
+}
+
+// NormalizeEndpoint trims a trailing slash and adds "/v1" to a URL that has
+// no path.
+func NormalizeEndpoint(e string) string {
+	e = strings.TrimRight(strings.TrimSpace(e), "/")
+	if u, err := url.Parse(e); err == nil && (u.Path == "" || u.Path == "/") {
+		return e + "/v1"
+	}
+	return e
+}
+
+func (r *Role) validate() error {
+	for _, e := range r.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("endpoints: %q is not an http(s) URL", e)
+		}
+	}
+	if r.Configured() && r.Model == "" {
+		return errors.New("model: required when endpoints are set")
+	}
+	switch {
+	case r.MaxInFlight < 1:
+		return fmt.Errorf("max_in_flight: must be >= 1, got %d", r.MaxInFlight)
+	case r.Timeout < 0:
+		return fmt.Errorf("timeout: must be positive, got %v", r.Timeout)
+	case r.Retries != nil && *r.Retries < 0:
+		return fmt.Errorf("retries: must be >= 0, got %d", *r.Retries)
+	case r.MaxTokens < 0:
+		return fmt.Errorf("max_tokens: must be >= 0, got %d", r.MaxTokens)
+	case *r.Temperature < 0:
+		return fmt.Errorf("temperature: must be >= 0, got %v", *r.Temperature)
+	case r.TopLogprobs < 0 || r.TopLogprobs > 20:
+		return fmt.Errorf("top_logprobs: must be in [0, 20], got %d", r.TopLogprobs)
+	case r.Image.MaxSide < 0 || r.Image.Width < 0 || r.Image.Height < 0:
+		return errors.New("image: sizes must be >= 0")
+	case (r.Image.Width == 0) != (r.Image.Height == 0):
+		return errors.New("image: set both width and height, or neither")
+	case r.Image.Format != "jpeg" && r.Image.Format != "png":
+		return fmt.Errorf("image.format: %q is not jpeg or png", r.Image.Format)
+	case r.Image.Quality < 1 || r.Image.Quality > 100:
+		return fmt.Errorf("image.quality: must be in [1, 100], got %d", r.Image.Quality)
+	}
+	for k := range r.Extra {
+		switch k {
+		case "model", "messages", "input":
+			return fmt.Errorf("extra: %q is set by the client and cannot be overridden", k)
+		}
+	}
+	return nil
+}
