@@ -1,0 +1,194 @@
+package metrics
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/imagescope/imagescope/dataset"
+)
+
+// Metric is one reported value: a fraction, or a list of fractions over
+// VisDial rounds.
+type Metric struct {
+	Key    string
+	Value  float64
+	Rounds []float64 // non-nil for per-round metrics; Value is then unused
+}
+
+// Report is the result of Score. It marshals to one flat JSON object:
+// "dataset", "split", "queries" (scored), "missing" (queries without a
+// ranking, counted as misses), "labelled", then the metric keys in order
+// (recall@K, recall_subset@K, map@K, hits@K as a list over rounds, ...).
+type Report struct {
+	Dataset  string
+	Split    string
+	Queries  int
+	Missing  int
+	Labelled bool
+	Metrics  []Metric
+}
+
+func (r *Report) add(key string, v float64) { r.Metrics = append(r.Metrics, Metric{Key: key, Value: v}) }
+
+func (r *Report) addRounds(key string, v []float64) {
+	r.Metrics = append(r.Metrics, Metric{Key: key, Rounds: v})
+}
+
+// Get returns a scalar metric.
+func (r *Report) Get(key string) (float64, bool) {
+	for _, m := range r.Metrics {
+		if m.Key == key && m.Rounds == nil {
+			return m.Value, true
+		}
+	}
+	return 0, false
+}
+
+// GetRounds returns a per-round metric (VisDial).
+func (r *Report) GetRounds(key string) ([]float64, bool) {
+	for _, m := range r.Metrics {
+		if m.Key == key && m.Rounds != nil {
+			return m.Rounds, true
+		}
+	}
+	return nil, false
+}
+
+// MarshalJSON writes the flat object described on Report, keys in report
+// order.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	field := func(k string, v any) error {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("metric %s: %w", k, err)
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+		return nil
+	}
+	for _, f := range []struct {
+		k string
+		v any
+	}{{"dataset", r.Dataset}, {"split", r.Split}, {"queries", r.Queries}, {"missing", r.Missing}, {"labelled", r.Labelled}} {
+		if err := field(f.k, f.v); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range r.Metrics {
+		var v any = m.Value
+		if m.Rounds != nil {
+			v = m.Rounds
+		}
+		if err := field(m.Key, v); err != nil {
+			return nil, err
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (metric order is the
+// object's key order).
+func (r *Report) UnmarshalJSON(data []byte) error {
+	keys, vals, _, err := dataset.SplitJSONObject("report", data)
+	if err != nil {
+		return err
+	}
+	*r = Report{}
+	for i, k := range keys {
+		var err error
+		switch k {
+		case "dataset":
+			err = json.Unmarshal(vals[i], &r.Dataset)
+		case "split":
+			err = json.Unmarshal(vals[i], &r.Split)
+		case "queries":
+			err = json.Unmarshal(vals[i], &r.Queries)
+		case "missing":
+			err = json.Unmarshal(vals[i], &r.Missing)
+		case "labelled":
+			err = json.Unmarshal(vals[i], &r.Labelled)
+		default:
+			m := Metric{Key: k}
+			if bytes.HasPrefix(bytes.TrimSpace(vals[i]), []byte("[")) {
+				err = json.Unmarshal(vals[i], &m.Rounds)
+			} else {
+				err = json.Unmarshal(vals[i], &m.Value)
+			}
+			r.Metrics = append(r.Metrics, m)
+		}
+		if err != nil {
+			return fmt.Errorf("report key %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// WriteTable writes the report as an aligned, readable table (values as
+// percentages with two decimals, the way papers print them; the JSON form
+// keeps fractions).
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%s %s: %d queries scored", r.Dataset, r.Split, r.Queries)
+	if r.Missing > 0 {
+		fmt.Fprintf(tw, ", %d without a ranking (counted as misses)", r.Missing)
+	}
+	fmt.Fprintln(tw)
+	if !r.Labelled {
+		fmt.Fprintln(tw, "no labels in this split: nothing to score (the rankings were validated)")
+		return tw.Flush()
+	}
+	var perRound []Metric
+	for _, m := range r.Metrics {
+		if m.Rounds != nil {
+			perRound = append(perRound, m)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t\n", m.Key, pct(m.Value))
+	}
+	if len(perRound) > 0 {
+		width := 0
+		for _, m := range perRound {
+			width = max(width, len(m.Rounds))
+		}
+		var head strings.Builder
+		head.WriteString("round\t")
+		first := 0
+		if width < 11 {
+			first = 11 - width
+		}
+		for j := range width {
+			head.WriteString(strconv.Itoa(j+first) + "\t")
+		}
+		fmt.Fprintln(tw, head.String())
+		for _, m := range perRound {
+			var line strings.Builder
+			line.WriteString(m.Key + "\t")
+			// Lists shorter than the widest (reference-code variants
+			// start at round 1) are right-aligned to their rounds.
+			for range width - len(m.Rounds) {
+				line.WriteString("-\t")
+			}
+			for _, v := range m.Rounds {
+				line.WriteString(pct(v) + "\t")
+			}
+			fmt.Fprintln(tw, line.String())
+		}
+	}
+	fmt.Fprintln(tw, "(values in %)")
+	return tw.Flush()
+}
+
+func pct(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) }
