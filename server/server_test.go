@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -39,6 +40,9 @@ type fakeSearcher struct {
 	canceled chan error
 	started  chan struct{}
 	fail     error
+	// evaluate makes stage 3 run (judging the top two) instead of being
+	// skipped.
+	evaluate atomic.Bool
 }
 
 func (f *fakeSearcher) queries() []Query {
@@ -108,6 +112,24 @@ func (f *fakeSearcher) Search(ctx context.Context, q Query, observe func(StageEv
 		res.Hits = append(res.Hits, h)
 	}
 	observe(StageEvent{Stage: StageVerify, Status: StatusDone})
+	res.Instructions = [][2]string{{"Addition", q.Text}}
+	if q.Reference != "" || q.ReferenceImage != nil {
+		res.Instructions = append(res.Instructions, [2]string{"Retention", "the rest of the reference"})
+	}
+	if f.evaluate.Load() {
+		observe(StageEvent{Stage: StageEvaluate, Status: StatusStarted})
+		if len(res.Hits) > 1 {
+			res.Hits[0].Verdict = &Verdict{Yes: false, Text: "ANSWER: No\nThe candidate does not show " + q.Text + "."}
+			res.Hits[1].Verdict = &Verdict{Yes: true, Text: "ANSWER: Yes\nThe candidate shows " + q.Text + "."}
+			res.Hits[0], res.Hits[1] = res.Hits[1], res.Hits[0]
+		}
+		observe(StageEvent{Stage: StageEvaluate, Status: StatusDone})
+		res.Stages = []StageTrace{
+			{Name: StageReason, Status: StatusDone, DurationMS: 120}, {Name: StageRetrieve, Status: StatusDone, DurationMS: 8},
+			{Name: StageVerify, Status: StatusDone, DurationMS: 900}, {Name: StageEvaluate, Status: StatusDone, DurationMS: 400},
+		}
+		return res, nil
+	}
 	observe(StageEvent{Stage: StageEvaluate, Status: StatusSkipped, Reason: "evaluator role not configured"})
 	res.Stages = []StageTrace{
 		{Name: StageReason, Status: StatusDone}, {Name: StageRetrieve, Status: StatusDone},
@@ -126,10 +148,18 @@ func b2f(b bool) float64 {
 // writePNG writes a w x h PNG with a colour gradient.
 func writePNG(t *testing.T, path string, w, h int) {
 	t.Helper()
+	// A different picture per file name: a tinted gradient with a disc.
+	seed := crc32.ChecksumIEEE([]byte(filepath.Base(path)))
+	tint := color.NRGBA{uint8(seed), uint8(seed >> 8), uint8(seed >> 16), 255}
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	cx, cy, r := w*int(seed>>24%5+2)/8, h/2, min(w, h)/4
 	for y := range h {
 		for x := range w {
-			img.Set(x, y, color.NRGBA{uint8(x * 255 / max(1, w)), uint8(y * 255 / max(1, h)), 128, 255})
+			c := color.NRGBA{uint8((int(tint.R) + x*96/max(1, w)) % 256), uint8((int(tint.G) + y*96/max(1, h)) % 256), tint.B, 255}
+			if (x-cx)*(x-cx)+(y-cy)*(y-cy) < r*r {
+				c = color.NRGBA{255 - c.R, 255 - c.G, 255 - c.B, 255}
+			}
+			img.Set(x, y, c)
 		}
 	}
 	var buf bytes.Buffer
