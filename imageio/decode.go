@@ -2,9 +2,11 @@ package imageio
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -237,9 +239,11 @@ func decodePixels(format string, data []byte) (image.Image, error) {
 	return nil, ErrUnsupported
 }
 
-// classify wraps a decoder error with the matching sentinel.
-func classify(err error, what string) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(err.Error(), "unexpected EOF") {
+// classify wraps a decoder error with the matching sentinel: truncation
+// when the decoder ran out of data or the file lacks its format's end.
+func classify(err error, what, format string, data []byte) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(err.Error(), "unexpected EOF") ||
+		looksTruncated(format, data) {
 		return fmt.Errorf("%w while reading the %s (%v)", ErrTruncated, what, err)
 	}
 	return fmt.Errorf("%w in the %s: %v", ErrCorrupt, what, err)
@@ -259,7 +263,7 @@ func readInfo(data []byte) (Info, error) {
 	info := Info{Format: format, Orientation: 1}
 	cfg, err := decodeConfig(format, data)
 	if err != nil {
-		return info, classify(err, format+" header")
+		return info, classify(err, format+" header", format, data)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return info, fmt.Errorf("%w: %s header gives size %dx%d", ErrCorrupt, format, cfg.Width, cfg.Height)
@@ -282,7 +286,10 @@ func decodeBytes(data []byte, lim Limits) (image.Image, Info, error) {
 	}
 	img, err := decodePixels(info.Format, data)
 	if err != nil {
-		return nil, info, classify(err, info.Format+" data")
+		return nil, info, classify(err, info.Format+" data", info.Format, data)
+	}
+	if info.Format == "gif" {
+		restoreGIFTransparentColor(img, data)
 	}
 	b := img.Bounds()
 	if info.Orientation != 1 && !lim.IgnoreOrientation {
@@ -292,4 +299,88 @@ func decodeBytes(data []byte, lim Limits) (image.Image, Info, error) {
 	}
 	info.Width, info.Height = b.Dx(), b.Dy()
 	return img, info, nil
+}
+
+// restoreGIFTransparentColor puts back the stored colour of the transparent
+// palette entry, which Go's GIF decoder replaces with transparent black;
+// PIL's convert("RGB") shows the stored colour.
+func restoreGIFTransparentColor(img image.Image, data []byte) {
+	m, ok := img.(*image.Paletted)
+	if !ok {
+		return
+	}
+	table := gifFirstColorTable(data)
+	for i, c := range m.Palette {
+		if i >= len(table) {
+			break
+		}
+		if c == (color.RGBA{}) && table[i] != ([3]uint8{}) {
+			m.Palette[i] = color.NRGBA{table[i][0], table[i][1], table[i][2], 0}
+		}
+	}
+}
+
+// gifFirstColorTable returns the colour table of the first frame (its local
+// table, else the global one), or nil when the stream cannot be walked.
+func gifFirstColorTable(b []byte) [][3]uint8 {
+	readTable := func(off, flags int) ([][3]uint8, int) {
+		if flags&0x80 == 0 {
+			return nil, off
+		}
+		n := 1 << (flags&7 + 1)
+		if off+3*n > len(b) {
+			return nil, -1
+		}
+		t := make([][3]uint8, n)
+		for i := range t {
+			t[i] = [3]uint8{b[off+3*i], b[off+3*i+1], b[off+3*i+2]}
+		}
+		return t, off + 3*n
+	}
+	if len(b) < 13 {
+		return nil
+	}
+	global, off := readTable(13, int(b[10]))
+	for off >= 0 && off < len(b) {
+		switch b[off] {
+		case 0x21: // extension: label, then sub-blocks
+			off += 2
+			for off < len(b) && b[off] != 0 {
+				off += int(b[off]) + 1
+			}
+			off++
+		case 0x2c: // image descriptor
+			if off+10 > len(b) {
+				return global
+			}
+			local, _ := readTable(off+10, int(b[off+9]))
+			if local != nil {
+				return local
+			}
+			return global
+		default:
+			return global
+		}
+	}
+	return global
+}
+
+// looksTruncated reports whether data lacks the end its format requires:
+// JPEG's EOI marker, PNG's IEND chunk, GIF's trailer, the size a RIFF (WebP)
+// or BMP header announces. Trailing zero padding is allowed.
+func looksTruncated(format string, b []byte) bool {
+	t := bytes.TrimRight(b, "\x00")
+	switch format {
+	case "jpeg":
+		return !bytes.HasSuffix(t, []byte{0xff, 0xd9})
+	case "png":
+		return !bytes.Contains(b[max(0, len(b)-64):], []byte("IEND"))
+	case "gif":
+		return !bytes.HasSuffix(t, []byte{0x3b})
+	case "webp":
+		return len(b) < 8 || int64(len(b)) < 8+int64(binary.LittleEndian.Uint32(b[4:8]))
+	case "bmp":
+		return len(b) < 6 || int64(len(b)) < int64(binary.LittleEndian.Uint32(b[2:6]))
+	}
+	return false
 }

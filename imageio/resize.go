@@ -255,11 +255,12 @@ func resampleHorizontal(tmp, src *RGB, first, y0, y1 int, c *coeffs) {
 			k := c.k[xx*c.ksize : xx*c.ksize+c.count[xx]]
 			s := in[3*c.start[xx] : 3*(c.start[xx]+len(k))]
 			r, g, b := int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1))
-			for x, kv := range k {
-				p := s[3*x : 3*x+3 : 3*x+3]
-				r += int32(p[0]) * kv
-				g += int32(p[1]) * kv
-				b += int32(p[2]) * kv
+			for len(k) > 0 && len(s) >= 3 {
+				kv := k[0]
+				r += int32(s[0]) * kv
+				g += int32(s[1]) * kv
+				b += int32(s[2]) * kv
+				k, s = k[1:], s[3:]
 			}
 			dst[3*xx], dst[3*xx+1], dst[3*xx+2] = clipFixed(r), clipFixed(g), clipFixed(b)
 		}
