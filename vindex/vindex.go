@@ -379,3 +379,19 @@ func (ix *Index) hits(score []float32, idx []int32, k int) []Hit {
 	}
 	return out
 }
+
+// Lookup is Position (the index then serves as the pipeline's gallery).
+func (ix *Index) Lookup(name string) (int, bool) { return ix.Position(name) }
+
+// CaptionText returns an image's caption text, when captions were loaded.
+func (ix *Index) CaptionText(name string) (string, bool) {
+	i, ok := ix.Position(name)
+	if !ok || ix.Captions == nil || ix.Captions[i] == "" {
+		return "", false
+	}
+	return ix.Captions[i], true
+}
+
+// HasCaptions reports whether caption embeddings are present (otherwise
+// tau is treated as 0).
+func (ix *Index) HasCaptions() bool { return ix.HasCaption }

@@ -1,0 +1,275 @@
+package gallery
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/imagescope/imagescope/vindex"
+)
+
+// NoCaptions as a caption key loads no captions (tau is then treated as 0).
+const NoCaptions = "none"
+
+// LoadInfo describes what Load put into an index.
+type LoadInfo struct {
+	ClipModel  string
+	Dim        int
+	Images     int    // images with an image embedding (the gallery)
+	Skipped    int    // images in the DB without an image embedding (failed or not yet indexed)
+	CaptionKey string // caption set used ("" when none)
+	// MissingCaptions counts gallery images without a caption embedding in
+	// the chosen set (their caption term is 0).
+	MissingCaptions int
+}
+
+// CaptionSet is one set of captions held in the DB.
+type CaptionSet struct {
+	Key        string
+	Captioner  string
+	PromptHash string
+	Captions   int // images with a caption
+	Embedded   int // images with a caption embedding for the DB's model
+}
+
+// CaptionSets lists the DB's caption sets, most complete first.
+func (db *DB) CaptionSets(ctx context.Context) ([]CaptionSet, error) {
+	model, _, err := db.Model(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.sql.QueryContext(ctx, `
+		SELECT s.key, s.captioner, s.prompt_hash,
+			(SELECT COUNT(*) FROM captions c WHERE c.key = s.key),
+			(SELECT COUNT(*) FROM caption_embeddings e WHERE e.key = s.key AND e.model = ?)
+		FROM caption_sets s`, model)
+	if err != nil {
+		return nil, fmt.Errorf("list caption sets: %w", err)
+	}
+	defer rows.Close()
+	var out []CaptionSet
+	for rows.Next() {
+		var s CaptionSet
+		if err := rows.Scan(&s.Key, &s.Captioner, &s.PromptHash, &s.Captions, &s.Embedded); err != nil {
+			return nil, fmt.Errorf("list caption sets: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list caption sets: %w", err)
+	}
+	// Most embedded first; ties by key for determinism.
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && (out[j].Embedded > out[j-1].Embedded || (out[j].Embedded == out[j-1].Embedded && out[j].Key < out[j-1].Key)); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out, nil
+}
+
+// Load reads everything search needs into memory: the gallery images that
+// have an image embedding for clipModel, in gallery order, with their
+// caption embeddings and captions from the caption set captionKey.
+//
+// clipModel "" means the DB's own model; a different model is refused.
+// captionKey "" picks the caption set with the most caption embeddings
+// (none if the DB has no captions); NoCaptions loads none.
+func (db *DB) Load(ctx context.Context, clipModel, captionKey string) (*vindex.Index, error) {
+	ix, _, err := db.LoadWithInfo(ctx, clipModel, captionKey)
+	return ix, err
+}
+
+// LoadWithInfo is Load that also reports what was loaded.
+func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*vindex.Index, LoadInfo, error) {
+	var info LoadInfo
+	model, dim, err := db.Model(ctx)
+	if err != nil {
+		return nil, info, err
+	}
+	if model == "" {
+		return nil, info, fmt.Errorf("image DB %s holds no embeddings yet; run 'imagescope index' first", db.path)
+	}
+	if clipModel != "" && clipModel != model {
+		return nil, info, fmt.Errorf("%w: image DB %s was built with CLIP model %s (dimension %d), not %s", ErrModelMismatch, db.path, model, dim, clipModel)
+	}
+	info.ClipModel, info.Dim = model, dim
+	switch captionKey {
+	case NoCaptions:
+		captionKey = ""
+	case "":
+		sets, err := db.CaptionSets(ctx)
+		if err != nil {
+			return nil, info, err
+		}
+		if len(sets) > 0 && sets[0].Embedded > 0 {
+			captionKey = sets[0].Key
+		}
+	default:
+		var n int
+		if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM caption_sets WHERE key = ?`, captionKey).Scan(&n); err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+		if n == 0 {
+			return nil, info, fmt.Errorf("image DB %s has no caption set %q", db.path, captionKey)
+		}
+	}
+	info.CaptionKey = captionKey
+
+	var total int
+	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM images`).Scan(&total); err != nil {
+		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+	}
+	rows, err := db.sql.QueryContext(ctx, `
+		SELECT i.name, i.path, e.dtype, e.vec, c.text, ce.dtype, ce.vec
+		FROM images i
+		JOIN image_embeddings e ON e.image_id = i.id AND e.model = ?
+		LEFT JOIN captions c ON c.image_id = i.id AND c.key = ?
+		LEFT JOIN caption_embeddings ce ON ce.image_id = i.id AND ce.key = ? AND ce.model = ?
+		ORDER BY i.pos, i.name`, model, captionKey, captionKey, model)
+	if err != nil {
+		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+	}
+	defer rows.Close()
+	ix := &vindex.Index{Dim: dim, HasCaption: captionKey != ""}
+	ix.Image = make([]float32, 0, total*dim)
+	if ix.HasCaption {
+		ix.Caption = make([]float32, 0, total*dim)
+	}
+	var anyCaption bool
+	for rows.Next() {
+		var (
+			name, path, dt string
+			vec            []byte
+			text, cdt      *string
+			cvec           []byte
+		)
+		if err := rows.Scan(&name, &path, &dt, &vec, &text, &cdt, &cvec); err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+		n := len(ix.Names)
+		ix.Image = ix.Image[:(n+1)*dim]
+		if err := decodeVec(dt, vec, ix.Image[n*dim:]); err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: image %s: image embedding: %w", db.path, name, err)
+		}
+		normalize(ix.Image[n*dim:])
+		if ix.HasCaption {
+			ix.Caption = ix.Caption[:(n+1)*dim]
+			dst := ix.Caption[n*dim:]
+			if cdt != nil {
+				if err := decodeVec(*cdt, cvec, dst); err != nil {
+					return nil, info, fmt.Errorf("load image DB %s: image %s: caption embedding: %w", db.path, name, err)
+				}
+				normalize(dst)
+				anyCaption = true
+			} else {
+				clear(dst)
+				info.MissingCaptions++
+			}
+		}
+		ix.Names = append(ix.Names, name)
+		ix.Paths = append(ix.Paths, path)
+		if text != nil {
+			ix.Captions = append(ix.Captions, *text)
+		} else {
+			ix.Captions = append(ix.Captions, "")
+		}
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, info, err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+	}
+	if ix.HasCaption && !anyCaption {
+		ix.HasCaption, ix.Caption = false, nil
+		info.CaptionKey = ""
+		info.MissingCaptions = 0
+	}
+	if !ix.HasCaption {
+		ix.Captions = nil
+	}
+	info.Images = len(ix.Names)
+	info.Skipped = total - info.Images
+	if ix.Names == nil {
+		ix.Names = []string{}
+	}
+	return ix, info, nil
+}
+
+// Stats summarises a DB for 'imagescope db info'.
+type Stats struct {
+	Path            string
+	ClipModel       string
+	Dim             int
+	Images          int
+	ImageEmbeddings int
+	CaptionSets     []CaptionSet
+	Failures        []Failure
+}
+
+// Failure is an image the last index run could not (fully) process.
+type Failure struct {
+	Name   string
+	Path   string
+	Stage  string // read, decode, embed, caption, embed-caption
+	Reason string
+}
+
+func (f Failure) String() string {
+	return fmt.Sprintf("%s (%s): %s: %s", f.Name, f.Path, f.Stage, f.Reason)
+}
+
+// Stats reports what the DB holds.
+func (db *DB) Stats(ctx context.Context) (*Stats, error) {
+	s := &Stats{Path: db.path}
+	var err error
+	if s.ClipModel, s.Dim, err = db.Model(ctx); err != nil {
+		return nil, err
+	}
+	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM images`).Scan(&s.Images); err != nil {
+		return nil, fmt.Errorf("count images: %w", err)
+	}
+	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM image_embeddings WHERE model = ?`, s.ClipModel).Scan(&s.ImageEmbeddings); err != nil {
+		return nil, fmt.Errorf("count embeddings: %w", err)
+	}
+	if s.CaptionSets, err = db.CaptionSets(ctx); err != nil {
+		return nil, err
+	}
+	if s.Failures, err = db.Failures(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Failures lists the recorded failures, by name.
+func (db *DB) Failures(ctx context.Context) ([]Failure, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT name, path, stage, reason FROM failures ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list failures: %w", err)
+	}
+	defer rows.Close()
+	var out []Failure
+	for rows.Next() {
+		var f Failure
+		if err := rows.Scan(&f.Name, &f.Path, &f.Stage, &f.Reason); err != nil {
+			return nil, fmt.Errorf("list failures: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// Caption returns an image's caption in a caption set.
+func (db *DB) Caption(ctx context.Context, name, captionKey string) (string, bool, error) {
+	var text string
+	err := db.sql.QueryRowContext(ctx, `SELECT c.text FROM captions c JOIN images i ON i.id = c.image_id WHERE i.name = ? AND c.key = ?`, name, captionKey).Scan(&text)
+	if err != nil {
+		if strings.Contains(err.Error(), "no rows") {
+			return "", false, nil
+		}
+		return "", false, fmt.Errorf("read caption of %s: %w", name, err)
+	}
+	return text, true, nil
+}
