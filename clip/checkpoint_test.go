@@ -16,7 +16,7 @@ import (
 
 // rewriteCheckpoint copies the HF checkpoint files of src into a temp dir,
 // passing the tensors through edit before writing model.safetensors.
-func rewriteCheckpoint(t *testing.T, src string, edit func([]tensorToWrite) []tensorToWrite) string {
+func rewriteCheckpoint(t *testing.T, src string, edit func([]Tensor) []Tensor) string {
 	t.Helper()
 	data, shapes := readAll(t, filepath.Join(src, "model.safetensors"))
 	names := make([]string, 0, len(data))
@@ -24,9 +24,9 @@ func rewriteCheckpoint(t *testing.T, src string, edit func([]tensorToWrite) []te
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var ts []tensorToWrite
+	var ts []Tensor
 	for _, n := range names {
-		ts = append(ts, tensorToWrite{Name: n, DType: "F32", Shape: shapes[n], Data: data[n]})
+		ts = append(ts, Tensor{Name: n, DType: "F32", Shape: shapes[n], Data: data[n]})
 	}
 	ts = edit(ts)
 	dir := t.TempDir()
@@ -43,12 +43,12 @@ func rewriteCheckpoint(t *testing.T, src string, edit func([]tensorToWrite) []te
 	return dir
 }
 
-func writeST(t *testing.T, path string, ts []tensorToWrite) {
+func writeST(t *testing.T, path string, ts []Tensor) {
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeSafetensors(f, ts); err != nil {
+	if err := WriteSafetensors(f, ts); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -70,7 +70,7 @@ func TestHalfPrecisionCheckpoints(t *testing.T) {
 	orig, _ := readAll(t, filepath.Join(src, "model.safetensors"))
 	for _, dt := range []string{"F16", "BF16"} {
 		t.Run(dt, func(t *testing.T) {
-			dir := rewriteCheckpoint(t, src, func(ts []tensorToWrite) []tensorToWrite {
+			dir := rewriteCheckpoint(t, src, func(ts []Tensor) []Tensor {
 				for i := range ts {
 					ts[i].DType = dt
 				}
@@ -145,11 +145,11 @@ func TestCheckpointErrors(t *testing.T) {
 	src := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
 	cases := []struct {
 		name string
-		edit func([]tensorToWrite) []tensorToWrite
+		edit func([]Tensor) []Tensor
 		want []string
 	}{
-		{"missing", func(ts []tensorToWrite) []tensorToWrite {
-			var out []tensorToWrite
+		{"missing", func(ts []Tensor) []Tensor {
+			var out []Tensor
 			for _, x := range ts {
 				if x.Name != "vision_model.encoder.layers.1.mlp.fc2.bias" {
 					out = append(out, x)
@@ -157,7 +157,7 @@ func TestCheckpointErrors(t *testing.T) {
 			}
 			return out
 		}, []string{`"vision_model.encoder.layers.1.mlp.fc2.bias" is missing`, "[32]"}},
-		{"misshaped", func(ts []tensorToWrite) []tensorToWrite {
+		{"misshaped", func(ts []Tensor) []Tensor {
 			for i := range ts {
 				if ts[i].Name == "text_projection.weight" {
 					ts[i].Shape = []int{8, 16} // transposed
@@ -165,9 +165,9 @@ func TestCheckpointErrors(t *testing.T) {
 			}
 			return ts
 		}, []string{`"text_projection.weight" has shape [8 16], want [16 8]`}},
-		{"extra tensors are ignored", func(ts []tensorToWrite) []tensorToWrite {
-			return append(ts, tensorToWrite{Name: "text_model.embeddings.position_ids", DType: "F32", Shape: []int{1, 77}, Data: make([]float32, 77)},
-				tensorToWrite{Name: "something.else", DType: "F32", Shape: []int{2}, Data: make([]float32, 2)})
+		{"extra tensors are ignored", func(ts []Tensor) []Tensor {
+			return append(ts, Tensor{Name: "text_model.embeddings.position_ids", DType: "F32", Shape: []int{1, 77}, Data: make([]float32, 77)},
+				Tensor{Name: "something.else", DType: "F32", Shape: []int{2}, Data: make([]float32, 2)})
 		}, nil},
 	}
 	for _, c := range cases {
@@ -272,9 +272,9 @@ func TestSyntheticGridMatchesNaive(t *testing.T) {
 	add("text_projection.weight", rnd(12*20, 0.2), 12, 20)
 	add("logit_scale", []float32{2.6592})
 	dir := t.TempDir()
-	var ts []tensorToWrite
+	var ts []Tensor
 	for n, d := range tensors {
-		ts = append(ts, tensorToWrite{Name: n, DType: "F32", Shape: shapes[n], Data: d})
+		ts = append(ts, Tensor{Name: n, DType: "F32", Shape: shapes[n], Data: d})
 	}
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
 	writeST(t, filepath.Join(dir, "model.safetensors"), ts)

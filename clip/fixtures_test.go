@@ -232,10 +232,10 @@ func transpose(a []float32, rows, cols int) []float32 {
 func convertToOpenCLIP(t *testing.T, dir string) string {
 	t.Helper()
 	data, shapes := readAll(t, filepath.Join(dir, "model.safetensors"))
-	var out []tensorToWrite
+	var out []Tensor
 	used := map[string]bool{}
 	add := func(name string, shape []int, d []float32) {
-		out = append(out, tensorToWrite{Name: name, DType: "F32", Shape: shape, Data: d})
+		out = append(out, Tensor{Name: name, DType: "F32", Shape: shape, Data: d})
 	}
 	take := func(n string) []float32 {
 		d, ok := data[n]
@@ -301,7 +301,7 @@ func convertToOpenCLIP(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeSafetensors(f, out); err != nil {
+	if err := WriteSafetensors(f, out); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {

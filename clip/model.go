@@ -217,3 +217,7 @@ func (m *Model) textBatches(ctx context.Context, ids [][]int32, eots []int, full
 	}
 	return pooled, embeds, nil
 }
+
+// KernelBackend names the matrix-multiply backend compiled in ("go" or
+// "openblas").
+func KernelBackend() string { return linalg.Backend }

@@ -236,8 +236,8 @@ func f32ToF16(f float32) uint16 {
 	return sign | uint16(out)
 }
 
-// tensorToWrite is one tensor for writeSafetensors.
-type tensorToWrite struct {
+// Tensor is one named tensor for WriteSafetensors (checkpoint tools, tests).
+type Tensor struct {
 	Name  string
 	DType string // F32, F16 or BF16
 	Shape []int
@@ -247,7 +247,7 @@ type tensorToWrite struct {
 // writeSafetensors writes tensors (converted to their dtype) in the standard
 // layout: 8-byte header length, JSON header padded with spaces to a multiple
 // of 8, then the data in the given order.
-func writeSafetensors(w io.Writer, tensors []tensorToWrite) error {
+func WriteSafetensors(w io.Writer, tensors []Tensor) error {
 	hdr := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	var off int64
 	for _, t := range tensors {
@@ -309,4 +309,26 @@ func writeSafetensors(w io.Writer, tensors []tensorToWrite) error {
 		}
 	}
 	return nil
+}
+
+// ReadSafetensorsFloat32 reads every floating-point tensor of a safetensors
+// file as float32 (checkpoint tools; the model loader reads lazily).
+func ReadSafetensorsFloat32(path string) (map[string][]float32, error) {
+	st, err := openSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	out := map[string][]float32{}
+	for _, n := range st.names() {
+		switch st.tensors[n].DType {
+		case "F32", "F16", "BF16", "F64":
+			d, _, err := st.float32s(n)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			out[n] = d
+		}
+	}
+	return out, nil
 }
