@@ -336,7 +336,7 @@ func TestReportJSONAndTable(t *testing.T) {
 	if err := rep.WriteTable(&sb); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"VisDial val: 2 queries scored", "recall@1", "50.00", "hits@10", "refcode_hits@10", "(values in %)"} {
+	for _, w := range []string{"VisDial val: 2 queries scored", "recall@1", "50.00", "hits@10", "refcode_hits@10", "(values in %"} {
 		if !strings.Contains(sb.String(), w) {
 			t.Errorf("table lacks %q:\n%s", w, sb.String())
 		}

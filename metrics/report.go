@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/imagescope/imagescope/dataset"
 )
@@ -33,7 +32,9 @@ type Report struct {
 	Metrics  []Metric
 }
 
-func (r *Report) add(key string, v float64) { r.Metrics = append(r.Metrics, Metric{Key: key, Value: v}) }
+func (r *Report) add(key string, v float64) {
+	r.Metrics = append(r.Metrics, Metric{Key: key, Value: v})
+}
 
 func (r *Report) addRounds(key string, v []float64) {
 	r.Metrics = append(r.Metrics, Metric{Key: key, Rounds: v})
@@ -138,57 +139,54 @@ func (r *Report) UnmarshalJSON(data []byte) error {
 
 // WriteTable writes the report as an aligned, readable table (values as
 // percentages with two decimals, the way papers print them; the JSON form
-// keeps fractions).
+// keeps fractions). Per-round metrics get one column per round.
 func (r *Report) WriteTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s %s: %d queries scored", r.Dataset, r.Split, r.Queries)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: %d queries scored", r.Dataset, r.Split, r.Queries)
 	if r.Missing > 0 {
-		fmt.Fprintf(tw, ", %d without a ranking (counted as misses)", r.Missing)
+		fmt.Fprintf(&b, ", %d without a ranking (counted as misses)", r.Missing)
 	}
-	fmt.Fprintln(tw)
+	b.WriteByte('\n')
 	if !r.Labelled {
-		fmt.Fprintln(tw, "no labels in this split: nothing to score (the rankings were validated)")
-		return tw.Flush()
+		b.WriteString("no labels in this split: nothing to score (the rankings were validated)\n")
+		_, err := io.WriteString(w, b.String())
+		return err
 	}
-	var perRound []Metric
+	width, rounds := 5, 0
 	for _, m := range r.Metrics {
-		if m.Rounds != nil {
-			perRound = append(perRound, m)
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%s\t\n", m.Key, pct(m.Value))
+		width = max(width, len(m.Key))
+		rounds = max(rounds, len(m.Rounds))
 	}
-	if len(perRound) > 0 {
-		width := 0
-		for _, m := range perRound {
-			width = max(width, len(m.Rounds))
+	for _, m := range r.Metrics {
+		if m.Rounds == nil {
+			fmt.Fprintf(&b, "  %-*s %7s\n", width, m.Key, pct(m.Value))
 		}
-		var head strings.Builder
-		head.WriteString("round\t")
-		first := 0
-		if width < 11 {
-			first = 11 - width
+	}
+	if rounds > 0 {
+		fmt.Fprintf(&b, "  %-*s", width, "round")
+		for j := range rounds {
+			fmt.Fprintf(&b, " %6d", j+11-rounds)
 		}
-		for j := range width {
-			head.WriteString(strconv.Itoa(j+first) + "\t")
-		}
-		fmt.Fprintln(tw, head.String())
-		for _, m := range perRound {
-			var line strings.Builder
-			line.WriteString(m.Key + "\t")
-			// Lists shorter than the widest (reference-code variants
-			// start at round 1) are right-aligned to their rounds.
-			for range width - len(m.Rounds) {
-				line.WriteString("-\t")
+		b.WriteByte('\n')
+		for _, m := range r.Metrics {
+			if m.Rounds == nil {
+				continue
+			}
+			fmt.Fprintf(&b, "  %-*s", width, m.Key)
+			// Shorter lists (the reference-code variant starts at round 1)
+			// are aligned to their last round.
+			for range rounds - len(m.Rounds) {
+				fmt.Fprintf(&b, " %6s", "-")
 			}
 			for _, v := range m.Rounds {
-				line.WriteString(pct(v) + "\t")
+				fmt.Fprintf(&b, " %6s", pct(v))
 			}
-			fmt.Fprintln(tw, line.String())
+			b.WriteByte('\n')
 		}
 	}
-	fmt.Fprintln(tw, "(values in %)")
-	return tw.Flush()
+	b.WriteString("(values in %; the JSON on stdout has fractions)\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 func pct(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) }
