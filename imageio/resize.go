@@ -378,29 +378,33 @@ func asRGB(img image.Image) *RGB {
 // where the window reaches outside a too-small image the pixels are black
 // (HF's zero padding).
 func CenterCrop(img image.Image, w, h int) *RGB {
+	src := asRGB(img)
+	return CropRGB(src, floorDiv(src.Rect.Dx()-w, 2), floorDiv(src.Rect.Dy()-h, 2), w, h)
+}
+
+// CropRGB converts img to RGB and cuts the w x h window whose top-left
+// corner is (left, top), counted from the image's top-left pixel; pixels of
+// the window outside the image are black.
+func CropRGB(img image.Image, left, top, w, h int) *RGB {
 	src := asRGB(img).compact()
 	sw, sh := src.Rect.Dx(), src.Rect.Dy()
 	out := NewRGB(image.Rect(0, 0, max(w, 0), max(h, 0)))
-	if w <= 0 || h <= 0 || sw <= 0 || sh <= 0 {
+	if w <= 0 || h <= 0 {
 		return out
 	}
-	top := floorDiv(sh-h, 2)
-	left := floorDiv(sw-w, 2)
 	// HF pads a too-small image with zeros at ceil(missing/2) and shifts
 	// the window by the same amount, which is the same as reading the
 	// window [left, left+w) x [top, top+h) with black outside the image.
+	x0, x1 := max(left, 0), min(left+w, sw)
+	if x0 >= x1 {
+		return out
+	}
 	for y := 0; y < h; y++ {
 		sy := top + y
 		if sy < 0 || sy >= sh {
 			continue
 		}
-		for x := 0; x < w; x++ {
-			sx := left + x
-			if sx < 0 || sx >= sw {
-				continue
-			}
-			copy(out.Pix[y*out.Stride+3*x:y*out.Stride+3*x+3], src.Pix[sy*src.Stride+3*sx:])
-		}
+		copy(out.Pix[y*out.Stride+3*(x0-left):], src.Pix[sy*src.Stride+3*x0:sy*src.Stride+3*x1])
 	}
 	return out
 }
@@ -411,4 +415,146 @@ func floorDiv(a, b int) int {
 		q--
 	}
 	return q
+}
+
+// ResizePIL resizes img in the mode PIL would hold it in, as Image.resize
+// does when no RGB conversion came first (open_clip's order):
+//   - *image.NRGBA (PIL "RGBA"/"LA"): premultiplied with PIL's integer
+//     rule, all four channels resampled, then un-premultiplied;
+//     the result is an *image.NRGBA;
+//   - *image.Paletted (PIL "P"): nearest on the palette indices whatever
+//     the filter, the result keeps the palette;
+//   - anything else: converted to RGB and resized with ResizeRGB.
+func ResizePIL(img image.Image, w, h int, f Filter) image.Image {
+	switch m := img.(type) {
+	case *image.NRGBA:
+		return resizeNRGBA(m, w, h, f)
+	case *image.Paletted:
+		return resizePaletted(m, w, h)
+	}
+	return ResizeRGB(asRGB(img), w, h, f)
+}
+
+func resizePaletted(m *image.Paletted, w, h int) *image.Paletted {
+	b := m.Bounds()
+	sw, sh := b.Dx(), b.Dy()
+	out := image.NewPaletted(image.Rect(0, 0, max(w, 0), max(h, 0)), m.Palette)
+	if w <= 0 || h <= 0 || sw <= 0 || sh <= 0 {
+		return out
+	}
+	xs := make([]int, w)
+	for x := range xs {
+		xs[x] = b.Min.X + min(int(math.Floor((float64(x)+0.5)*float64(sw)/float64(w))), sw-1)
+	}
+	for y := 0; y < h; y++ {
+		sy := b.Min.Y + min(int(math.Floor((float64(y)+0.5)*float64(sh)/float64(h))), sh-1)
+		row := out.Pix[y*out.Stride:]
+		for x, sx := range xs {
+			row[x] = m.Pix[m.PixOffset(sx, sy)]
+		}
+	}
+	return out
+}
+
+func resizeNRGBA(m *image.NRGBA, w, h int, f Filter) *image.NRGBA {
+	b := m.Bounds()
+	sw, sh := b.Dx(), b.Dy()
+	out := image.NewNRGBA(image.Rect(0, 0, max(w, 0), max(h, 0)))
+	if w <= 0 || h <= 0 || sw <= 0 || sh <= 0 {
+		return out
+	}
+	// Premultiply (PIL RGBA -> RGBa) into a compact buffer.
+	pre := make([]uint8, 4*sw*sh)
+	for y := 0; y < sh; y++ {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		dst := pre[4*sw*y:]
+		for x := 0; x < sw; x++ {
+			a := int(src[4*x+3])
+			for c := 0; c < 3; c++ {
+				dst[4*x+c] = uint8(mulDiv255(int(src[4*x+c]), a))
+			}
+			dst[4*x+3] = uint8(a)
+		}
+	}
+	var res []uint8
+	switch {
+	case w == sw && h == sh:
+		res = pre
+	case f == Nearest:
+		res = make([]uint8, 4*w*h)
+		for y := 0; y < h; y++ {
+			sy := min(int(math.Floor((float64(y)+0.5)*float64(sh)/float64(h))), sh-1)
+			for x := 0; x < w; x++ {
+				sx := min(int(math.Floor((float64(x)+0.5)*float64(sw)/float64(w))), sw-1)
+				copy(res[4*(y*w+x):4*(y*w+x)+4], pre[4*(sy*sw+sx):])
+			}
+		}
+	default:
+		res = resample4(pre, sw, sh, w, h, f)
+	}
+	// Un-premultiply (PIL RGBa -> RGBA).
+	for i := 0; i < w*h; i++ {
+		p := res[4*i : 4*i+4]
+		a := int(p[3])
+		q := out.Pix[4*i : 4*i+4]
+		if a == 0 || a == 255 {
+			copy(q, p)
+			continue
+		}
+		for c := 0; c < 3; c++ {
+			q[c] = clip8(255 * int(p[c]) / a)
+		}
+		q[3] = p[3]
+	}
+	return out
+}
+
+// resample4 is ResizeRGB's two passes on a compact 4-channel buffer.
+func resample4(src []uint8, sw, sh, w, h int, f Filter) []uint8 {
+	cur, cw := src, sw
+	first, last := 0, sh
+	var cv coeffs
+	if h != sh {
+		cv = precomputeCoeffs(sh, h, f)
+		first, last = cv.start[0], cv.start[h-1]+cv.count[h-1]
+	}
+	if w != sw {
+		ch := precomputeCoeffs(sw, w, f)
+		tmp := make([]uint8, 4*w*(last-first))
+		parallelRows(last-first, w*ch.ksize*4, func(y0, y1 int) {
+			for y := y0; y < y1; y++ {
+				in := src[4*sw*(y+first) : 4*sw*(y+first+1)]
+				dst := tmp[4*w*y : 4*w*(y+1)]
+				for xx := 0; xx < w; xx++ {
+					k := ch.k[xx*ch.ksize : xx*ch.ksize+ch.count[xx]]
+					s := in[4*ch.start[xx]:]
+					var acc [4]int32
+					for c := range acc {
+						acc[c] = 1 << (precisionBits - 1)
+					}
+					for x, kv := range k {
+						for c := range acc {
+							acc[c] += int32(s[4*x+c]) * kv
+						}
+					}
+					for c := range acc {
+						dst[4*xx+c] = clipFixed(acc[c])
+					}
+				}
+			}
+		})
+		cur, cw = tmp, w
+		for i := range cv.start {
+			cv.start[i] -= first
+		}
+	}
+	if h == sh {
+		return cur
+	}
+	curImg := &RGB{Pix: cur, Stride: 4 * cw, Rect: image.Rect(0, 0, cw, len(cur)/(4*cw))}
+	outImg := &RGB{Pix: make([]uint8, 4*cw*h), Stride: 4 * cw, Rect: image.Rect(0, 0, cw, h)}
+	parallelRows(h, cw*cv.ksize*4, func(y0, y1 int) {
+		resampleVertical(outImg, curImg, y0, y1, &cv)
+	})
+	return outImg.Pix
 }

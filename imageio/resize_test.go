@@ -75,6 +75,13 @@ func TestResizeMatchesPillow(t *testing.T) {
 		if im.Mode == "RGB" || im.Mode == "L" {
 			checks = append(checks, check{im.CropOpenCLIP, im.LeftTopOC})
 		}
+		// open_clip's order: resize in the source's own mode, then convert.
+		ocCrop := CropRGB(ResizePIL(mustDecode(t, srcPath), im.ResizedWH[0], im.ResizedWH[1], Bicubic),
+			im.LeftTopOC[0], im.LeftTopOC[1], 224, 224)
+		ocWant := ToRGB(mustDecode(t, testutil.Fixtures(t, "clip", "reference", im.CropOpenCLIP)))
+		if string(ocCrop.Pix) != string(ocWant.Pix) {
+			t.Errorf("%s: ResizePIL + crop differs from %s", im.File, im.CropOpenCLIP)
+		}
 		for _, c := range checks {
 			want := ToRGB(mustDecode(t, testutil.Fixtures(t, "clip", "reference", c.crop)))
 			got := cropAt(resized, c.leftTop[0], c.leftTop[1], 224, 224)
