@@ -7,15 +7,21 @@ import (
 	"sync/atomic"
 )
 
-// Micro-kernel tile and cache block sizes.
-const (
-	mr = 6   // rows of A per micro-kernel call
-	nr = 16  // columns of B per micro-kernel call
-	kc = 256 // depth of one cache block
+// kernelSpec is a micro-kernel and its tile and cache block sizes.
+type kernelSpec struct {
+	name string
+	mr   int // rows of A per micro-kernel call
+	nr   int // columns of B per micro-kernel call (panel width)
+	kc   int // depth of one cache block
 	// mcPanels is how many mr-row panels of A one task sweeps while a
 	// kc x nr slice of B stays in L1.
-	mcPanels = 16
-)
+	mcPanels int
+	// fn computes c[r*ldc+j] += Σ_p a[p*mr+r]·b[p*nr+j] for r < mr, j < nr.
+	fn func(k int, a, b, c []float32, ldc int)
+}
+
+// maxTile bounds mr*nr over all kernels (edge tiles use a buffer this big).
+const maxTile = 16 * 32
 
 // Packed is the right-hand matrix B (K rows, N columns) of C = A·B, stored
 // for fast repeated multiplication: in nr-column panels, each panel k-major
@@ -23,6 +29,7 @@ const (
 // load time.
 type Packed struct {
 	K, N   int
+	spec   *kernelSpec
 	panels []float32 // ceil(N/nr) panels of K*nr values (pure-Go backend)
 	wt     []float32 // N x K row-major copy (BLAS backend)
 }
@@ -33,7 +40,7 @@ func PackTransposed(w []float32, n, k int) *Packed {
 	if len(w) != n*k {
 		panic(fmt.Sprintf("linalg: PackTransposed: len %d != %d x %d", len(w), n, k))
 	}
-	p := &Packed{K: k, N: n}
+	p := &Packed{K: k, N: n, spec: bestKernel}
 	packBackend(p, func(row, col int) float32 { return w[col*k+row] }, w)
 	return p
 }
@@ -43,13 +50,14 @@ func Pack(b []float32, k, n int) *Packed {
 	if len(b) != n*k {
 		panic(fmt.Sprintf("linalg: Pack: len %d != %d x %d", len(b), k, n))
 	}
-	p := &Packed{K: k, N: n}
+	p := &Packed{K: k, N: n, spec: bestKernel}
 	packBackend(p, func(row, col int) float32 { return b[row*n+col] }, nil)
 	return p
 }
 
 // packPanels fills p.panels from an element accessor at(k, n).
 func packPanels(p *Packed, at func(row, col int) float32) {
+	nr := p.spec.nr
 	np := (p.N + nr - 1) / nr
 	p.panels = make([]float32, np*p.K*nr)
 	for j := 0; j < np; j++ {
@@ -113,6 +121,8 @@ func Linear(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
 // gemmPure accumulates dst += a·B with the packed panels.
 func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
 	K, N := b.K, b.N
+	sp := b.spec
+	mr, nr, kc, mcPanels := sp.mr, sp.nr, sp.kc, sp.mcPanels
 	mp := (m + mr - 1) / mr
 	np := (N + nr - 1) / nr
 	// Pack A into mr-row panels, k-major, zero-padded.
@@ -150,7 +160,7 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
 	nSplit = (np + nbPanels - 1) / nbPanels
 	tasks := mBlocks * nSplit
 
-	task := func(t int, tmp *[mr * nr]float32) {
+	task := func(t int, tmp *[maxTile]float32) {
 		mb, nb := t/nSplit, t%nSplit
 		i0, i1 := mb*mcPanels, min((mb+1)*mcPanels, mp)
 		j0, j1 := nb*nbPanels, min((nb+1)*nbPanels, np)
@@ -164,11 +174,11 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
 					apan := (*ap)[i*K*mr+k0*mr:]
 					row := i * mr
 					if fullN && row+mr <= m {
-						kernel(kk, apan, bp, dst[row*N+col:], N)
+						sp.fn(kk, apan, bp, dst[row*N+col:], N)
 						continue
 					}
 					clear(tmp[:])
-					kernel(kk, apan, bp, tmp[:], nr)
+					sp.fn(kk, apan, bp, tmp[:], nr)
 					for r := 0; r < mr && row+r < m; r++ {
 						d := dst[(row+r)*N+col : (row+r)*N+min(col+nr, N)]
 						for c := range d {
@@ -181,7 +191,7 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
 	}
 	if threads <= 1 || tasks == 1 && mp < 4 {
 		packA(0, mp)
-		var tmp [mr * nr]float32
+		var tmp [maxTile]float32
 		for t := 0; t < tasks; t++ {
 			task(t, &tmp)
 		}
@@ -198,7 +208,7 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var tmp [mr * nr]float32
+			var tmp [maxTile]float32
 			for {
 				t := int(next.Add(1) - 1)
 				if t >= tasks {
@@ -266,57 +276,28 @@ func ParallelTasks(threads, n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// kernelGo is the portable micro-kernel: c[r*ldc+j] += Σ_p a[p*mr+r]·b[p*nr+j].
-func kernelGo(k int, a, b, c []float32, ldc int) {
-	var acc [mr][nr]float32
-	for p := 0; p < k; p++ {
-		bv := b[p*nr : p*nr+nr : p*nr+nr]
-		av := a[p*mr : p*mr+mr : p*mr+mr]
+// kernelGo is the portable micro-kernel for any tile shape.
+func kernelGo(mr, nr int) func(k int, a, b, c []float32, ldc int) {
+	return func(k int, a, b, c []float32, ldc int) {
+		var acc [maxTile]float32
+		for p := 0; p < k; p++ {
+			bv := b[p*nr : p*nr+nr]
+			av := a[p*mr : p*mr+mr]
+			for r, x := range av {
+				row := acc[r*nr : r*nr+nr]
+				for j, y := range bv {
+					row[j] += x * y
+				}
+			}
+		}
 		for r := 0; r < mr; r++ {
-			x := av[r]
-			row := &acc[r]
-			for j := 0; j < nr; j++ {
-				row[j] += x * bv[j]
+			row := c[r*ldc : r*ldc+nr]
+			for j := range row {
+				row[j] += acc[r*nr+j]
 			}
 		}
 	}
-	for r := 0; r < mr; r++ {
-		row := c[r*ldc : r*ldc+nr]
-		for j := range row {
-			row[j] += acc[r][j]
-		}
-	}
 }
 
-// LinearAdd computes dst += a·B + bias (bias may be nil): a residual
-// connection fused into the matrix multiply.
-func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
-	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
-		panic(fmt.Sprintf("linalg: LinearAdd: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
-			len(a), len(dst), len(bias), m, b.K, b.N))
-	}
-	if m == 0 {
-		return
-	}
-	if bias != nil {
-		for i := 0; i < m; i++ {
-			row := dst[i*b.N : (i+1)*b.N]
-			for j, v := range bias {
-				row[j] += v
-			}
-		}
-	}
-	gemmAcc(dst, a, m, b, Threads(threads))
-}
-
-// MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
-// calling goroutine. For small per-head attention products.
-func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
-	Linear(dst, a, m, PackTransposed(b[:n*k], n, k), nil, 1)
-}
-
-// MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
-// goroutine.
-func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
-	Linear(dst, a, m, Pack(b[:k*n], k, n), nil, 1)
-}
+// genericKernel is the pure-Go kernel used where no assembly applies.
+var genericKernel = &kernelSpec{name: "go", mr: 4, nr: 16, kc: 256, mcPanels: 24, fn: kernelGo(4, 16)}

@@ -76,18 +76,37 @@ func TestLinear(t *testing.T) {
 	}
 }
 
-func TestKernelGoMatchesKernel(t *testing.T) {
+func TestKernelsMatchGeneric(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for _, k := range []int{1, 3, 4, 5, 17, 256} {
-		a := randSlice(r, k*mr)
-		b := randSlice(r, k*nr)
-		c1 := randSlice(r, mr*20)
-		c2 := append([]float32(nil), c1...)
-		kernel(k, a, b, c1, 20)
-		kernelGo(k, a, b, c2, 20)
-		for i := range c1 {
-			if math.Abs(float64(c1[i]-c2[i])) > 1e-4 {
-				t.Fatalf("k=%d [%d]: %v vs %v", k, i, c1[i], c2[i])
+	for _, ks := range kernels() {
+		ref := kernelGo(ks.mr, ks.nr)
+		for _, k := range []int{1, 2, 3, 4, 5, 17, 256} {
+			a := randSlice(r, k*ks.mr)
+			b := randSlice(r, k*ks.nr)
+			ldc := ks.nr + 3
+			c1 := randSlice(r, ks.mr*ldc)
+			c2 := append([]float32(nil), c1...)
+			ks.fn(k, a, b, c1, ldc)
+			ref(k, a, b, c2, ldc)
+			for i := range c1 {
+				if math.Abs(float64(c1[i]-c2[i])) > 1e-4 {
+					t.Fatalf("%s k=%d [%d]: %v vs %v", ks.name, k, i, c1[i], c2[i])
+				}
+			}
+		}
+		// The whole blocked multiply with this kernel.
+		for _, tc := range []struct{ m, k, n, threads int }{{50, 300, 70, 2}, {13, 7, 33, 1}, {100, 513, 64, 3}} {
+			a := randSlice(r, tc.m*tc.k)
+			w := randSlice(r, tc.n*tc.k)
+			p := &Packed{K: tc.k, N: tc.n, spec: ks}
+			packPanels(p, func(row, col int) float32 { return w[col*tc.k+row] })
+			got := make([]float32, tc.m*tc.n)
+			gemmPure(got, a, tc.m, p, tc.threads)
+			want := naive(a, tc.m, tc.k, w, tc.n, nil)
+			for i := range want {
+				if math.Abs(float64(got[i]-want[i])) > 1e-3 {
+					t.Fatalf("%s %+v [%d]: %v vs %v", ks.name, tc, i, got[i], want[i])
+				}
 			}
 		}
 	}
