@@ -49,6 +49,10 @@ type Config struct {
 	Roles Roles  `yaml:"roles"`
 	Cache Cache  `yaml:"cache"`
 
+	// Weaviate and Queue configure scale-out (see scale.go).
+	Weaviate Weaviate `yaml:"weaviate"`
+	Queue    Queue    `yaml:"queue"`
+
 	// Path is the file the configuration was read from ("" when none).
 	Path string `yaml:"-"`
 
