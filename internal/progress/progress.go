@@ -1,0 +1,168 @@
+// Package progress reports the progress of long jobs: on a terminal a bar
+// with count, rate and ETA redrawn in place; otherwise a log line every
+// few seconds.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options tune a Bar; the zero value is fine.
+type Options struct {
+	// TTY forces terminal (true) or log (false) output; nil detects it
+	// from the writer.
+	TTY *bool
+	// Interval between log lines (default 10s) when not on a terminal.
+	Interval time.Duration
+	// Logger for non-terminal output (default: a text logger on the writer).
+	Logger *slog.Logger
+	// Unit names what is counted (default "items").
+	Unit string
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Bar is a progress reporter; safe for concurrent use.
+type Bar struct {
+	mu       sync.Mutex
+	w        io.Writer
+	label    string
+	opt      Options
+	tty      bool
+	total    int64
+	done     int64
+	start    time.Time
+	last     time.Time
+	finished bool
+	width    int // last drawn line length
+}
+
+// New starts a bar; total <= 0 means unknown.
+func New(w io.Writer, label string, total int64, opt Options) *Bar {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Interval <= 0 {
+		opt.Interval = 10 * time.Second
+	}
+	if opt.Unit == "" {
+		opt.Unit = "items"
+	}
+	tty := false
+	if opt.TTY != nil {
+		tty = *opt.TTY
+	} else {
+		tty = isTerminal(w)
+	}
+	if !tty && opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(w, nil))
+	}
+	now := opt.Now()
+	return &Bar{w: w, label: label, opt: opt, tty: tty, total: total, start: now, last: now}
+}
+
+// SetTotal changes the expected total.
+func (b *Bar) SetTotal(total int64) {
+	b.mu.Lock()
+	b.total = total
+	b.mu.Unlock()
+}
+
+// Add records n more finished units.
+func (b *Bar) Add(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.done += n
+	if b.finished {
+		return
+	}
+	now := b.opt.Now()
+	every := b.opt.Interval
+	if b.tty {
+		every = 200 * time.Millisecond
+	}
+	if now.Sub(b.last) >= every || (b.total > 0 && b.done >= b.total && b.tty) {
+		b.last = now
+		b.render(now, false)
+	}
+}
+
+// Done returns the count so far.
+func (b *Bar) Done() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done
+}
+
+// Finish draws the final state (and ends the terminal line).
+func (b *Bar) Finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished {
+		return
+	}
+	b.finished = true
+	b.render(b.opt.Now(), true)
+}
+
+func (b *Bar) render(now time.Time, final bool) {
+	el := now.Sub(b.start)
+	rate := 0.0
+	if el > 0 {
+		rate = float64(b.done) / el.Seconds()
+	}
+	eta := time.Duration(-1)
+	if b.total > 0 && rate > 0 && b.done <= b.total {
+		eta = time.Duration(float64(b.total-b.done) / rate * float64(time.Second))
+	}
+	if !b.tty {
+		args := []any{"done", b.done}
+		if b.total > 0 {
+			args = append(args, "total", b.total, "percent", fmt.Sprintf("%.1f", 100*float64(b.done)/float64(b.total)))
+		}
+		args = append(args, "rate", fmt.Sprintf("%.2f %s/s", rate, b.opt.Unit), "elapsed", el.Round(time.Second).String())
+		if eta >= 0 && !final {
+			args = append(args, "eta", eta.Round(time.Second).String())
+		}
+		msg := b.label
+		if final {
+			msg += " finished"
+		}
+		b.opt.Logger.Info(msg, args...)
+		return
+	}
+	var sb strings.Builder
+	sb.WriteString(b.label)
+	sb.WriteString(" ")
+	if b.total > 0 {
+		const cells = 30
+		frac := min(1, float64(b.done)/float64(b.total))
+		full := int(frac * cells)
+		sb.WriteString("[" + strings.Repeat("=", full) + strings.Repeat(" ", cells-full) + "] ")
+		fmt.Fprintf(&sb, "%d/%d %3.0f%%", b.done, b.total, 100*frac)
+	} else {
+		fmt.Fprintf(&sb, "%d", b.done)
+	}
+	fmt.Fprintf(&sb, "  %.1f %s/s", rate, b.opt.Unit)
+	if final {
+		fmt.Fprintf(&sb, "  %s", el.Round(time.Second))
+	} else if eta >= 0 {
+		fmt.Fprintf(&sb, "  ETA %s", eta.Round(time.Second))
+	}
+	line := sb.String()
+	pad := ""
+	if n := b.width - len(line); n > 0 {
+		pad = strings.Repeat(" ", n)
+	}
+	b.width = len(line)
+	end := ""
+	if final {
+		end = "\n"
+	}
+	fmt.Fprintf(b.w, "\r%s%s%s", line, pad, end)
+}

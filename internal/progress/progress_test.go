@@ -1,0 +1,58 @@
+package progress
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestTerminalBar(t *testing.T) {
+	var buf bytes.Buffer
+	c := &clock{t: time.Unix(0, 0)}
+	yes := true
+	b := New(&buf, "index", 100, Options{TTY: &yes, Now: c.now, Unit: "images"})
+	c.t = c.t.Add(10 * time.Second)
+	b.Add(50)
+	out := buf.String()
+	if !strings.HasPrefix(out, "\rindex [===============               ] 50/100  50%  5.0 images/s  ETA 10s") {
+		t.Fatalf("bar %q", out)
+	}
+	b.Add(1) // too soon to redraw
+	if buf.String() != out {
+		t.Fatalf("redrew too soon: %q", buf.String())
+	}
+	c.t = c.t.Add(10 * time.Second)
+	b.Finish()
+	if !strings.HasSuffix(buf.String(), "51/100  51%  2.5 images/s  20s    \n") { // padded over the longer line
+		t.Fatalf("final %q", buf.String())
+	}
+}
+
+func TestLogLines(t *testing.T) {
+	var buf bytes.Buffer
+	c := &clock{t: time.Unix(0, 0)}
+	no := false
+	b := New(&buf, "index", 0, Options{TTY: &no, Now: c.now, Interval: time.Second})
+	b.Add(3)
+	if buf.Len() != 0 {
+		t.Fatalf("logged before the interval: %q", buf.String())
+	}
+	b.SetTotal(12)
+	c.t = c.t.Add(2 * time.Second)
+	b.Add(3)
+	if s := buf.String(); !strings.Contains(s, "msg=index done=6 total=12 percent=50.0") || !strings.Contains(s, "eta=2s") {
+		t.Fatalf("log %q", s)
+	}
+	b.Finish()
+	if s := buf.String(); !strings.Contains(s, `msg="index finished" done=6`) {
+		t.Fatalf("final log %q", s)
+	}
+	if isTerminal(&buf) {
+		t.Fatal("a buffer is not a terminal")
+	}
+}
