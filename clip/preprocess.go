@@ -46,6 +46,12 @@ type ImageProcessor struct {
 	RescaleFactor             float64
 	DoNormalize               bool
 	Mean, Std                 [3]float64
+	// OpenCLIP follows open_clip's (torchvision's) order instead of HF's:
+	// resize in the source's own mode (RGBA premultiplied, palette images
+	// with nearest), crop offsets rounded half to even, RGB conversion
+	// last. It is set when the configuration came from
+	// open_clip_config.json.
+	OpenCLIP bool
 
 	// lut caches the float value of each byte per channel for lutKey.
 	lut    [3][256]float32
@@ -83,7 +89,8 @@ func DefaultImageProcessor(size int) *ImageProcessor {
 // {"height","width"}`), with image_mean/std, rescale_factor, resample and
 // the do_* switches (defaults as in CLIPImageProcessor). Without that file
 // it reads open_clip_config.json's preprocess_cfg (size, mean, std,
-// interpolation; resize_mode "shortest" only). When neither exists the
+// interpolation; resize_mode "shortest" only) and follows open_clip's
+// pipeline (OpenCLIP set). When neither exists the
 // error wraps fs.ErrNotExist, so a caller can fall back to
 // DefaultImageProcessor(image size).
 func LoadImageProcessor(dir string) (*ImageProcessor, error) {
@@ -314,6 +321,7 @@ func parseOpenCLIPPreprocess(b []byte) (*ImageProcessor, error) {
 		return nil, fmt.Errorf("field resize_mode: %q is not supported (only \"shortest\")", m)
 	}
 	p := DefaultImageProcessor(size)
+	p.OpenCLIP = true
 	switch c.PreprocessCfg.Interpolation {
 	case "", "bicubic":
 	case "bilinear":
@@ -426,6 +434,9 @@ func (p *ImageProcessor) resizeTarget(w, h int) (int, int) {
 // Crop returns the 8-bit RGB image after conversion, resize and center crop
 // (the stage before rescaling and normalisation).
 func (p *ImageProcessor) Crop(img image.Image) *imageio.RGB {
+	if p.OpenCLIP {
+		return p.cropOpenCLIP(img)
+	}
 	rgb := imageio.ToRGB(img)
 	w, h := rgb.Rect.Dx(), rgb.Rect.Dy()
 	if w <= 0 || h <= 0 {
@@ -439,6 +450,31 @@ func (p *ImageProcessor) Crop(img image.Image) *imageio.RGB {
 		rgb = imageio.CenterCrop(rgb, p.CropWidth, p.CropHeight)
 	}
 	return rgb
+}
+
+func (p *ImageProcessor) cropOpenCLIP(img image.Image) *imageio.RGB {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	if w <= 0 || h <= 0 {
+		return imageio.ToRGB(img)
+	}
+	if p.DoResize {
+		tw, th := p.resizeTarget(w, h)
+		img = imageio.ResizePIL(img, tw, th, p.Resample)
+		w, h = tw, th
+	}
+	if !p.DoCenterCrop {
+		return imageio.ToRGB(img)
+	}
+	// torchvision: round((size-crop)/2) (half to even); a too-small image
+	// is first padded with floor(missing/2) black pixels on the left/top.
+	offset := func(size, crop int) int {
+		if size < crop {
+			return -((crop - size) / 2)
+		}
+		return int(math.RoundToEven(float64(size-crop) / 2))
+	}
+	return imageio.CropRGB(img, offset(w, p.CropWidth), offset(h, p.CropHeight), p.CropWidth, p.CropHeight)
 }
 
 // Pixels preprocesses img into a CHW float32 tensor (3 x height x width,

@@ -129,6 +129,31 @@ func TestPreprocessCropsMatchHF(t *testing.T) {
 	}
 }
 
+func TestPreprocessOpenCLIPOrderMatchesOpenCLIP(t *testing.T) {
+	p := DefaultImageProcessor(224)
+	p.OpenCLIP = true
+	for _, im := range loadPPIndex(t) {
+		src := sourceImage(t, im)
+		want := imageio.ToRGB(readPNG(t, testutil.Fixtures(t, "clip", "reference", im.CropOpenCLIP)))
+		got := p.Crop(src)
+		if got.Rect != want.Rect {
+			t.Fatalf("%s: crop %v, want %v", im.File, got.Rect, want.Rect)
+		}
+		if n, maxd := diffRGB(got, want); n != 0 {
+			t.Errorf("%s: %d bytes differ from %s (max %d)", im.File, n, im.CropOpenCLIP, maxd)
+		}
+		if im.Pixels != "" {
+			want := readFloat32s(t, testutil.Fixtures(t, "clip", "reference", im.Pixels))
+			got := p.Pixels(src)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s: value %d = %v, want %v", im.File, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
 func diffRGB(a, b *imageio.RGB) (n, maxd int) {
 	for i := range a.Pix {
 		d := int(a.Pix[i]) - int(b.Pix[i])
@@ -280,7 +305,7 @@ func TestPreprocessOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ShortestEdge != 224 || p.CropHeight != 224 || p.Resample != imageio.Bicubic || p.Mean != openAIMean {
+	if p.ShortestEdge != 224 || p.CropHeight != 224 || p.Resample != imageio.Bicubic || p.Mean != openAIMean || !p.OpenCLIP {
 		t.Errorf("open_clip config: %+v", p)
 	}
 }

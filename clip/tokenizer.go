@@ -79,7 +79,6 @@ type Tokenizer struct {
 	byteEnc    [256]string      // byte -> its printable unicode character
 	byteDec    map[rune]byte
 	sot, eot   int32
-	pad        int32
 	context    int
 	convention Convention
 
