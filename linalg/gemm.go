@@ -301,3 +301,36 @@ func kernelGo(mr, nr int) func(k int, a, b, c []float32, ldc int) {
 
 // genericKernel is the pure-Go kernel used where no assembly applies.
 var genericKernel = &kernelSpec{name: "go", mr: 4, nr: 16, kc: 256, mcPanels: 24, fn: kernelGo(4, 16)}
+
+// LinearAdd computes dst += a·B + bias (bias may be nil): a residual
+// connection fused into the matrix multiply.
+func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
+		panic(fmt.Sprintf("linalg: LinearAdd: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
+			len(a), len(dst), len(bias), m, b.K, b.N))
+	}
+	if m == 0 {
+		return
+	}
+	if bias != nil {
+		for i := 0; i < m; i++ {
+			row := dst[i*b.N : (i+1)*b.N]
+			for j, v := range bias {
+				row[j] += v
+			}
+		}
+	}
+	gemmAcc(dst, a, m, b, Threads(threads))
+}
+
+// MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
+// calling goroutine. For small per-head attention products.
+func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
+	Linear(dst, a, m, PackTransposed(b[:n*k], n, k), nil, 1)
+}
+
+// MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
+// goroutine.
+func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
+	Linear(dst, a, m, Pack(b[:k*n], k, n), nil, 1)
+}
