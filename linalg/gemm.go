@@ -326,11 +326,17 @@ func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) 
 // MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
 // calling goroutine. For small per-head attention products.
 func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
-	Linear(dst, a, m, PackTransposed(b[:n*k], n, k), nil, 1)
+	p := &Packed{K: k, N: n, spec: bestKernel}
+	packPanels(p, func(row, col int) float32 { return b[col*k+row] })
+	clear(dst[:m*n])
+	gemmPure(dst, a, m, p, 1)
 }
 
 // MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
 // goroutine.
 func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
-	Linear(dst, a, m, Pack(b[:k*n], k, n), nil, 1)
+	p := &Packed{K: k, N: n, spec: bestKernel}
+	packPanels(p, func(row, col int) float32 { return b[row*n+col] })
+	clear(dst[:m*n])
+	gemmPure(dst, a, m, p, 1)
 }
