@@ -1,7 +1,5 @@
 //go:build openblas
 
-
-
 package openblas
 
 /*
