@@ -2,12 +2,14 @@ package clip
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +49,12 @@ const (
 	clipMergeCount = 49152 - 256 - 2
 	// tokenCacheMax bounds the per-word BPE cache; it is cleared when full.
 	tokenCacheMax = 1 << 16
+	// maxCachedWord is the longest pre-token kept in the cache.
+	maxCachedWord = 256
+	// maxBPEWord bounds the bytes of one pre-token that Encode merges: the
+	// merge loop is quadratic in the word length, and a word this long
+	// yields far more tokens than any context holds.
+	maxBPEWord = 4096
 )
 
 // Convention selects how text is cleaned and which literal strings count as
@@ -73,14 +81,17 @@ func (c Convention) String() string {
 
 // Tokenizer turns text into CLIP token ids. It is safe for concurrent use.
 type Tokenizer struct {
-	encoder    map[string]int32 // token -> id
-	decoder    []string         // id -> token
-	ranks      map[string]int   // "first second" -> merge rank
-	byteEnc    [256]string      // byte -> its printable unicode character
+	encoder    map[string]int32    // token -> id
+	decoder    []string            // id -> token
+	ranks      map[uint64]bpeMerge // pairKey(first, second) -> merge
+	byteID     [256]int32          // byte -> id of its character
+	byteEndID  [256]int32          // byte -> id of its character + "</w>"
+	byteEnc    [256]string         // byte -> its printable unicode character
 	byteDec    map[rune]byte
 	sot, eot   int32
 	context    int
 	convention Convention
+	maxWord    int // Encode merges at most this many bytes of one word
 
 	cache *tokenCache
 }
@@ -137,25 +148,38 @@ func newTokenizer(vocab map[string]int32, merges [][2]string) (*Tokenizer, error
 	}
 	t := &Tokenizer{
 		encoder: vocab,
-		ranks:   make(map[string]int, len(merges)),
+		ranks:   make(map[uint64]bpeMerge, len(merges)),
 		byteDec: make(map[rune]byte, 256),
 		sot:     defaultSOT,
 		eot:     defaultEOT,
 		context: DefaultContextLength,
+		maxWord: maxBPEWord,
 		cache:   &tokenCache{m: make(map[string][]int32)},
 	}
 	_, table := bytesToUnicode()
 	for b, r := range table {
 		t.byteEnc[b] = string(r)
 		t.byteDec[r] = byte(b)
-		if _, ok := vocab[string(r)]; !ok {
-			return nil, fmt.Errorf("vocabulary lacks the byte token %q", string(r))
+		id, ok := vocab[string(r)]
+		idEnd, okEnd := vocab[string(r)+"</w>"]
+		if !ok || !okEnd {
+			return nil, fmt.Errorf("vocabulary lacks the byte token %q or %q", string(r), string(r)+"</w>")
 		}
+		t.byteID[b], t.byteEndID[b] = id, idEnd
 	}
+	// Merges are kept by token id. A merge whose parts or result are not
+	// in the vocabulary could never produce an encodable token; it is
+	// skipped (it does not occur in consistent vocabulary/merges pairs).
 	for i, m := range merges {
-		k := m[0] + " " + m[1]
+		a, okA := vocab[m[0]]
+		b, okB := vocab[m[1]]
+		c, okC := vocab[m[0]+m[1]]
+		if !okA || !okB || !okC {
+			continue
+		}
+		k := pairKey(a, b)
 		if _, dup := t.ranks[k]; !dup {
-			t.ranks[k] = i
+			t.ranks[k] = bpeMerge{rank: int32(i), id: c}
 		}
 	}
 	maxID := int32(-1)
@@ -406,16 +430,17 @@ func LoadTokenizerJSON(path string) (*Tokenizer, error) {
 	}
 	merges := make([][2]string, 0, len(doc.Model.Merges))
 	for i, raw := range doc.Model.Merges {
+		raw = bytes.TrimSpace(raw)
 		var s string
 		var pair []string
 		switch {
-		case json.Unmarshal(raw, &s) == nil:
+		case len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &s) == nil:
 			a, c, ok := strings.Cut(s, " ")
 			if !ok {
 				return nil, fmt.Errorf("load tokenizer %s: merge %d: %q is not a pair", path, i, s)
 			}
 			merges = append(merges, [2]string{a, c})
-		case json.Unmarshal(raw, &pair) == nil && len(pair) == 2:
+		case len(raw) > 0 && raw[0] == '[' && json.Unmarshal(raw, &pair) == nil && len(pair) == 2:
 			merges = append(merges, [2]string{pair[0], pair[1]})
 		default:
 			return nil, fmt.Errorf("load tokenizer %s: merge %d: unreadable %s", path, i, raw)
@@ -475,8 +500,8 @@ func (t *Tokenizer) Convention() Convention { return t.convention }
 // end id kept last. eot is the pooling position: the index of the first end
 // id (an end token written literally in the text can come first).
 func (t *Tokenizer) Encode(text string) (ids []int32, eot int) {
-	toks := t.Tokens(text)
 	n := t.context
+	toks := t.tokens(text, n)
 	ids = make([]int32, n)
 	ids[0] = t.sot
 	if len(toks) > n-2 {
@@ -496,13 +521,24 @@ func (t *Tokenizer) Encode(text string) (ids []int32, eot int) {
 
 // Tokens returns the ids of text without start/end tokens or truncation.
 func (t *Tokenizer) Tokens(text string) []int32 {
+	return t.tokens(text, -1)
+}
+
+// tokens stops once it holds more than limit ids (limit < 0: no limit).
+// Within a limit, words longer than t.maxWord bytes are cut first: their
+// first tokens, the only ones kept, do not depend on the far end.
+func (t *Tokenizer) tokens(text string, limit int) []int32 {
 	var out []int32
-	t.each(text, func(piece string, special int32) {
+	t.each(text, func(piece string, special int32) bool {
 		if special >= 0 {
 			out = append(out, special)
-			return
+		} else {
+			if limit >= 0 && len(piece) > t.maxWord {
+				piece = piece[:t.maxWord]
+			}
+			out = append(out, t.bpeIDs(piece)...)
 		}
-		out = append(out, t.bpeIDs(piece)...)
+		return limit < 0 || len(out) <= limit
 	})
 	return out
 }
@@ -511,14 +547,15 @@ func (t *Tokenizer) Tokens(text string) []int32 {
 // special tokens as written in the text.
 func (t *Tokenizer) Pieces(text string) []string {
 	var out []string
-	t.each(text, func(piece string, special int32) {
+	t.each(text, func(piece string, special int32) bool {
 		if special >= 0 {
 			out = append(out, piece)
-			return
+			return true
 		}
 		for _, id := range t.bpeIDs(piece) {
 			out = append(out, t.decoder[id])
 		}
+		return true
 	})
 	return out
 }
@@ -564,7 +601,8 @@ func (t *Tokenizer) Clean(text string) string {
 
 // each cleans text, splits it into pre-tokens and calls fn per pre-token,
 // with special >= 0 for a special token.
-func (t *Tokenizer) each(text string, fn func(piece string, special int32)) {
+// fn returns false to stop early.
+func (t *Tokenizer) each(text string, fn func(piece string, special int32) bool) {
 	if t.convention == ConventionHF {
 		// HF splits the added tokens out of the raw text first, then
 		// cleans and tokenizes each remaining chunk.
@@ -574,8 +612,9 @@ func (t *Tokenizer) each(text string, fn func(piece string, special int32)) {
 				pretokenize(hfClean(text), nil, fn)
 				return
 			}
-			pretokenize(hfClean(text[:i]), nil, fn)
-			fn(name, id)
+			if !pretokenize(hfClean(text[:i]), nil, fn) || !fn(name, id) {
+				return
+			}
 			text = text[i+len(name):]
 		}
 		return
@@ -605,14 +644,17 @@ type specialToken struct {
 //	SPECIALS|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
 //
 // with leftmost-first alternation (Python regex findall): \s is the Unicode
-// White_Space set, unmatched characters (whitespace) are skipped.
-func pretokenize(s string, specials []specialToken, fn func(piece string, special int32)) {
+// White_Space set, unmatched characters (whitespace) are skipped. It
+// reports false when fn stopped it.
+func pretokenize(s string, specials []specialToken, fn func(piece string, special int32) bool) bool {
 	i := 0
 outer:
 	for i < len(s) {
 		for _, sp := range specials {
 			if strings.HasPrefix(s[i:], sp.text) {
-				fn(sp.text, sp.id)
+				if !fn(sp.text, sp.id) {
+					return false
+				}
 				i += len(sp.text)
 				continue outer
 			}
@@ -622,7 +664,9 @@ outer:
 			rest := s[i+1:]
 			for _, suf := range []string{"s", "t", "re", "ve", "m", "ll", "d"} {
 				if strings.HasPrefix(rest, suf) {
-					fn(s[i:i+1+len(suf)], -1)
+					if !fn(s[i:i+1+len(suf)], -1) {
+						return false
+					}
 					i += 1 + len(suf)
 					continue outer
 				}
@@ -638,10 +682,14 @@ outer:
 				}
 				j += n2
 			}
-			fn(s[i:j], -1)
+			if !fn(s[i:j], -1) {
+				return false
+			}
 			i = j
 		case unicode.IsNumber(r):
-			fn(s[i:i+size], -1)
+			if !fn(s[i:i+size], -1) {
+				return false
+			}
 			i += size
 		case unicode.IsSpace(r):
 			i += size
@@ -654,10 +702,13 @@ outer:
 				}
 				j += n2
 			}
-			fn(s[i:j], -1)
+			if !fn(s[i:j], -1) {
+				return false
+			}
 			i = j
 		}
 	}
+	return true
 }
 
 // bpeIDs returns the ids of one pre-token, through the cache.
@@ -666,60 +717,55 @@ func (t *Tokenizer) bpeIDs(piece string) []int32 {
 		return ids
 	}
 	ids := t.bpe(piece)
-	t.cache.put(piece, ids)
+	if len(piece) <= maxCachedWord {
+		t.cache.put(piece, ids)
+	}
 	return ids
 }
+
+type bpeMerge struct{ rank, id int32 }
+
+func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
 
 // bpe maps the pre-token's UTF-8 bytes to byte characters, marks the last
 // one with `</w>`, and applies merges lowest rank first, each merge joining
 // every non-overlapping occurrence left to right, until no pair has a rank.
+// Symbols are held as vocabulary ids.
 func (t *Tokenizer) bpe(piece string) []int32 {
-	word := make([]string, 0, len(piece))
-	for i := 0; i < len(piece); i++ {
-		word = append(word, t.byteEnc[piece[i]])
-	}
-	if len(word) == 0 {
+	if len(piece) == 0 {
 		return nil
 	}
-	word[len(word)-1] += "</w>"
+	word := make([]int32, len(piece))
+	for i := 0; i < len(piece); i++ {
+		word[i] = t.byteID[piece[i]]
+	}
+	word[len(word)-1] = t.byteEndID[piece[len(piece)-1]]
 	for len(word) > 1 {
-		best, bestRank := -1, int(^uint(0)>>1)
+		best, bestRank, bestID := -1, int32(math.MaxInt32), int32(0)
 		for i := 0; i+1 < len(word); i++ {
-			if r, ok := t.ranks[word[i]+" "+word[i+1]]; ok && r < bestRank {
-				best, bestRank = i, r
+			if m, ok := t.ranks[pairKey(word[i], word[i+1])]; ok && m.rank < bestRank {
+				best, bestRank, bestID = i, m.rank, m.id
 			}
 		}
 		if best < 0 {
 			break
 		}
 		first, second := word[best], word[best+1]
-		merged := first + second
-		out := make([]string, 0, len(word))
-		for i := 0; i < len(word); {
+		// Merge in place, left to right, from the first occurrence on.
+		j := best
+		for i := best; i < len(word); {
 			if i+1 < len(word) && word[i] == first && word[i+1] == second {
-				out = append(out, merged)
+				word[j] = bestID
 				i += 2
-				continue
+			} else {
+				word[j] = word[i]
+				i++
 			}
-			out = append(out, word[i])
-			i++
+			j++
 		}
-		word = out
+		word = word[:j]
 	}
-	ids := make([]int32, 0, len(word))
-	for _, w := range word {
-		id, ok := t.encoder[w]
-		if !ok {
-			// Cannot happen with a consistent vocabulary/merges pair;
-			// fall back to the byte tokens so no text is lost.
-			for _, r := range strings.TrimSuffix(w, "</w>") {
-				ids = append(ids, t.encoder[string(r)])
-			}
-			continue
-		}
-		ids = append(ids, id)
-	}
-	return ids
+	return word
 }
 
 // openCLIPClean is open_clip's basic_clean + whitespace_clean + lower:

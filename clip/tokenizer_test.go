@@ -153,14 +153,16 @@ func TestTokenizerJSON(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(mb)), "\n")[1:]
 	for _, pairs := range []bool{false, true} {
-		var merges []any
-		for _, l := range lines {
-			if pairs {
+		var merges any
+		if pairs {
+			m := make([][2]string, len(lines))
+			for i, l := range lines {
 				a, b, _ := strings.Cut(l, " ")
-				merges = append(merges, []string{a, b})
-			} else {
-				merges = append(merges, l)
+				m[i] = [2]string{a, b}
 			}
+			merges = m
+		} else {
+			merges = lines
 		}
 		doc := map[string]any{
 			"model": map[string]any{"type": "BPE", "vocab": json.RawMessage(vb), "merges": merges, "end_of_word_suffix": "</w>"},
@@ -274,4 +276,28 @@ func BenchmarkTokenizerEncode(b *testing.B) {
 			u.Encode(text)
 		}
 	})
+}
+
+func TestTokenizerLongWord(t *testing.T) {
+	tok := fixtureTokenizer(t).WithConvention(ConventionOpenCLIP)
+	// A pseudo-random 3000-letter word: Encode cuts it (here at 2600
+	// bytes; 76 tokens of at most 32 bytes need 2432) before merging; its
+	// first 75 tokens must equal the uncut ones.
+	tok.maxWord = 2600
+	var sb strings.Builder
+	s := uint32(7)
+	for i := 0; i < 3000; i++ {
+		s = s*1103515245 + 12345
+		sb.WriteByte("abcdefghijklmnopqrstuvwxyz"[s>>16%26])
+	}
+	full := tok.Tokens(sb.String())
+	ids, eot := tok.Encode(sb.String())
+	if eot != 76 || !slices.Equal(ids[1:76], full[:75]) {
+		t.Errorf("long word: encode %v, want prefix %v", ids[1:76], full[:75])
+	}
+	// A megabyte without spaces still encodes (bounded work).
+	big := strings.Repeat("ab1!", 1<<18)
+	if ids, eot := tok.Encode(big); eot != 76 || ids[76] != tok.EndID() {
+		t.Errorf("1 MB text: eot %d", eot)
+	}
 }
