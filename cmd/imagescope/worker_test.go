@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/internal/testutil"
+)
+
+func embeddedNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
+}
+
+// TestQueueIndexIntoDB publishes a folder, runs two workers into the
+// embedded DB and checks the DB, the status and the dead letter of a
+// corrupt file.
+func TestQueueIndexIntoDB(t *testing.T) {
+	url := embeddedNATS(t)
+	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	imgs := testutil.Shared(t, "fixtures", "clip", "images")
+	dir := filepath.Join(t.TempDir(), "photos")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"gray_320x240.png", "landscape_640x480.png", "square_224x224.png", "tiny_97x61.png"}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(imgs, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "broken.png"), []byte("\x89PNG\r\n\x1a\nnot really"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	dbPath := filepath.Join(home, "g.db")
+	getenv := func(k string) string {
+		switch k {
+		case "HOME":
+			return home
+		case "IMAGESCOPE_CLIP_MODEL":
+			return model
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, log: slog.New(slog.DiscardHandler), getenv: getenv}
+	if err := runIndexQueue(ctx, e, []string{"--queue", url, "--gallery", dir, "--db", dbPath, "--job", "photos"}); err != nil {
+		t.Fatalf("publish: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "queued 5 items") {
+		t.Fatalf("publish output: %s", out.String())
+	}
+	for w := range 2 {
+		code := run(ctx, []string{"worker", "--queue", url, "--job", "photos", "--exit-when-idle", "--max-attempts", "2", "--name", "w" + string(rune('0'+w))},
+			strings.NewReader(""), &out, &errb, getenv)
+		if code != 0 {
+			t.Fatalf("worker exit %d\n%s", code, errb.String())
+		}
+	}
+	db, err := gallery.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ix, err := db.Load(ctx, model, gallery.NoCaptions)
+	if err != nil {
+		// The model id may be the cleaned directory path.
+		t.Fatal(err)
+	}
+	if len(ix.Names) != len(names) {
+		t.Fatalf("DB holds %v, want %v", ix.Names, names)
+	}
+	out.Reset()
+	if err := runIndexQueue(ctx, e, []string{"--queue", url, "--status", "--job", "photos"}); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	for _, want := range []string{"4/5 done", "1 dead-lettered", "broken.png", "finished"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("status lacks %q:\n%s", want, s)
+		}
+	}
+}
