@@ -114,16 +114,44 @@ func DecodeBytes(data []byte, lim Limits) (image.Image, Info, error) {
 // its header, without decoding pixels. Width and Height are as displayed
 // (swapped for orientations 5..8).
 func ReadInfoFile(path string) (Info, error) {
-	data, err := readFile(path, Limits{})
+	f, err := os.Open(path)
 	if err != nil {
-		return Info{}, err
+		return Info{}, fmt.Errorf("read image header %s: %w", path, err)
 	}
-	info, err := readInfo(data)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Info{}, fmt.Errorf("read image header %s: %w", path, err)
+	}
+	if st.IsDir() {
+		return Info{}, fmt.Errorf("read image header %s: is a directory", path)
+	}
+	if st.Size() == 0 {
+		return Info{}, fmt.Errorf("read image header %s: %w", path, ErrEmpty)
+	}
+	// Headers (with EXIF, ICC profiles and thumbnails before a JPEG's
+	// frame header) nearly always fit in the first 512 KiB; read the whole
+	// file only when they do not.
+	head, err := io.ReadAll(io.LimitReader(f, headerProbeBytes))
+	if err != nil {
+		return Info{}, fmt.Errorf("read image header %s: %w", path, err)
+	}
+	info, err := readInfo(head)
+	if err != nil && int64(len(head)) < st.Size() && errors.Is(err, ErrTruncated) {
+		var data []byte
+		if data, err = readFile(path, Limits{}); err != nil {
+			return Info{}, err
+		}
+		info, err = readInfo(data)
+	}
 	if err != nil {
 		return info, fmt.Errorf("read image header %s: %w", path, err)
 	}
 	return info, nil
 }
+
+// headerProbeBytes is how much of a file ReadInfoFile reads first.
+const headerProbeBytes = 512 << 10
 
 func readFile(path string, lim Limits) ([]byte, error) {
 	f, err := os.Open(path)

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"image"
 	"image/color"
+	"image/draw"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -340,5 +341,38 @@ func TestReadInfoFile(t *testing.T) {
 	}
 	if _, err := ReadInfoFile(writeFile(t, dir, "e.png", nil)); !errors.Is(err, ErrEmpty) {
 		t.Errorf("empty: %v", err)
+	}
+}
+
+func TestReadInfoFileLargeHeader(t *testing.T) {
+	// A JPEG whose frame header sits after 700 KB of APP2 segments (large
+	// ICC profiles do this) and whose EXIF says orientation 6.
+	j := jpegWithExif(t, quadrants(), tiffWithOrientation(6, binary.BigEndian))
+	var pad []byte
+	for i := 0; i < 12; i++ {
+		seg := []byte{0xff, 0xe2, 0xff, 0xff}
+		pad = append(pad, seg...)
+		pad = append(pad, make([]byte, 0xffff-2)...)
+	}
+	// Insert after SOI and the APP1 segment.
+	app1End := 2 + 2 + int(binary.BigEndian.Uint16(j[4:6]))
+	data := append(append(append([]byte{}, j[:app1End]...), pad...), j[app1End:]...)
+	p := writeFile(t, t.TempDir(), "big-header.jpg", data)
+	info, err := ReadInfoFile(p)
+	if err != nil || info.Format != "jpeg" || info.Width != 32 || info.Height != 64 || info.Orientation != 6 {
+		t.Errorf("%+v %v", info, err)
+	}
+	img, info, err := DecodeFile(p, Limits{})
+	if err != nil || img.Bounds().Dx() != 32 || !info.Oriented {
+		t.Errorf("decode: %+v %v", info, err)
+	}
+}
+
+func TestRGBDrawsLikeRGBA(t *testing.T) {
+	src := ToRGB(noiseImage(17, 9))
+	a := image.NewRGBA(image.Rect(0, 0, 17, 9))
+	draw.Draw(a, a.Rect, src, image.Point{}, draw.Src)
+	if string(a.Pix) != string(src.ToRGBA().Pix) {
+		t.Error("draw.Draw from *RGB differs from ToRGBA")
 	}
 }

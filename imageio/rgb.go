@@ -48,6 +48,22 @@ func (m *RGB) At(x, y int) color.Color {
 	return color.RGBA{m.Pix[i], m.Pix[i+1], m.Pix[i+2], 0xff}
 }
 
+// RGBAAt returns the pixel at (x, y).
+func (m *RGB) RGBAAt(x, y int) color.RGBA {
+	if !(image.Point{x, y}.In(m.Rect)) {
+		return color.RGBA{}
+	}
+	i := m.PixOffset(x, y)
+	return color.RGBA{m.Pix[i], m.Pix[i+1], m.Pix[i+2], 0xff}
+}
+
+// RGBA64At implements image.RGBA64Image, which lets image/draw read the
+// image without allocating per pixel.
+func (m *RGB) RGBA64At(x, y int) color.RGBA64 {
+	c := m.RGBAAt(x, y)
+	return color.RGBA64{uint16(c.R) * 0x101, uint16(c.G) * 0x101, uint16(c.B) * 0x101, uint16(c.A) * 0x101}
+}
+
 // Set stores c's non-premultiplied R, G, B at (x, y).
 func (m *RGB) Set(x, y int, c color.Color) {
 	if !(image.Point{x, y}.In(m.Rect)) {
