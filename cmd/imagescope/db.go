@@ -2,10 +2,263 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/gallery"
 )
 
-// runDB implements 'imagescope db'. Not implemented yet.
+// runDB implements 'imagescope db'.
 func runDB(ctx context.Context, e *env, args []string) error {
-	return errors.New("not implemented yet")
+	const usage = `Usage: imagescope db <info|import|export> [flags]
+
+  info    [--db PATH | --name NAME] [--failures] [--json]   what an image DB holds (no DB: list them)
+  import  --npy DIR --clip MODEL (--db PATH | --name NAME)   import a reference-implementation image DB
+  export  --npy DIR (--db PATH | --name NAME)                write the reference layout (4 files)
+
+NAME is a DB under $IMAGESCOPE_HOME/db (e.g. CIRR_val, CIRCO_test).`
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(e.stdout, usage)
+		if len(args) == 0 {
+			return usagef("missing subcommand: info, import or export")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "info":
+		return runDBInfo(ctx, e, args[1:])
+	case "import":
+		return runDBImport(ctx, e, args[1:])
+	case "export":
+		return runDBExport(ctx, e, args[1:])
+	}
+	return usagef("unknown subcommand %q: want info, import or export", args[0])
+}
+
+// dbFlags are the flags naming a DB.
+type dbFlags struct {
+	path, name, config *string
+}
+
+func addDBFlags(fsAdd func(name, value, usage string) *string) dbFlags {
+	return dbFlags{
+		path:   fsAdd("db", "", "image DB file"),
+		name:   fsAdd("name", "", "image DB name under $IMAGESCOPE_HOME/db (without .db)"),
+		config: fsAdd("config", "", "configuration file (default $IMAGESCOPE_CONFIG), for the home folder"),
+	}
+}
+
+func (f dbFlags) home(e *env) (string, error) {
+	cpath := *f.config
+	if cpath == "" {
+		cpath = e.getenv("IMAGESCOPE_CONFIG")
+	}
+	cfg, err := config.Load(cpath, e.getenv)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Home, nil
+}
+
+// resolve returns the DB path ("" when neither flag is set).
+func (f dbFlags) resolve(e *env) (string, error) {
+	switch {
+	case *f.path != "" && *f.name != "":
+		return "", usagef("give --db or --name, not both")
+	case *f.path != "":
+		return *f.path, nil
+	case *f.name != "":
+		home, err := f.home(e)
+		if err != nil {
+			return "", err
+		}
+		return gallery.DefaultPath(home, strings.TrimSuffix(*f.name, ".db")), nil
+	}
+	return "", nil
+}
+
+func openExisting(ctx context.Context, path string) (*gallery.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("image DB: %w", err)
+	}
+	return gallery.Open(ctx, path)
+}
+
+func runDBInfo(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "db info", "[--db PATH | --name NAME] [--failures] [--json]",
+		"Show what an image DB holds: CLIP model, images, embeddings, caption sets and failed images. Without a DB, list the DBs under $IMAGESCOPE_HOME/db.")
+	df := addDBFlags(fs.String)
+	failures := fs.Bool("failures", false, "list every failed image")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	path, err := df.resolve(e)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		home, err := df.home(e)
+		if err != nil {
+			return err
+		}
+		dir := filepath.Join(home, "db")
+		ents, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		var names []string
+		for _, en := range ents {
+			if strings.HasSuffix(en.Name(), ".db") {
+				names = append(names, strings.TrimSuffix(en.Name(), ".db"))
+			}
+		}
+		sort.Strings(names)
+		if *asJSON {
+			return json.NewEncoder(e.stdout).Encode(map[string]any{"dir": dir, "dbs": names})
+		}
+		fmt.Fprintf(e.stdout, "image DBs in %s:\n", dir)
+		for _, n := range names {
+			fmt.Fprintf(e.stdout, "  %s\n", n)
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(e.stdout, "  (none; create one with 'imagescope index')")
+		}
+		return nil
+	}
+	db, err := openExisting(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := db.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if st.CaptionSets == nil {
+			st.CaptionSets = []gallery.CaptionSet{}
+		}
+		if st.Failures == nil {
+			st.Failures = []gallery.Failure{}
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "image DB %s\n", st.Path)
+	model := st.ClipModel
+	if model == "" {
+		model = "(none yet)"
+	}
+	fmt.Fprintf(w, "  CLIP model:       %s (dimension %d)\n", model, st.Dim)
+	fmt.Fprintf(w, "  images:           %d\n  image embeddings: %d\n", st.Images, st.ImageEmbeddings)
+	if len(st.CaptionSets) == 0 {
+		fmt.Fprintf(w, "  caption sets:     none (search treats tau as 0)\n")
+	}
+	for _, s := range st.CaptionSets {
+		fmt.Fprintf(w, "  caption set %s: captioner %s, prompt %s, %d captions, %d caption embeddings\n", s.Key, s.Captioner, s.PromptHash, s.Captions, s.Embedded)
+	}
+	fmt.Fprintf(w, "  failed images:    %d\n", len(st.Failures))
+	for i, f := range st.Failures {
+		if i == 10 && !*failures {
+			fmt.Fprintf(w, "    ... and %d more (--failures lists all)\n", len(st.Failures)-10)
+			break
+		}
+		fmt.Fprintf(w, "    %s [%s]: %s\n", f.Name, f.Stage, strings.ReplaceAll(f.Reason, "\n", " "))
+	}
+	return nil
+}
+
+func runDBImport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "db import", "--npy DIR --clip MODEL (--db PATH | --name NAME) [flags]",
+		`Import a reference-implementation image DB folder: image_name_list.npy,
+image_embedding.npy and, together, image_caption_emebdding.npy and
+image_caption.json (an object name -> caption, or a list in name order).
+Dtypes, shapes, counts and names are checked before anything is written; the
+import is one transaction.`)
+	df := addDBFlags(fs.String)
+	dir := fs.String("npy", "", "folder holding the .npy files")
+	clipModel := fs.String("clip", "", "the CLIP model the embeddings were made with (e.g. openai/clip-vit-large-patch14); required")
+	captioner := fs.String("captioner", "imported", "name of the model that wrote the captions")
+	capPrompt := fs.String("caption-prompt", "", "the caption instruction used (recorded with the caption set)")
+	float16 := fs.Bool("float16", false, "store embeddings as float16")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *dir == "" || *clipModel == "" {
+		return usagef("--npy and --clip are required")
+	}
+	path, err := df.resolve(e)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return usagef("give --db PATH or --name NAME for the image DB to import into")
+	}
+	db, err := gallery.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	sum, err := db.ImportNPY(ctx, *dir, gallery.ImportOptions{ClipModel: *clipModel, CaptionModel: *captioner, CaptionPrompt: *capPrompt, Float16: *float16})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "imported %d images (dimension %d) into %s", sum.Images, sum.Dim, path)
+	if sum.Captions {
+		fmt.Fprintf(e.stdout, " with captions (caption set %s)", sum.CaptionKey)
+	}
+	fmt.Fprintln(e.stdout)
+	return nil
+}
+
+func runDBExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "db export", "--npy DIR (--db PATH | --name NAME) [--caption-set KEY]",
+		`Write an image DB in the reference implementation's layout: image_name_list.npy,
+image_embedding.npy, image_caption_emebdding.npy (float32, L2-normalised) and
+image_caption.json (name -> caption), in gallery order.`)
+	df := addDBFlags(fs.String)
+	dir := fs.String("npy", "", "output folder")
+	capSet := fs.String("caption-set", "", "caption set to export (default: the most complete)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *dir == "" {
+		return usagef("--npy is required")
+	}
+	path, err := df.resolve(e)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return usagef("give --db PATH or --name NAME")
+	}
+	db, err := openExisting(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	info, err := db.ExportNPY(ctx, *dir, *capSet)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "exported %d images (CLIP %s, dimension %d, caption set %s) to %s\n", info.Images, info.ClipModel, info.Dim, info.CaptionKey, *dir)
+	return nil
 }
