@@ -20,7 +20,7 @@ import (
 type fakeServer struct {
 	*httptest.Server
 	models   []string
-	delay    time.Duration
+	delay    atomic.Int64 // time.Duration
 	fault    func(w http.ResponseWriter, r *http.Request, n int64) bool
 	answer   func(body map[string]any) string // reply text
 	requests atomic.Int64
@@ -68,9 +68,9 @@ func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	if f.fault != nil && f.fault(w, r, n) {
 		return
 	}
-	if f.delay > 0 {
+	if d := time.Duration(f.delay.Load()); d > 0 {
 		select {
-		case <-time.After(f.delay):
+		case <-time.After(d):
 		case <-r.Context().Done():
 			return
 		}
