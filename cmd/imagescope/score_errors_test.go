@@ -1,0 +1,144 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestScoreErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fix := fixturesRoot(t)
+	unknown := write("unknown.json", "{\"101\": [\"dev-27-1-img0\"],\n \"102\": [\"dev-27-1-img0\", \"no-such-image\"]}")
+	malformed := write("malformed.json", "{\"101\": [\"dev-27-1-img0\"")
+	dupID := write("dup.json", "{\"101\": [],\n\"101\": []}")
+	wrongType := write("type.json", `{"101": {"a": 1}}`)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"unknown image", []string{"--dataset", "CIRR", "--split", "val", "--ranking", unknown}, 1,
+			[]string{"unknown.json:2", `query "102"`, `item 1: unknown image name "no-such-image"`}},
+		{"malformed", []string{"--dataset", "CIRR", "--split", "val", "--ranking", malformed}, 1, []string{"malformed.json", "malformed JSON"}},
+		{"duplicate ids", []string{"--dataset", "CIRR", "--split", "val", "--ranking", dupID}, 1, []string{"dup.json:2", `key "101"`, "duplicate key"}},
+		{"wrong type", []string{"--dataset", "CIRR", "--split", "val", "--ranking", wrongType}, 1, []string{"type.json:1", `query "101"`, "got object"}},
+		{"missing ranking file", []string{"--dataset", "CIRR", "--split", "val", "--ranking", filepath.Join(dir, "nope.json")}, 1, []string{"nope.json", "not found"}},
+		{"missing data root", []string{"--dataset", "CIRR", "--split", "val", "--data", filepath.Join(dir, "nodata"), "--ranking", unknown}, 1, []string{"nodata"}},
+		{"CIRCO ranking for CIRR", []string{"--dataset", "CIRR", "--split", "val", "--ranking", "testdata/sample/circo_val_ranking.json"}, 1, []string{"circo_val_ranking.json", `query "0"`, "unknown"}},
+		{"VisDial single lists", []string{"--dataset", "VisDial", "--ranking", "testdata/sample/cirr_val_ranking.json"}, 1, []string{"cirr_val_ranking.json", `query "101"`}},
+		{"FashionIQ bad category", []string{"--dataset", "FashionIQ", "--ranking", "testdata/sample/cirr_val_ranking.json"}, 1, []string{"cirr_val_ranking.json", `key "101"`, "want one of dress, shirt, toptee"}},
+		{"no dataset", []string{"--ranking", unknown}, 2, []string{"--dataset is required"}},
+		{"no ranking", []string{"--dataset", "CIRR"}, 2, []string{"--ranking is required"}},
+		{"unknown dataset", []string{"--dataset", "ImageNet", "--ranking", unknown}, 2, []string{`unknown dataset "ImageNet"`}},
+		{"bad split", []string{"--dataset", "Flickr30K", "--split", "val", "--ranking", unknown}, 2, []string{`Flickr30K has no split "val"`}},
+		{"bad k", []string{"--dataset", "CIRR", "--recall-k", "1,x", "--ranking", unknown}, 2, []string{`"x" is not a positive integer`}},
+		{"extra args", []string{"--dataset", "CIRR", "--ranking", unknown, "extra"}, 2, []string{"unexpected arguments: extra"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"score", "--data", fix}, c.args...)
+			code, out, errOut := runCmd(t, nil, args...)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d: %s", code, c.code, errOut)
+			}
+			if c.code == 1 && out != "" {
+				t.Errorf("stdout not empty on error: %q", out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut)
+				}
+			}
+		})
+	}
+	// --data defaults to $IMAGESCOPE_DATA.
+	code, _, errOut := runCmd(t, map[string]string{"IMAGESCOPE_DATA": fix}, "score", "--dataset", "CIRR", "--ranking", "testdata/sample/cirr_val_ranking.json")
+	if code != 0 {
+		t.Errorf("IMAGESCOPE_DATA: exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runCmd(t, nil, "score", "--dataset", "CIRR", "--ranking", "x.json")
+	if code != 2 || !strings.Contains(errOut, "--data is required") {
+		t.Errorf("no data: exit %d: %s", code, errOut)
+	}
+	code, out, _ := runCmd(t, nil, "score", "--help")
+	if code != 0 || !strings.Contains(out, "--ranking") || !strings.Contains(out, "Usage: imagescope score") {
+		t.Errorf("help: exit %d: %s", code, out)
+	}
+}
+
+func TestQueriesCommand(t *testing.T) {
+	fix := fixturesRoot(t)
+	cases := []struct {
+		dataset, split string
+		n              int
+		first          string
+	}{
+		{"CIRR", "val", 3, `{"id":"101","instruction":"make the circle blue","reference":"dev-11-0-img0","targets":["dev-27-1-img0"],"subset":["dev-27-1-img1","dev-305-2-img0","dev-11-0-img1","dev-305-3-img1","dev-27-1-img0"],"soft_targets":{"dev-27-1-img0":1}}`},
+		{"CIRR", "test", 3, `{"id":"201","instruction":"show two of them side by side","reference":"test1-40-0-img0","subset":["test1-902-3-img1","test1-41-2-img0","test1-40-0-img1","test1-902-1-img0","test1-41-2-img1"]}`},
+		{"CIRCO", "val", 3, `{"id":"0","instruction":"is blue instead of red","reference":"000000001002.jpg"}`},
+		{"FashionIQ-shirt", "valid", 2, `{"id":"0","instruction":" and is grey with no pattern","reference":"B00FXSH001","targets":["B00FXSH002"]}`},
+		{"Flickr30K", "test", 15, `{"id":"0","instruction":"A red circle on a white background.","targets":["900000101.jpg"]}`},
+		{"MSCOCO", "test", 16, `{"id":"0","instruction":"An orange circle on a white background.","targets":["COCO_val2014_000000900001.jpg"]}`},
+		{"VisDial", "val", 2, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.dataset+"/"+c.split, func(t *testing.T) {
+			code, out, errOut := runCmd(t, nil, "queries", "--dataset", c.dataset, "--data", fix, "--split", c.split)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if len(lines) != c.n {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), c.n, out)
+			}
+			for i, l := range lines {
+				var q map[string]any
+				if err := json.Unmarshal([]byte(l), &q); err != nil {
+					t.Fatalf("line %d is not JSON: %v", i, err)
+				}
+			}
+			if c.dataset == "CIRCO" {
+				// Reference and targets checked on their own: line 0's
+				// reference is 1001 and its only ground truth 1002.
+				if !strings.Contains(lines[0], `"reference":"000000001001.jpg","targets":["000000001002.jpg"]`) {
+					t.Errorf("CIRCO line 0 = %s", lines[0])
+				}
+				return
+			}
+			if c.dataset == "VisDial" {
+				var q struct {
+					ID      string   `json:"id"`
+					Turns   []string `json:"turns"`
+					Targets []string `json:"targets"`
+				}
+				_ = json.Unmarshal([]byte(lines[1]), &q)
+				if q.ID != "1" || len(q.Turns) != 11 || q.Turns[0] != "a small colored shape in the middle of the picture" || q.Targets[0] != "000000002006.jpg" {
+					t.Errorf("VisDial line 1 = %s", lines[1])
+				}
+				return
+			}
+			if lines[0] != c.first {
+				t.Errorf("line 0 =\n%s\nwant\n%s", lines[0], c.first)
+			}
+		})
+	}
+	for _, bad := range [][]string{{"queries"}, {"queries", "--dataset", "CIRR"}, {"queries", "--dataset", "nope", "--data", fix}} {
+		if code, _, _ := runCmd(t, nil, bad...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
+	}
+	if code, _, errOut := runCmd(t, nil, "queries", "--dataset", "CIRR", "--data", t.TempDir()); code != 1 || !strings.Contains(errOut, "cap.rc2.val.json not found") {
+		t.Errorf("empty data root: exit %d: %s", code, errOut)
+	}
+}
