@@ -376,3 +376,46 @@ func TestRGBDrawsLikeRGBA(t *testing.T) {
 		t.Error("draw.Draw from *RGB differs from ToRGBA")
 	}
 }
+
+func TestYCbCrUpsamplingAllRatios(t *testing.T) {
+	ratios := []image.YCbCrSubsampleRatio{
+		image.YCbCrSubsampleRatio444, image.YCbCrSubsampleRatio422, image.YCbCrSubsampleRatio420,
+		image.YCbCrSubsampleRatio440, image.YCbCrSubsampleRatio411, image.YCbCrSubsampleRatio410,
+	}
+	for _, r := range ratios {
+		for _, sz := range [][2]int{{1, 1}, {2, 1}, {7, 5}, {8, 6}} {
+			m := image.NewYCbCr(image.Rect(0, 0, sz[0], sz[1]), r)
+			for i := range m.Y {
+				m.Y[i] = uint8(17 * i)
+			}
+			for i := range m.Cb {
+				m.Cb[i], m.Cr[i] = 90, 200
+			}
+			got := ToRGB(m)
+			for y := 0; y < sz[1]; y++ {
+				for x := 0; x < sz[0]; x++ {
+					// Constant chroma: every ratio must give the plain
+					// conversion of (Y, 90, 200).
+					yy := int32(m.Y[m.YOffset(x, y)])
+					want := [3]uint8{
+						clip8(int(yy + (91881*72+32768)>>16)),
+						clip8(int(yy + (-22554*-38+32768-46802*72)>>16)),
+						clip8(int(yy + (116130*-38+32768)>>16)),
+					}
+					i := got.PixOffset(x, y)
+					if [3]uint8(got.Pix[i:i+3]) != want {
+						t.Fatalf("%v %v (%d,%d): %v want %v", r, sz, x, y, got.Pix[i:i+3], want)
+					}
+				}
+			}
+		}
+	}
+	// A chroma step is smoothed 3:1 across the boundary (4:2:2, one row).
+	m := image.NewYCbCr(image.Rect(0, 0, 4, 1), image.YCbCrSubsampleRatio422)
+	m.Cb[0], m.Cb[1] = 100, 200
+	cb := make([]uint8, 4)
+	upsampleChromaRow(m, m.Cb, 0, cb)
+	if want := []uint8{100, 125, 175, 200}; string(cb) != string(want) {
+		t.Errorf("h2v1 step: %v want %v", cb, want)
+	}
+}

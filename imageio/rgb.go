@@ -121,7 +121,8 @@ func (m *RGB) ToRGBA() *image.RGBA {
 //   - 16-bit grayscale is clipped to 0..255, as PIL's mode "I" -> "RGB"
 //     conversion does (PIL opens such PNGs as 32-bit integer images);
 //   - CMYK uses PIL's integer cmyk2rgb formula;
-//   - YCbCr uses Go's JPEG colour conversion.
+//   - YCbCr (JPEG) is converted as libjpeg does for PIL: fancy chroma
+//     upsampling and libjpeg's fixed-point JFIF conversion.
 //
 // A nil image gives an empty RGB.
 func ToRGB(img image.Image) *RGB {
@@ -249,17 +250,137 @@ func ToRGB(img image.Image) *RGB {
 	return out
 }
 
+// ycbcrToRGB converts a (JPEG) YCbCr image the way libjpeg(-turbo) does
+// when PIL decodes: chroma is "fancy" upsampled (triangle filter: 3/4 of
+// the nearer and 1/4 of the farther sample per direction, with libjpeg's
+// rounding, edges replicated) for 4:2:0, 4:2:2 and 4:4:0, then converted
+// with libjpeg's 16-bit fixed-point JFIF tables. Other subsampling ratios
+// use the nearest chroma sample.
 func ycbcrToRGB(m *image.YCbCr, out *RGB) {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
+	if w <= 0 || h <= 0 {
+		return
+	}
+	cb := make([]uint8, w)
+	cr := make([]uint8, w)
+	fancy := b.Min == (image.Point{}) &&
+		(m.SubsampleRatio == image.YCbCrSubsampleRatio420 || m.SubsampleRatio == image.YCbCrSubsampleRatio422 ||
+			m.SubsampleRatio == image.YCbCrSubsampleRatio440 || m.SubsampleRatio == image.YCbCrSubsampleRatio444)
 	for y := 0; y < h; y++ {
+		if fancy {
+			upsampleChromaRow(m, m.Cb, y, cb)
+			upsampleChromaRow(m, m.Cr, y, cr)
+		} else {
+			for x := 0; x < w; x++ {
+				ci := m.COffset(b.Min.X+x, b.Min.Y+y)
+				cb[x], cr[x] = m.Cb[ci], m.Cr[ci]
+			}
+		}
+		yrow := m.Y[m.YOffset(b.Min.X, b.Min.Y+y):]
 		dst := out.Pix[y*out.Stride:]
 		for x := 0; x < w; x++ {
-			yi := m.YOffset(b.Min.X+x, b.Min.Y+y)
-			ci := m.COffset(b.Min.X+x, b.Min.Y+y)
-			r, g, bl := color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
-			dst[3*x], dst[3*x+1], dst[3*x+2] = r, g, bl
+			yy := int32(yrow[x])
+			xb, xr := int32(cb[x])-128, int32(cr[x])-128
+			dst[3*x] = clip8(int(yy + (91881*xr+32768)>>16))
+			dst[3*x+1] = clip8(int(yy + (-22554*xb+32768-46802*xr)>>16))
+			dst[3*x+2] = clip8(int(yy + (116130*xb+32768)>>16))
 		}
+	}
+}
+
+// upsampleChromaRow writes the full-resolution chroma of image row y into
+// dst (len = image width), following libjpeg's fancy upsamplers
+// (h2v2_fancy_upsample, h2v1_fancy_upsample, h1v2_fancy_upsample).
+func upsampleChromaRow(m *image.YCbCr, plane []uint8, y int, dst []uint8) {
+	w, h := m.Rect.Dx(), m.Rect.Dy()
+	hs, vs := 1, 1
+	switch m.SubsampleRatio {
+	case image.YCbCrSubsampleRatio420:
+		hs, vs = 2, 2
+	case image.YCbCrSubsampleRatio422:
+		hs = 2
+	case image.YCbCrSubsampleRatio440:
+		vs = 2
+	}
+	cw, ch := (w+hs-1)/hs, (h+vs-1)/vs
+	row := func(cy int) []uint8 {
+		cy = min(max(cy, 0), ch-1)
+		return plane[cy*m.CStride : cy*m.CStride+cw]
+	}
+	// Vertical step: column sums 3*nearer + farther (or 4*row when not
+	// subsampled vertically), kept at 4x scale.
+	sums := make([]int32, cw)
+	if vs == 2 {
+		near := row(y / 2)
+		var far []uint8
+		if y%2 == 0 {
+			far = row(y/2 - 1)
+		} else {
+			far = row(y/2 + 1)
+		}
+		for i := range sums {
+			sums[i] = 3*int32(near[i]) + int32(far[i])
+		}
+	} else {
+		r := row(y)
+		for i := range sums {
+			sums[i] = 4 * int32(r[i])
+		}
+	}
+	switch {
+	case hs == 1 && vs == 1:
+		copy(dst, row(y))
+	case hs == 1: // h1v2: (sum + bias) >> 2, bias 1 for the upper row, 2 for the lower
+		bias := int32(1)
+		if y%2 == 1 {
+			bias = 2
+		}
+		for i := 0; i < w; i++ {
+			dst[i] = uint8((sums[i] + bias) >> 2)
+		}
+	case vs == 1: // h2v1 on the raw samples
+		in := row(y)
+		put := func(i int, v int32) {
+			if i < w {
+				dst[i] = uint8(v)
+			}
+		}
+		if cw == 1 {
+			put(0, int32(in[0]))
+			put(1, int32(in[0]))
+			return
+		}
+		put(0, int32(in[0]))
+		put(1, (3*int32(in[0])+int32(in[1])+2)>>2)
+		for i := 1; i < cw-1; i++ {
+			v := 3 * int32(in[i])
+			put(2*i, (v+int32(in[i-1])+1)>>2)
+			put(2*i+1, (v+int32(in[i+1])+2)>>2)
+		}
+		last := cw - 1
+		put(2*last, (3*int32(in[last])+int32(in[last-1])+1)>>2)
+		put(2*last+1, int32(in[last]))
+	default: // h2v2 on the column sums
+		put := func(i int, v int32) {
+			if i < w {
+				dst[i] = uint8(v)
+			}
+		}
+		if cw == 1 {
+			put(0, (sums[0]*4+8)>>4)
+			put(1, (sums[0]*4+7)>>4)
+			return
+		}
+		put(0, (sums[0]*4+8)>>4)
+		put(1, (sums[0]*3+sums[1]+7)>>4)
+		for i := 1; i < cw-1; i++ {
+			put(2*i, (sums[i]*3+sums[i-1]+8)>>4)
+			put(2*i+1, (sums[i]*3+sums[i+1]+7)>>4)
+		}
+		last := cw - 1
+		put(2*last, (sums[last]*3+sums[last-1]+8)>>4)
+		put(2*last+1, (sums[last]*4+7)>>4)
 	}
 }
 
