@@ -302,7 +302,9 @@ func (r *role) chat(ctx context.Context, req ChatRequest) (*ChatResponse, error)
 		r.mu.Lock()
 		r.last = err
 		r.mu.Unlock()
-		if r.consecutive.Add(1) >= r.threshold {
+		if r.consecutive.Add(1) >= r.threshold || errors.Is(err, ErrRoleDown) {
+			// The client reported the role unreachable after its own
+			// retries, or too many calls failed in a row.
 			r.down.Store(true)
 		}
 		return nil, fmt.Errorf("%s: %w", r.name, err)

@@ -222,6 +222,18 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	for i, h := range hits {
 		s.Ranking[i] = Scored{Name: h.Name, Score: h.Score}
 	}
+	if q.Subset == nil && q.RankSubset != nil {
+		sq := q
+		sq.Subset, sq.ExcludeReference = q.RankSubset, false
+		sub, _, _, _, err := e.retrieve(ctx, sq, texts, 0)
+		if err != nil {
+			return nil, fmt.Errorf("stage 1 of query %s: rank subset: %w", q.ID, err)
+		}
+		s.SubsetRanking = []string{}
+		for _, h := range sub {
+			s.SubsetRanking = append(s.SubsetRanking, h.Name)
+		}
+	}
 	return s, nil
 }
 

@@ -181,6 +181,10 @@ type Query struct {
 	Subset []string `json:"subset,omitempty"`
 	// ExcludeReference removes the reference image from the ranking.
 	ExcludeReference bool `json:"exclude_reference,omitempty"`
+	// RankSubset, with Subset nil, also ranks these gallery names on their
+	// own (Stage1.SubsetRanking) so subset metrics and submissions can be
+	// taken from a full-gallery run.
+	RankSubset []string `json:"rank_subset,omitempty"`
 	// EvalText, when set, is what the evaluator judges instead of the
 	// instruction (chat rounds use the cumulative description).
 	EvalText string `json:"eval_text,omitempty"`
@@ -241,6 +245,8 @@ type Stage1 struct {
 	// ReferenceExcluded is true when the reference was removed from the ranking.
 	ReferenceExcluded bool     `json:"reference_excluded,omitempty"`
 	Ranking           []Scored `json:"ranking"`
+	// SubsetRanking is Query.RankSubset ranked by the same score.
+	SubsetRanking []string `json:"subset_ranking,omitempty"`
 	Calls
 }
 

@@ -1,11 +1,279 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/clip"
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/metrics"
+	"github.com/imagescope/imagescope/pipeline"
+	evalrun "github.com/imagescope/imagescope/run"
 )
 
-// runEval implements 'imagescope eval'. Not implemented yet.
+// parseStages reads "s1,s2,s3" (or "1,2", "s1-s3") into the last stage;
+// stages must start at 1 and be contiguous.
+func parseStages(v string) (int, error) {
+	v = strings.ToLower(strings.TrimSpace(v))
+	if v == "" {
+		return 3, nil
+	}
+	var got []int
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		f = strings.TrimPrefix(strings.TrimPrefix(f, "stage"), "s")
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 3 {
+			return 0, fmt.Errorf("--stages %q: stages are s1, s2, s3", v)
+		}
+		got = append(got, n)
+	}
+	for i, n := range got {
+		if n != i+1 {
+			return 0, fmt.Errorf("--stages %q: stages run in order from s1 (s1 | s1,s2 | s1,s2,s3)", v)
+		}
+	}
+	return len(got), nil
+}
+
+// runEval implements 'imagescope eval'.
 func runEval(ctx context.Context, e *env, args []string) error {
-	return errors.New("not implemented yet")
+	fs := newFlagSet(e, "eval", "--dataset NAME --data DIR --split SPLIT [flags] | --resume RUNDIR",
+		`Run a benchmark end to end: build or reuse the image DB of the split's gallery,
+run the stages for every query (streaming: each query moves on as soon as its
+own inputs are ready), and write a run folder
+runs/<dataset>_<split>/<clip>-<run>_<timestamp>/ with the log, the prompts, the
+effective configuration, metrics.json, rankings.<stage>.json, trace.jsonl,
+submissions (CIRR/CIRCO test), metrics.txt, recall.svg and report.txt.
+Every finished stage of every query is checkpointed: --resume RUNDIR completes
+an interrupted run without repeating finished model calls, and can extend it
+with later stages (--stages).`)
+	dsName := fs.String("dataset", "", "CIRR, CIRCO, FashionIQ-dress|shirt|toptee, Flickr30K, MSCOCO or VisDial")
+	data := fs.String("data", "", "data root (or the dataset folder)")
+	split := fs.String("split", "", "valid|val|test")
+	stagesFlag := fs.String("stages", "s1,s2,s3", "stages to run: s1 | s1,s2 | s1,s2,s3")
+	tau := fs.Float64("tau", 0.15, "caption weight in the fused score")
+	topK := fs.Int("top-k", 20, "stage 2: candidates verified (K)")
+	alpha := fs.Int("alpha", 3, "stage 3: candidates evaluated")
+	subset := fs.Bool("subset", false, "CIRR: rank only the img_set members (reference excluded); re-rank depth clipped to the subset")
+	keepRef := fs.Bool("keep-reference", false, "CIRR: keep the reference image in rankings (the reference code's behaviour; official practice removes it)")
+	runName := fs.String("run-name", "run", "run name used in the folder name")
+	resume := fs.String("resume", "", "resume (or extend) the run in this folder")
+	barrier := fs.Bool("barrier", false, "finish each stage for every query before starting the next (for comparison)")
+	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	dbPath := fs.String("db", "", "image DB file (default $IMAGESCOPE_HOME/db/<dataset>_<split>.db)")
+	runsRoot := fs.String("runs", "runs", "folder holding run folders")
+	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
+	yesRule := fs.String("yes-rule", "word", "verifier yes rule: word (yes as a word) or substring (reference code)")
+	soft := fs.Bool("soft", false, "also score verification softly from yes/no log-probabilities (reported beside the hard count)")
+	limit := fs.Int("limit", 0, "run only the first N queries (0: all)")
+	active := fs.Int("active", 64, "queries in progress at once")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	lastStage, err := parseStages(*stagesFlag)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var settings evalrun.Settings
+	var opt pipeline.Options
+	dir := *resume
+	if dir != "" {
+		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs"} {
+			if set[name] {
+				return usagef("--%s cannot change on --resume (the run's settings are in %s)", name, filepath.Join(dir, "config.json"))
+			}
+		}
+		if settings, _, err = evalrun.ReadSettings(dir); err != nil {
+			return err
+		}
+		if opt, err = evalrun.ReadOptions(dir); err != nil {
+			return err
+		}
+		if set["stages"] {
+			if lastStage < settings.Stages {
+				return usagef("--stages: the run already covers stage %d; it can only be extended", settings.Stages)
+			}
+			settings.Stages = lastStage
+		}
+		if set["barrier"] {
+			settings.Barrier = *barrier
+		}
+		if set["active"] {
+			settings.Active = *active
+		}
+		*promptDir = filepath.Join(dir, "prompts")
+	} else {
+		if *dsName == "" || *data == "" || *split == "" {
+			return usagef("--dataset, --data and --split are required (or --resume RUNDIR)")
+		}
+		if *limit < 0 || *active < 1 {
+			return usagef("--limit must be >= 0 and --active >= 1")
+		}
+		settings = evalrun.Settings{Dataset: *dsName, Split: *split, Data: *data, Stages: lastStage, Subset: *subset,
+			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit}
+		opt = pipeline.DefaultOptions()
+		opt.Tau, opt.TopK, opt.Alpha, opt.YesRule, opt.Soft = float32(*tau), *topK, *alpha, *yesRule, *soft
+		if *tau < 0 || *tau > 1 || *topK < 1 || *alpha < 1 {
+			return usagef("--tau must be within [0,1], --top-k and --alpha >= 1")
+		}
+		if *yesRule != "word" && *yesRule != "substring" {
+			return usagef("--yes-rule %q: want word or substring", *yesRule)
+		}
+	}
+
+	cpath := *configPath
+	if cpath == "" {
+		cpath = e.getenv("IMAGESCOPE_CONFIG")
+	}
+	cfg, err := config.Load(cpath, e.getenv)
+	if err != nil {
+		return err
+	}
+	ds, err := dataset.Load(ctx, settings.Dataset, settings.Data, settings.Split)
+	if err != nil {
+		return err
+	}
+	if settings.Subset && !strings.EqualFold(ds.Name, "CIRR") {
+		return usagef("--subset applies to CIRR only")
+	}
+	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
+	if err != nil {
+		return err
+	}
+	roles, err := openRoles(ctx, cfg, e.log)
+	if err != nil {
+		return err
+	}
+	defer roles.close()
+
+	if dir == "" {
+		dir, err = evalrun.NewDir(*runsRoot, ds.Name, ds.Split, model.ID(), *runName, time.Now())
+		if err != nil {
+			return err
+		}
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("run log: %w", err)
+	}
+	defer logf.Close()
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(e.stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	runEnv := *e
+	runEnv.log = log
+	log.Info("eval", "dir", dir, "dataset", ds.Name, "split", ds.Split, "queries", len(ds.Queries), "gallery", len(ds.Gallery), "clip", model.ID())
+
+	items := make([]gallery.Item, len(ds.Gallery))
+	images := fileImages{}
+	for i, im := range ds.Gallery {
+		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
+		images[im.Name] = im.Path
+	}
+	db := *dbPath
+	if db == "" {
+		db = gallery.DefaultPath(cfg.Home, ds.Name+"_"+ds.Split)
+	}
+	lib, err := loadPrompts(*promptDir)
+	if err != nil {
+		return err
+	}
+	ix, info, err := loadGallery(ctx, &runEnv, cfg, roles, model, db, ds.Domain, items, lib)
+	if err != nil {
+		return err
+	}
+	if !ix.HasCaption {
+		log.Warn("the gallery has no captions: the caption term is dropped (tau treated as 0)")
+	}
+	opt.InFlight = inFlightFromConfig(cfg)
+	eng, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix, images: images, promptDir: *promptDir, opt: opt, log: log})
+	if err != nil {
+		return err
+	}
+	extra := map[string]any{
+		"clip_model": model.ID(), "image_db": db, "caption_set": info.CaptionKey, "gallery_images": info.Images,
+		"models": roleModels(cfg), "config_file": cfg.Path,
+	}
+	r, err := evalrun.New(evalrun.Config{
+		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
+		Score:  scoreWithMetrics,
+		Submit: submitters(),
+		Progress: func(stage, done, total int) {
+			if done == total || done%max(1, total/20) == 0 {
+				log.Info("progress", "stage", stage, "done", done, "total", total)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	runErr := r.Run(ctx)
+	if b, err := json.MarshalIndent(roles.stats(), "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "llm_stats.json"), append(b, '\n'), 0o644)
+	}
+	fmt.Fprint(e.stdout, evalrun.FormatReport(r.Report()))
+	if t, err := os.ReadFile(filepath.Join(dir, "metrics.txt")); err == nil {
+		fmt.Fprintf(e.stdout, "\n%s", t)
+	}
+	fmt.Fprintf(e.stdout, "run folder: %s\n", dir)
+	if runErr != nil {
+		if errors.Is(runErr, context.Canceled) {
+			return fmt.Errorf("interrupted; resume with: imagescope eval --resume %s", dir)
+		}
+		return runErr
+	}
+	return nil
+}
+
+// roleModels lists the configured model of every role (no secrets).
+func roleModels(cfg *config.Config) map[string]any {
+	out := map[string]any{}
+	for _, name := range config.RoleNames {
+		r, ok := cfg.Role(name)
+		if !ok || !r.Configured() {
+			continue
+		}
+		out[name] = map[string]any{"model": r.Model, "model_id": r.CacheModelID(), "endpoints": len(r.Endpoints), "max_tokens": r.MaxTokens}
+	}
+	return out
+}
+
+// scoreWithMetrics scores rankings with the metrics package (the numbers
+// 'imagescope score' prints).
+func scoreWithMetrics(ds *dataset.Dataset, lists map[string][]string, rounds map[string][][]string) (json.RawMessage, string, error) {
+	rep, err := metrics.Score(ds, metrics.Rankings{Lists: lists, Rounds: rounds}, metrics.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := rep.MarshalJSON()
+	if err != nil {
+		return nil, "", err
+	}
+	var t bytes.Buffer
+	if err := rep.WriteTable(&t); err != nil {
+		return nil, "", err
+	}
+	return b, t.String(), nil
+}
+
+// submitters wires the metrics package's submission writers.
+func submitters() evalrun.Submitter {
+	return evalrun.Submitter{CIRR: metrics.WriteCIRRSubmission, CIRCO: metrics.WriteCIRCOSubmission}
 }

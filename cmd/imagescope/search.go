@@ -2,10 +2,295 @@ package main
 
 import (
 	"context"
-	"errors"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imagescope/imagescope/clip"
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/vindex"
 )
 
-// runSearch implements 'imagescope search'. Not implemented yet.
+// runSearch implements 'imagescope search'.
 func runSearch(ctx context.Context, e *env, args []string) error {
-	return errors.New("not implemented yet")
+	fs := newFlagSet(e, "search", `"TEXT" [--ref IMAGE] [--dialog FILE] (--gallery DIR | --db PATH) [--json]`,
+		`Run one query through the configured stages and print the ranking with each
+stage's reasoning. TEXT is a description (text-to-image), or with --ref the
+change to make to the reference image (composed retrieval). --dialog FILE
+holds a chat (a JSON array of strings, or one turn per line: the caption
+first, then "question? answer" turns); TEXT, if given, is added as the newest
+turn. Stages whose model roles are not configured are skipped, and the output
+says which and why. --gallery indexes a folder (incrementally) first; --db
+searches an existing image DB.`)
+	ref := fs.String("ref", "", "reference image: a file, or the name of a gallery image")
+	dialog := fs.String("dialog", "", "chat file (JSON array of turns, or one turn per line)")
+	galleryDir := fs.String("gallery", "", "image folder to search (indexed into an image DB first)")
+	dbPath := fs.String("db", "", "image DB to search")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	stagesFlag := fs.String("stages", "s1,s2,s3", "stages to run: s1 | s1,s2 | s1,s2,s3")
+	tau := fs.Float64("tau", 0.15, "caption weight in the fused score")
+	topK := fs.Int("top-k", 20, "stage 2: candidates verified")
+	alpha := fs.Int("alpha", 3, "stage 3: candidates evaluated")
+	domain := fs.String("domain", "", "prompt set: general, cirr, fashion-dress, fashion-shirt, fashion-toptee, chat (default general, chat for dialogues)")
+	limit := fs.Int("n", 10, "results to print")
+	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
+	keepRef := fs.Bool("keep-reference", false, "keep the reference image in the ranking")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	text := strings.TrimSpace(strings.Join(fs.Args(), " "))
+	if (*galleryDir == "") == (*dbPath == "") {
+		return usagef("give exactly one of --gallery DIR and --db PATH")
+	}
+	if text == "" && *dialog == "" {
+		return usagef("nothing to search: give TEXT or --dialog FILE")
+	}
+	lastStage, err := parseStages(*stagesFlag)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if *tau < 0 || *tau > 1 || *topK < 1 || *alpha < 1 || *limit < 1 {
+		return usagef("--tau must be within [0,1]; --top-k, --alpha and -n >= 1")
+	}
+	var turns []string
+	if *dialog != "" {
+		if turns, err = readDialog(*dialog); err != nil {
+			return err
+		}
+		if text != "" {
+			turns = append(turns, text)
+		}
+	}
+	cpath := *configPath
+	if cpath == "" {
+		cpath = e.getenv("IMAGESCOPE_CONFIG")
+	}
+	cfg, err := config.Load(cpath, e.getenv)
+	if err != nil {
+		return err
+	}
+	lib, err := loadPrompts(*promptDir)
+	if err != nil {
+		return err
+	}
+	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
+	if err != nil {
+		return err
+	}
+	roles, err := openRoles(ctx, cfg, e.log)
+	if err != nil {
+		return err
+	}
+	defer roles.close()
+	dom := *domain
+	if dom == "" {
+		dom = "general"
+	}
+	var ix *vindex.Index
+	if *galleryDir != "" {
+		ds, err := dataset.LoadFolder(ctx, *galleryDir)
+		if err != nil {
+			return err
+		}
+		items := make([]gallery.Item, len(ds.Gallery))
+		for i, im := range ds.Gallery {
+			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
+		}
+		abs, _ := filepath.Abs(*galleryDir)
+		h := sha256.Sum256([]byte(abs))
+		db := gallery.DefaultPath(cfg.Home, "folder_"+filepath.Base(abs)+"_"+hex.EncodeToString(h[:4]))
+		if ix, _, err = loadGallery(ctx, e, cfg, roles, model, db, dom, items, lib); err != nil {
+			return err
+		}
+	} else {
+		if _, err := os.Stat(*dbPath); err != nil {
+			return fmt.Errorf("image DB: %w", err)
+		}
+		if ix, _, err = loadGallery(ctx, e, cfg, roles, model, *dbPath, dom, nil, lib); err != nil {
+			return err
+		}
+	}
+	images := fileImages{}
+	for i, n := range ix.Names {
+		if i < len(ix.Paths) {
+			images[n] = ix.Paths[i]
+		}
+	}
+	opt := pipeline.DefaultOptions()
+	opt.Tau, opt.TopK, opt.Alpha = float32(*tau), *topK, *alpha
+	opt.InFlight = inFlightFromConfig(cfg)
+	eng, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix, images: images, promptDir: *promptDir, opt: opt, log: e.log})
+	if err != nil {
+		return err
+	}
+	req := pipeline.Request{Instruction: text, Dialogue: turns, Domain: *domain, MaxStage: lastStage, Depth: max(*limit, *topK), ExcludeReference: !*keepRef}
+	if *ref != "" {
+		if _, ok := ix.Position(*ref); ok {
+			req.Reference = *ref
+		} else {
+			img, _, err := imageio.DecodeFile(*ref, imageio.Limits{})
+			if err != nil {
+				return fmt.Errorf("reference image: %w", err)
+			}
+			req.ReferenceImage = img
+			if p, err := filepath.Abs(*ref); err == nil {
+				// A gallery image given by its path is the gallery image.
+				for i, gp := range ix.Paths {
+					if ap, _ := filepath.Abs(gp); ap == p {
+						req.Reference, req.ReferenceImage = ix.Names[i], nil
+						break
+					}
+				}
+			}
+		}
+	}
+	res, err := eng.Search(ctx, req, nil)
+	if err != nil {
+		return err
+	}
+	if len(res.Ranking) > *limit {
+		res.Ranking = res.Ranking[:*limit]
+	}
+	if *asJSON {
+		out := struct {
+			*pipeline.Result
+			Paths map[string]string `json:"paths"`
+		}{res, map[string]string{}}
+		for _, c := range res.Ranking {
+			out.Paths[c.Name] = images[c.Name]
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	printSearch(e, res, images)
+	return nil
+}
+
+// readDialog reads a chat file: a JSON array of strings, or one turn per line.
+func readDialog(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dialog file: %w", err)
+	}
+	var turns []string
+	if t := strings.TrimSpace(string(b)); strings.HasPrefix(t, "[") {
+		if err := json.Unmarshal([]byte(t), &turns); err != nil {
+			return nil, fmt.Errorf("dialog file %s: want a JSON array of strings: %w", path, err)
+		}
+	} else {
+		for _, l := range strings.Split(t, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				turns = append(turns, l)
+			}
+		}
+	}
+	if len(turns) == 0 {
+		return nil, fmt.Errorf("dialog file %s: no turns", path)
+	}
+	for i, s := range turns {
+		if strings.TrimSpace(s) == "" {
+			return nil, fmt.Errorf("dialog file %s: turn %d is empty", path, i)
+		}
+	}
+	return turns, nil
+}
+
+func printSearch(e *env, res *pipeline.Result, images fileImages) {
+	w := e.stdout
+	for _, k := range []string{"reasoning", "captions", "stage2", "stage3"} {
+		if why, ok := res.Skipped[k]; ok {
+			fmt.Fprintf(w, "skipped %s: %s\n", k, why)
+		}
+	}
+	for _, st := range res.Stages {
+		round := ""
+		if st.Round >= 0 {
+			round = fmt.Sprintf(" round %d", st.Round)
+		}
+		switch {
+		case st.Stage1 != nil:
+			s := st.Stage1
+			fmt.Fprintf(w, "\n== stage 1%s: reason + retrieve (%s)\n", round, st.Elapsed.Round(1e6))
+			fmt.Fprintf(w, "reference caption: %s\n", s.ReferenceCaption)
+			for _, a := range s.Atomic {
+				fmt.Fprintf(w, "  atomic %s: %s\n", a.Type, a.Content)
+			}
+			for i, d := range s.Embedded {
+				fmt.Fprintf(w, "  description %d: %s\n", i+1, d)
+			}
+			if len(s.Fallbacks) > 0 {
+				fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
+			}
+			fmt.Fprintf(w, "  tau %.2f, top: %s\n", s.Tau, strings.Join(head(s.Names(), 5), ", "))
+		case st.Stage2 != nil:
+			s := st.Stage2
+			fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
+			if s.Skipped != "" {
+				fmt.Fprintf(w, "  skipped: %s\n", s.Skipped)
+				continue
+			}
+			for i, p := range s.Propositions {
+				fmt.Fprintf(w, "  Q%d %s (expected %v)\n", i+1, p.Question, p.Expected)
+			}
+			for _, c := range s.Scores {
+				extra := ""
+				if c.Soft != nil {
+					extra = fmt.Sprintf(" soft %.2f", *c.Soft)
+				}
+				if c.Failed {
+					extra += " (verification failed)"
+				}
+				fmt.Fprintf(w, "  %-30s agreement %d/%d%s\n", c.Name, c.Agreement, len(s.Propositions), extra)
+			}
+			if len(s.Fallbacks) > 0 {
+				fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
+			}
+		case st.Stage3 != nil:
+			s := st.Stage3
+			fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
+			if s.Skipped != "" {
+				fmt.Fprintf(w, "  skipped: %s\n", s.Skipped)
+				continue
+			}
+			for _, ev := range s.Evaluations {
+				verdict := "No"
+				if ev.Yes {
+					verdict = "Yes"
+				}
+				if ev.Error != "" {
+					verdict = "failed (counts as No): " + ev.Error
+				}
+				fmt.Fprintf(w, "  #%d %s: %s  %s\n", ev.Rank, ev.Candidate, verdict, oneLine(ev.Reply))
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nranking:\n")
+	for i, c := range res.Ranking {
+		fmt.Fprintf(w, "%3d  %-30s %.4f  %s\n", i+1, c.Name, c.Score, images[c.Name])
+	}
+}
+
+func head(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
 }

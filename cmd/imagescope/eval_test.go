@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagescope/imagescope/internal/testutil"
+)
+
+type evalFixture struct {
+	root, home, cfgPath, data string
+	srv                       *scriptedServer
+}
+
+func newEvalFixture(t *testing.T, cache bool) *evalFixture {
+	t.Helper()
+	f := &evalFixture{root: t.TempDir(), srv: newScriptedServer(t)}
+	f.home = filepath.Join(f.root, "home")
+	f.data = testutil.Fixtures(t, "datasets")
+	clipDir := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	f.cfgPath = filepath.Join(f.root, "config.yaml")
+	if err := os.WriteFile(f.cfgPath, []byte(f.srv.configYAML(f.home, clipDir, cache)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *evalFixture) env(k string) string {
+	if k == "IMAGESCOPE_HOME" {
+		return f.home
+	}
+	if k == "HF_HUB_OFFLINE" {
+		return "1"
+	}
+	return ""
+}
+
+func (f *evalFixture) eval(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"eval", "--config", f.cfgPath}, args...), strings.NewReader(""), &out, &errb, f.env)
+	return out.String(), errb.String(), code
+}
+
+// runDir finds the single run folder under runs/<dataset>_<split>/.
+func runDir(t *testing.T, runs string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(runs, "*", "*"))
+	if len(m) != 1 {
+		t.Fatalf("run folders: %v", m)
+	}
+	return m[0]
+}
+
+func TestEvalEndToEndAllFixtures(t *testing.T) {
+	cases := []struct {
+		dataset, split string
+		chat, test     bool
+		submissions    []string
+	}{
+		{"CIRR", "val", false, false, nil},
+		{"CIRR", "test", false, true, []string{"stage1.recall.json", "stage3.recall_subset.json"}},
+		{"CIRCO", "val", false, false, nil},
+		{"CIRCO", "test", false, true, []string{"stage2.circo.json"}},
+		{"FashionIQ-dress", "val", false, false, nil},
+		{"FashionIQ-shirt", "val", false, false, nil},
+		{"FashionIQ-toptee", "val", false, false, nil},
+		{"Flickr30K", "test", false, false, nil},
+		{"MSCOCO", "test", false, false, nil},
+		{"VisDial", "val", true, false, nil},
+	}
+	f := newEvalFixture(t, true)
+	for _, tc := range cases {
+		t.Run(tc.dataset+"_"+tc.split, func(t *testing.T) {
+			runs := filepath.Join(f.root, "runs-"+tc.dataset+tc.split)
+			out, errs, code := f.eval(t, "--dataset", tc.dataset, "--data", f.data, "--split", tc.split, "--runs", runs, "--run-name", "e2e")
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+			}
+			dir := runDir(t, runs)
+			for _, name := range []string{"run.log", "config.json", "trace.jsonl", "report.txt", "report.json",
+				"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "prompts/general/reason.txt", "prompts/SOURCES.txt"} {
+				if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+					t.Errorf("missing %s", name)
+				}
+			}
+			for _, s := range tc.submissions {
+				b, err := os.ReadFile(filepath.Join(dir, "submissions", s))
+				if err != nil || len(b) < 10 {
+					t.Errorf("submission %s: %v", s, err)
+				}
+			}
+			var rankings map[string]json.RawMessage
+			b, _ := os.ReadFile(filepath.Join(dir, "rankings.stage3.json"))
+			if err := json.Unmarshal(b, &rankings); err != nil || len(rankings) == 0 {
+				t.Fatalf("rankings: %v %s", err, b)
+			}
+			if tc.chat {
+				for id, raw := range rankings {
+					var rounds [][]string
+					if err := json.Unmarshal(raw, &rounds); err != nil || len(rounds) != 11 {
+						t.Errorf("dialogue %s: %d rounds (%v)", id, len(rounds), err)
+					}
+				}
+			}
+			trace, _ := os.ReadFile(filepath.Join(dir, "trace.jsonl"))
+			lines := strings.Split(strings.TrimSpace(string(trace)), "\n")
+			wantLines := len(rankings)
+			if tc.chat {
+				wantLines *= 11
+			}
+			if len(lines) != wantLines {
+				t.Errorf("trace has %d lines, want %d", len(lines), wantLines)
+			}
+			var first map[string]any
+			if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"stage1", "stage2", "stage3", "calls", "instruction"} {
+				if _, ok := first[k]; !ok {
+					t.Errorf("trace line lacks %q: %s", k, lines[0])
+				}
+			}
+			if !tc.test {
+				m, err := os.ReadFile(filepath.Join(dir, "metrics.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var metrics map[string]map[string]any
+				if err := json.Unmarshal(m, &metrics); err != nil {
+					t.Fatal(err)
+				}
+				for _, st := range []string{"stage1", "stage2", "stage3"} {
+					if _, ok := metrics[st]; !ok {
+						t.Errorf("metrics.json lacks %s: %s", st, m)
+					}
+				}
+				if _, err := os.Stat(filepath.Join(dir, "recall.svg")); err != nil {
+					t.Error("no plot")
+				}
+				if !strings.Contains(out, "stage 3") {
+					t.Errorf("stdout lacks the metrics table:\n%s", out)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/jpeg"
+	_ "image/png"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// scriptedServer is an OpenAI-compatible test server playing every model
+// role with simple, deterministic rules that look at the images: the
+// fixtures are coloured shapes, so the "models" name and check colours.
+type scriptedServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	calls   map[string]int
+	bodies  map[string]int // request body hash -> times seen
+	latency time.Duration
+	// down makes a role answer 503.
+	down map[string]bool
+}
+
+var palette = []struct {
+	name    string
+	r, g, b float64
+}{
+	{"red", 220, 30, 30}, {"blue", 30, 60, 220}, {"green", 30, 170, 50}, {"yellow", 240, 220, 30},
+	{"purple", 140, 40, 170}, {"orange", 250, 140, 20}, {"black", 10, 10, 10}, {"grey", 128, 128, 128},
+	{"pink", 250, 150, 190},
+}
+
+func colourWords(s string) []string {
+	s = strings.ToLower(s)
+	var out []string
+	for _, p := range palette {
+		if regexp.MustCompile(`\b` + p.name + `\b`).MatchString(s) {
+			out = append(out, p.name)
+		}
+	}
+	return out
+}
+
+// dominantColour names the mean colour of the non-white pixels of a region.
+func dominantColour(img image.Image, r image.Rectangle) string {
+	var sr, sg, sb, n float64
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			fr, fg, fb := float64(cr>>8), float64(cg>>8), float64(cb>>8)
+			if fr > 235 && fg > 235 && fb > 235 {
+				continue
+			}
+			sr, sg, sb, n = sr+fr, sg+fg, sb+fb, n+1
+		}
+	}
+	if n == 0 {
+		return "white"
+	}
+	sr, sg, sb = sr/n, sg/n, sb/n
+	best, bd := "", math.Inf(1)
+	for _, p := range palette {
+		d := (sr-p.r)*(sr-p.r) + (sg-p.g)*(sg-p.g) + (sb-p.b)*(sb-p.b)
+		if d < bd {
+			best, bd = p.name, d
+		}
+	}
+	return best
+}
+
+type wireReq struct {
+	Model    string `json:"model"`
+	Messages []struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+}
+
+func (w wireReq) parts() (text string, img image.Image) {
+	var b strings.Builder
+	for _, m := range w.Messages {
+		var s string
+		if json.Unmarshal(m.Content, &s) == nil {
+			b.WriteString(s)
+			continue
+		}
+		var parts []struct {
+			Type     string `json:"type"`
+			Text     string `json:"text"`
+			ImageURL struct {
+				URL string `json:"url"`
+			} `json:"image_url"`
+		}
+		json.Unmarshal(m.Content, &parts)
+		for _, p := range parts {
+			if p.Type == "text" {
+				b.WriteString(p.Text)
+			} else if i := strings.Index(p.ImageURL.URL, ";base64,"); i >= 0 {
+				raw, err := base64.StdEncoding.DecodeString(p.ImageURL.URL[i+8:])
+				if err == nil {
+					img, _, _ = image.Decode(bytes.NewReader(raw))
+				}
+			}
+		}
+	}
+	return b.String(), img
+}
+
+// lineAfter returns the rest of the first line starting with one of the prefixes.
+func lineAfter(text string, prefixes ...string) string {
+	for _, l := range strings.Split(text, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				return strings.TrimSpace(strings.TrimPrefix(l, p))
+			}
+		}
+	}
+	return ""
+}
+
+func (s *scriptedServer) reply(role, text string, img image.Image) string {
+	switch role {
+	case "captioner":
+		c := "white"
+		if img != nil {
+			c = dominantColour(img, img.Bounds())
+		}
+		return "A " + c + " shape on a white background."
+	case "reasoner":
+		if strings.Contains(text, "[question,") { // propositions
+			instr := lineAfter(text, "Request:", "A user asked for a picture with this request:")
+			if instr == "" {
+				// The request sits on the line after the heading.
+				if i := strings.Index(text, "with this request:\n"); i >= 0 {
+					instr = strings.SplitN(text[i+len("with this request:\n"):], "\n", 2)[0]
+				}
+			}
+			var qs []string
+			for _, c := range colourWords(instr) {
+				qs = append(qs, fmt.Sprintf(`["Is the shape %s?", "True"]`, c))
+			}
+			qs = append(qs, `["Is the background black?", "False"]`)
+			return "Facts first.\n```json\n{\"step1\": [\"a fact\"], \"step2\": [" + strings.Join(qs, ", ") + "]}\n```"
+		}
+		instr := lineAfter(text, "Request:", "Requested change:", "Shopper's words:", "New piece of the conversation:")
+		ref := lineAfter(text, "Starting picture (as a caption):", "Starting photo (as a caption):", "Running description so far:", "Shown dress (as a caption):", "Shown shirt (as a caption):", "Shown top or t-shirt (as a caption):")
+		if strings.Contains(instr, "same image") {
+			return "I am not sure what to do here." // no JSON: the method's fallback
+		}
+		if strings.Contains(text, "Running description so far:") {
+			d := instr
+			if ref != "" && ref != "a blank image" {
+				d = ref + "; " + instr
+			}
+			b, _ := json.Marshal(map[string]any{"step1": [][]string{{"Addition", instr}}, "step2": []string{d}})
+			return "Updating.\n```json\n" + string(b) + "\n```"
+		}
+		descs := []string{instr, instr + " shape", "a picture of " + instr + ", like " + ref}
+		b, _ := json.Marshal(map[string]any{"step1": [][]string{{"Modification", instr}, {"Retention", "the shape"}}, "step2": descs})
+		// A trailing comma exercises the repair.
+		return "Thinking.\n```json\n" + strings.Replace(string(b), "]}", "],}", 1) + "\n```"
+	case "verifier":
+		q := strings.ToLower(text)
+		if strings.Contains(q, "background black") {
+			return "no"
+		}
+		cs := colourWords(q)
+		if img == nil || len(cs) == 0 {
+			return "no"
+		}
+		if dominantColour(img, img.Bounds()) == cs[0] {
+			return "Yes"
+		}
+		return "No"
+	case "evaluator":
+		instr := lineAfter(text, "Request:")
+		if img == nil {
+			return "ANSWER: No\nREASON: no image"
+		}
+		b := img.Bounds()
+		right := image.Rect(b.Min.X+b.Dx()/2+30, b.Min.Y+70, b.Max.X, b.Max.Y)
+		c := dominantColour(img, right)
+		for _, w := range colourWords(instr) {
+			if w == c {
+				return "ANSWER: Yes\nREASON: the candidate is " + c + "."
+			}
+		}
+		return "ANSWER: No\nREASON: the candidate is " + c + "."
+	}
+	return ""
+}
+
+func newScriptedServer(t testing.TB) *scriptedServer {
+	s := &scriptedServer{calls: map[string]int{}, bodies: map[string]int{}, down: map[string]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[{"id":"captioner"},{"id":"reasoner"},{"id":"verifier"},{"id":"evaluator"}]}`)
+	})
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		var body bytes.Buffer
+		body.ReadFrom(r.Body)
+		var req wireReq
+		if err := json.Unmarshal(body.Bytes(), &req); err != nil {
+			http.Error(w, `{"error":{"message":"bad json"}}`, 400)
+			return
+		}
+		h := sha256.Sum256(body.Bytes())
+		s.mu.Lock()
+		s.calls[req.Model]++
+		s.bodies[hex.EncodeToString(h[:])]++
+		down := s.down[req.Model]
+		lat := s.latency
+		s.mu.Unlock()
+		if lat > 0 {
+			time.Sleep(lat)
+		}
+		if down {
+			http.Error(w, `{"error":{"message":"unavailable"}}`, 503)
+			return
+		}
+		text, img := req.parts()
+		out := s.reply(req.Model, text, img)
+		resp := map[string]any{
+			"id": "x", "object": "chat.completion", "model": req.Model,
+			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": out}, "finish_reason": "stop"}},
+			"usage":   map[string]any{"prompt_tokens": len(text) / 4, "completion_tokens": len(out) / 4, "total_tokens": (len(text) + len(out)) / 4},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(resp)
+	})
+	s.Server = httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *scriptedServer) count(role string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[role]
+}
+
+// configYAML is a configuration pointing every role at the server.
+func (s *scriptedServer) configYAML(home, clipDir string, cache bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "home: %s\nclip:\n  model: %s\n  threads: 1\ncache:\n  disabled: %v\nroles:\n", home, clipDir, !cache)
+	for _, r := range []string{"captioner", "reasoner", "verifier", "evaluator"} {
+		fmt.Fprintf(&b, "  %s:\n    endpoints: [%s/v1]\n    model: %s\n    max_in_flight: 4\n    retries: 0\n    timeout: 20s\n", r, s.URL, r)
+	}
+	return b.String()
+}
