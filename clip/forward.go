@@ -34,25 +34,26 @@ func activate(x []float32, rows, dim int, act string, threads int) {
 }
 
 // encode runs the transformer blocks over x (rows x W) in place.
-func encode(ctx context.Context, c TowerConfig, blocks []block, x []float32, spans []seqSpan, causal bool, threads int, trace traceFunc) error {
+func encode(ctx context.Context, c TowerConfig, blocks []block, x []float32, spans []seqSpan, causal bool, threads int, trace traceFunc, ws *workspace) error {
 	W, I := c.Width, c.Intermediate
 	R := len(x) / W
-	h := make([]float32, R*W)
-	qkv := make([]float32, R*3*W)
-	mid := make([]float32, R*I)
+	h := grow(&ws.h, R*W)
+	qkv := grow(&ws.qkv, R*3*W)
+	mid := grow(&ws.mid, R*I)
+	s := &ws.s
 	for li := range blocks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		b := &blocks[li]
 		layerNormRows(h, x, R, W, b.ln1g, b.ln1b, c.Eps, threads)
-		linalg.Linear(qkv, h, R, b.qkv.w, b.qkv.b, threads)
-		attention(h, qkv, spans, W, c.Heads, causal, threads)
-		linalg.LinearAdd(x, h, R, b.out.w, b.out.b, threads)
+		s.Linear(qkv, h, R, b.qkv.w, b.qkv.b, threads)
+		attention(h, qkv, spans, W, c.Heads, causal, threads, ws)
+		s.LinearAdd(x, h, R, b.out.w, b.out.b, threads)
 		layerNormRows(h, x, R, W, b.ln2g, b.ln2b, c.Eps, threads)
-		linalg.Linear(mid, h, R, b.fc1.w, b.fc1.b, threads)
+		s.Linear(mid, h, R, b.fc1.w, b.fc1.b, threads)
 		activate(mid, R, I, c.Act, threads)
-		linalg.LinearAdd(x, mid, R, b.fc2.w, b.fc2.b, threads)
+		s.LinearAdd(x, mid, R, b.fc2.w, b.fc2.b, threads)
 		if trace != nil {
 			trace(fmt.Sprintf("layer%d", li), x)
 		}
@@ -63,15 +64,20 @@ func encode(ctx context.Context, c TowerConfig, blocks []block, x []float32, spa
 // attention computes multi-head self-attention for every sequence: out rows
 // get the concatenated heads of softmax(q·kᵀ/√d)·v, read from the fused qkv
 // rows (q | k | v, each W wide). With causal set, key j > query i is masked.
-func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, threads int) {
+func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, threads int, ws *workspace) {
 	dh := W / heads
 	scale := float32(1 / math.Sqrt(float64(dh)))
-	linalg.ParallelTasks(threads, len(spans)*heads, func(t int) {
+	threads = linalg.Threads(threads)
+	for len(ws.att) < threads {
+		ws.att = append(ws.att, &attnScratch{})
+	}
+	linalg.ParallelWorkers(threads, len(spans)*heads, func(worker, t int) {
+		as := ws.att[worker]
 		s, h := spans[t/heads], t%heads
 		L := s.n
-		q := make([]float32, L*dh)
-		k := make([]float32, L*dh)
-		v := make([]float32, L*dh)
+		q := grow(&as.q, L*dh)
+		k := grow(&as.k, L*dh)
+		v := grow(&as.v, L*dh)
 		for i := 0; i < L; i++ {
 			row := qkv[(s.off+i)*3*W:]
 			qi := q[i*dh : (i+1)*dh]
@@ -81,8 +87,8 @@ func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, t
 			copy(k[i*dh:(i+1)*dh], row[W+h*dh:W+(h+1)*dh])
 			copy(v[i*dh:(i+1)*dh], row[2*W+h*dh:2*W+(h+1)*dh])
 		}
-		sc := make([]float32, L*L)
-		linalg.MatMulNT(sc, q, L, dh, k, L)
+		sc := grow(&as.sc, L*L)
+		as.s.MatMulNT(sc, q, L, dh, k, L)
 		for i := 0; i < L; i++ {
 			row := sc[i*L : (i+1)*L]
 			if causal {
@@ -92,7 +98,7 @@ func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, t
 			linalg.SoftmaxRow(row)
 		}
 		o := q // reuse
-		linalg.MatMulNN(o, sc, L, L, v, dh)
+		as.s.MatMulNN(o, sc, L, L, v, dh)
 		for i := 0; i < L; i++ {
 			copy(out[(s.off+i)*W+h*dh:(s.off+i)*W+(h+1)*dh], o[i*dh:(i+1)*dh])
 		}
@@ -101,7 +107,7 @@ func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, t
 
 // forwardImages embeds a batch of preprocessed images (each C x S x S, CHW)
 // and returns the pooled features (B x W) and projections (B x D).
-func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, threads int, trace traceFunc) (pooled, embeds []float32, err error) {
+func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, threads int, trace traceFunc, ws *workspace) (pooled, embeds []float32, err error) {
 	B := len(pixels)
 	G, P, S, C, W := v.grid, v.patchSize, v.imageSize, v.channels, v.cfg.Width
 	T := v.tokens
@@ -112,7 +118,7 @@ func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, thread
 		}
 	}
 	np := B * G * G
-	patches := make([]float32, np*K)
+	patches := grow(&ws.patches, np*K)
 	linalg.ParallelFor(threads, np, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, g := r/(G*G), r%(G*G)
@@ -127,9 +133,9 @@ func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, thread
 			}
 		}
 	})
-	emb := make([]float32, np*W)
-	linalg.Linear(emb, patches, np, v.patch, nil, threads)
-	x := make([]float32, B*T*W)
+	emb := grow(&ws.emb, np*W)
+	ws.s.Linear(emb, patches, np, v.patch, nil, threads)
+	x := grow(&ws.x, B*T*W)
 	for b := 0; b < B; b++ {
 		row := x[b*T*W : b*T*W+W]
 		for j := range row {
@@ -155,7 +161,7 @@ func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, thread
 	for b := range spans {
 		spans[b] = seqSpan{b * T, T}
 	}
-	if err := encode(ctx, v.cfg, v.blocks, x, spans, false, threads, trace); err != nil {
+	if err := encode(ctx, v.cfg, v.blocks, x, spans, false, threads, trace, ws); err != nil {
 		return nil, nil, err
 	}
 	pooled = make([]float32, B*W)
@@ -171,7 +177,7 @@ func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, thread
 // and eots[i] is the position pooled (the first end token). Unless full is
 // set, only positions 0..eot are computed: under the causal mask later
 // positions cannot change the pooled one.
-func (t *textTower) forward(ctx context.Context, ids [][]int32, eots []int, D int, full bool, threads int, trace traceFunc) (pooled, embeds []float32, err error) {
+func (t *textTower) forward(ctx context.Context, ids [][]int32, eots []int, D int, full bool, threads int, trace traceFunc, ws *workspace) (pooled, embeds []float32, err error) {
 	W := t.cfg.Width
 	B := len(ids)
 	spans := make([]seqSpan, B)
@@ -190,7 +196,7 @@ func (t *textTower) forward(ctx context.Context, ids [][]int32, eots []int, D in
 		spans[i] = seqSpan{R, n}
 		R += n
 	}
-	x := make([]float32, R*W)
+	x := grow(&ws.x, R*W)
 	for i, seq := range ids {
 		for p := 0; p < spans[i].n; p++ {
 			id := int(seq[p])
@@ -208,7 +214,7 @@ func (t *textTower) forward(ctx context.Context, ids [][]int32, eots []int, D in
 	if trace != nil {
 		trace("embeddings", x)
 	}
-	if err := encode(ctx, t.cfg, t.blocks, x, spans, true, threads, trace); err != nil {
+	if err := encode(ctx, t.cfg, t.blocks, x, spans, true, threads, trace, ws); err != nil {
 		return nil, nil, err
 	}
 	pooled = make([]float32, B*W)
@@ -244,4 +250,26 @@ func eotIndex(ids []int32) int {
 		}
 	}
 	return best
+}
+
+// workspace holds the buffers of one forward pass, reused across batches
+// and calls (through Model's pool) so that embedding does not churn the
+// garbage collector with tens of megabytes per batch.
+type workspace struct {
+	s                            linalg.Scratch
+	x, h, qkv, mid, patches, emb []float32
+	att                          []*attnScratch
+}
+
+// attnScratch is one attention worker's buffers.
+type attnScratch struct {
+	q, k, v, sc []float32
+	s           linalg.Scratch
+}
+
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
 }

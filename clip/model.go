@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/imagescope/imagescope/linalg"
 )
@@ -43,6 +44,9 @@ type Model struct {
 	logitScale float32
 	threads    int
 	log        *slog.Logger
+
+	// workspaces recycles forward-pass buffers between calls.
+	workspaces sync.Pool
 
 	tok  *Tokenizer
 	proc imageProcessor
@@ -183,7 +187,9 @@ func (m *Model) imageBatches(ctx context.Context, pixels [][]float32, trace trac
 			return nil, nil, err
 		}
 		hi := min(lo+bs, len(pixels))
-		p, e, err := m.vision.forward(ctx, pixels[lo:hi], D, m.threads, trace)
+		ws := m.getWorkspace()
+		p, e, err := m.vision.forward(ctx, pixels[lo:hi], D, m.threads, trace, ws)
+		m.putWorkspace(ws)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -207,7 +213,9 @@ func (m *Model) textBatches(ctx context.Context, ids [][]int32, eots []int, full
 			rows += eots[hi] + 1
 			hi++
 		}
-		p, e, err := m.text.forward(ctx, ids[lo:hi], eots[lo:hi], D, full, m.threads, trace)
+		ws := m.getWorkspace()
+		p, e, err := m.text.forward(ctx, ids[lo:hi], eots[lo:hi], D, full, m.threads, trace, ws)
+		m.putWorkspace(ws)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -221,3 +229,12 @@ func (m *Model) textBatches(ctx context.Context, ids [][]int32, eots []int, full
 // KernelBackend names the matrix-multiply backend compiled in ("go" or
 // "openblas").
 func KernelBackend() string { return linalg.Backend }
+
+func (m *Model) getWorkspace() *workspace {
+	if ws, ok := m.workspaces.Get().(*workspace); ok {
+		return ws
+	}
+	return &workspace{}
+}
+
+func (m *Model) putWorkspace(ws *workspace) { m.workspaces.Put(ws) }

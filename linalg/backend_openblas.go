@@ -13,6 +13,6 @@ func packBackend(p *Packed, at func(row, col int) float32, wt []float32) {
 }
 
 // gemmAcc accumulates dst += a·B with cblas_sgemm (beta = 1).
-func gemmAcc(dst, a []float32, m int, b *Packed, threads int) {
+func gemmAcc(dst, a []float32, m int, b *Packed, threads int, _ *Scratch) {
 	openblas.SgemmNTAcc(dst, a, b.wt, m, b.N, b.K, threads)
 }

@@ -10,6 +10,6 @@ func packBackend(p *Packed, at func(row, col int) float32, _ []float32) {
 }
 
 // gemmAcc accumulates dst += a·B.
-func gemmAcc(dst, a []float32, m int, b *Packed, threads int) {
-	gemmPure(dst, a, m, b, threads)
+func gemmAcc(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
+	gemmPure(dst, a, m, b, threads, s)
 }

@@ -96,10 +96,35 @@ func Threads(n int) int {
 	return n
 }
 
+// Scratch holds buffers reused across matrix multiplies so that a forward
+// pass does not allocate per call. The zero value is ready; a Scratch must
+// not be used by two goroutines at once.
+type Scratch struct {
+	apack, bpack []float32
+}
+
+func (s *Scratch) grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
+}
+
 // Linear computes dst = a·B + bias for a with m rows of B.K columns
 // (row-major), writing m x B.N values to dst. bias may be nil. It uses up to
 // threads goroutines.
 func Linear(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	new(Scratch).Linear(dst, a, m, b, bias, threads)
+}
+
+// LinearAdd computes dst += a·B + bias (bias may be nil): a residual
+// connection fused into the matrix multiply.
+func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	new(Scratch).LinearAdd(dst, a, m, b, bias, threads)
+}
+
+// Linear is the package-level Linear reusing s's buffers.
+func (s *Scratch) Linear(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
 	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
 		panic(fmt.Sprintf("linalg: Linear: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
 			len(a), len(dst), len(bias), m, b.K, b.N))
@@ -115,18 +140,87 @@ func Linear(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
 			clear(row)
 		}
 	}
-	gemmAcc(dst, a, m, b, Threads(threads))
+	gemmAcc(dst, a, m, b, Threads(threads), s)
+}
+
+// LinearAdd is the package-level LinearAdd reusing s's buffers.
+func (s *Scratch) LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
+	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
+		panic(fmt.Sprintf("linalg: LinearAdd: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
+			len(a), len(dst), len(bias), m, b.K, b.N))
+	}
+	if m == 0 {
+		return
+	}
+	if bias != nil {
+		for i := 0; i < m; i++ {
+			row := dst[i*b.N : (i+1)*b.N]
+			for j, v := range bias {
+				row[j] += v
+			}
+		}
+	}
+	gemmAcc(dst, a, m, b, Threads(threads), s)
+}
+
+// MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
+// calling goroutine, with the Go kernels (no BLAS call): for the small
+// per-head attention products.
+func (s *Scratch) MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
+	sp := bestKernel
+	p := Packed{K: k, N: n, spec: sp}
+	np := (n + sp.nr - 1) / sp.nr
+	p.panels = s.grow(&s.bpack, np*k*sp.nr)
+	nr := sp.nr
+	for j := 0; j < np; j++ {
+		dstp := p.panels[j*k*nr : (j+1)*k*nr]
+		for c := 0; c < nr; c++ {
+			col := j*nr + c
+			if col >= n {
+				for r := 0; r < k; r++ {
+					dstp[r*nr+c] = 0
+				}
+				continue
+			}
+			for r, v := range b[col*k : col*k+k] {
+				dstp[r*nr+c] = v
+			}
+		}
+	}
+	clear(dst[:m*n])
+	gemmPure(dst, a, m, &p, 1, s)
+}
+
+// MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
+// goroutine with the Go kernels.
+func (s *Scratch) MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
+	sp := bestKernel
+	p := Packed{K: k, N: n, spec: sp}
+	np := (n + sp.nr - 1) / sp.nr
+	p.panels = s.grow(&s.bpack, np*k*sp.nr)
+	nr := sp.nr
+	for j := 0; j < np; j++ {
+		dstp := p.panels[j*k*nr : (j+1)*k*nr]
+		c0, c1 := j*nr, min(j*nr+nr, n)
+		for r := 0; r < k; r++ {
+			row := dstp[r*nr : r*nr+nr]
+			copy(row, b[r*n+c0:r*n+c1])
+			clear(row[c1-c0:])
+		}
+	}
+	clear(dst[:m*n])
+	gemmPure(dst, a, m, &p, 1, s)
 }
 
 // gemmPure accumulates dst += a·B with the packed panels.
-func gemmPure(dst, a []float32, m int, b *Packed, threads int) {
+func gemmPure(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
 	K, N := b.K, b.N
 	sp := b.spec
 	mr, nr, kc, mcPanels := sp.mr, sp.nr, sp.kc, sp.mcPanels
 	mp := (m + mr - 1) / mr
 	np := (N + nr - 1) / nr
 	// Pack A into mr-row panels, k-major, zero-padded.
-	apBuf := make([]float32, mp*K*mr)
+	apBuf := s.grow(&s.apack, mp*K*mr)
 	ap := &apBuf
 	packA := func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
@@ -302,41 +396,43 @@ func kernelGo(mr, nr int) func(k int, a, b, c []float32, ldc int) {
 // genericKernel is the pure-Go kernel used where no assembly applies.
 var genericKernel = &kernelSpec{name: "go", mr: 4, nr: 16, kc: 256, mcPanels: 24, fn: kernelGo(4, 16)}
 
-// LinearAdd computes dst += a·B + bias (bias may be nil): a residual
-// connection fused into the matrix multiply.
-func LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, threads int) {
-	if len(a) < m*b.K || len(dst) < m*b.N || (bias != nil && len(bias) != b.N) {
-		panic(fmt.Sprintf("linalg: LinearAdd: bad sizes a=%d dst=%d bias=%d for m=%d k=%d n=%d",
-			len(a), len(dst), len(bias), m, b.K, b.N))
-	}
-	if m == 0 {
-		return
-	}
-	if bias != nil {
-		for i := 0; i < m; i++ {
-			row := dst[i*b.N : (i+1)*b.N]
-			for j, v := range bias {
-				row[j] += v
-			}
-		}
-	}
-	gemmAcc(dst, a, m, b, Threads(threads))
-}
-
 // MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
-// calling goroutine. For small per-head attention products.
+// calling goroutine.
 func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
-	p := &Packed{K: k, N: n, spec: bestKernel}
-	packPanels(p, func(row, col int) float32 { return b[col*k+row] })
-	clear(dst[:m*n])
-	gemmPure(dst, a, m, p, 1)
+	new(Scratch).MatMulNT(dst, a, m, k, b, n)
 }
 
 // MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
 // goroutine.
 func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
-	p := &Packed{K: k, N: n, spec: bestKernel}
-	packPanels(p, func(row, col int) float32 { return b[row*n+col] })
-	clear(dst[:m*n])
-	gemmPure(dst, a, m, p, 1)
+	new(Scratch).MatMulNN(dst, a, m, k, b, n)
+}
+
+// ParallelWorkers runs fn(worker, i) for i in [0,n) with dynamic scheduling
+// on up to threads goroutines; worker (0..threads-1) identifies the
+// goroutine so fn can use per-worker scratch space.
+func ParallelWorkers(threads, n int, fn func(worker, i int)) {
+	threads = Threads(threads)
+	if threads <= 1 || n <= 1 {
+		for i := 0; i < n; i++ {
+			fn(0, i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(threads, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(w, i)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -101,7 +101,7 @@ func TestKernelsMatchGeneric(t *testing.T) {
 			p := &Packed{K: tc.k, N: tc.n, spec: ks}
 			packPanels(p, func(row, col int) float32 { return w[col*tc.k+row] })
 			got := make([]float32, tc.m*tc.n)
-			gemmPure(got, a, tc.m, p, tc.threads)
+			gemmPure(got, a, tc.m, p, tc.threads, new(Scratch))
 			want := naive(a, tc.m, tc.k, w, tc.n, nil)
 			for i := range want {
 				if math.Abs(float64(got[i]-want[i])) > 1e-3 {
@@ -127,3 +127,37 @@ func BenchmarkLinear400x768x3072T1(b *testing.B) { benchLinear(b, 400, 768, 3072
 func BenchmarkLinear400x768x3072T2(b *testing.B) { benchLinear(b, 400, 768, 3072, 2) }
 func BenchmarkLinear50x768x2304T1(b *testing.B)  { benchLinear(b, 50, 768, 2304, 1) }
 func BenchmarkLinear400x3072x768T1(b *testing.B) { benchLinear(b, 400, 3072, 768, 1) }
+
+func TestMatMulSmall(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var s Scratch
+	for _, tc := range []struct{ m, k, n int }{{50, 64, 50}, {7, 3, 40}, {77, 77, 64}, {1, 1, 1}} {
+		a := randSlice(r, tc.m*tc.k)
+		bt := randSlice(r, tc.n*tc.k) // n x k
+		want := naive(a, tc.m, tc.k, bt, tc.n, nil)
+		got := randSlice(r, tc.m*tc.n) // garbage must be overwritten
+		s.MatMulNT(got, a, tc.m, tc.k, bt, tc.n)
+		if d := maxDiff(got, want); d > 1e-4 {
+			t.Fatalf("MatMulNT %+v: diff %v", tc, d)
+		}
+		b := make([]float32, tc.k*tc.n) // k x n
+		for i := 0; i < tc.n; i++ {
+			for j := 0; j < tc.k; j++ {
+				b[j*tc.n+i] = bt[i*tc.k+j]
+			}
+		}
+		got = randSlice(r, tc.m*tc.n)
+		s.MatMulNN(got, a, tc.m, tc.k, b, tc.n)
+		if d := maxDiff(got, want); d > 1e-4 {
+			t.Fatalf("MatMulNN %+v: diff %v", tc, d)
+		}
+	}
+}
+
+func maxDiff(a, b []float32) float64 {
+	m := 0.0
+	for i := range a {
+		m = math.Max(m, math.Abs(float64(a[i]-b[i])))
+	}
+	return m
+}
