@@ -316,8 +316,11 @@ func decodeBytes(data []byte, lim Limits) (image.Image, Info, error) {
 	if err != nil {
 		return nil, info, classify(err, info.Format+" data", info.Format, data)
 	}
-	if info.Format == "gif" {
+	switch info.Format {
+	case "gif":
 		restoreGIFTransparentColor(img, data)
+	case "webp":
+		img = webpToImage(img)
 	}
 	b := img.Bounds()
 	if info.Orientation != 1 && !lim.IgnoreOrientation {
