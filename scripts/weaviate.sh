@@ -93,6 +93,17 @@ wait_ready() {
 	done
 }
 
+wait_port() {
+	local deadline=$((SECONDS + ${WEAVIATE_READY_TIMEOUT:-120}))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+		if ((SECONDS > deadline)); then
+			log "nothing listens on 127.0.0.1:$1 in time"
+			exit 1
+		fi
+		sleep 0.2
+	done
+}
+
 urls() {
 	case "$1" in
 	single) echo "http://127.0.0.1:8080" ;;
@@ -124,6 +135,8 @@ start() {
 			if ((i > 0)); then extra+=(CLUSTER_JOIN=127.0.0.1:7100); fi
 			start_node "cluster$i" $((8091 + i)) $((50061 + i)) $((7100 + 2 * i)) $((7101 + 2 * i)) \
 				$((8310 + 2 * i)) $((8311 + 2 * i)) $((6070 + i)) 3 "${extra[@]}"
+			# The others join through node 0's gossip port: it must listen first.
+			if ((i == 0)); then wait_port 7100; fi
 		done
 		wait_ready http://127.0.0.1:8091 http://127.0.0.1:8092 http://127.0.0.1:8093
 		;;

@@ -206,6 +206,7 @@ func TestIntegrationClusterNodeKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = st.Drop(context.Background()) }()
 	if err := st.Upsert(ctx, objects(ix)); err != nil {
 		t.Fatal(err)
 	}
@@ -293,5 +294,4 @@ func TestIntegrationClusterNodeKilled(t *testing.T) {
 	if c, err := st.Count(ctx); err != nil || c != n {
 		t.Errorf("count after the kill = %d, %v; want %d", c, err, n)
 	}
-	_ = st.Drop(context.Background())
 }

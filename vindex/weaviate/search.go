@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	wv "github.com/weaviate/weaviate-go-client/v5/weaviate"
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/filters"
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/graphql"
-	"github.com/weaviate/weaviate/entities/models"
 
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -157,27 +157,42 @@ func (s *Store) metadata() *graphql.Metadata {
 
 var props = []string{PropName, PropOrd}
 
-// nearest fetches the limit nearest objects to the unit vector m under the
-// fused distance (1-tau)*d_image + tau*d_caption.
+// nearest fetches candidates for the unit vector m: the limit nearest
+// objects by image vector and, when the caption term counts, the limit
+// nearest by caption vector (two searches, run concurrently), merged.
 func (s *Store) nearest(ctx context.Context, m []float32, tau float32, limit int) ([]stored, error) {
-	nv := &graphql.NearVectorArgumentBuilder{}
+	targets := []string{VectorImage}
 	if s.meta.HasCaptions && tau != 0 {
-		nv = nv.WithVectorPerTarget(map[string]models.Vector{VectorImage: m, VectorCaption: m}).
-			WithTargets((&graphql.MultiTargetArgumentBuilder{}).ManualWeights(map[string]float32{VectorImage: 1 - tau, VectorCaption: tau}))
-	} else {
-		nv = nv.WithVector(m).WithTargetVectors(VectorImage)
+		targets = append(targets, VectorCaption)
 	}
-	var out []stored
-	err := s.do(ctx, "search "+s.class, func(c *wv.Client) error {
-		res, err := c.Experimental().Search().WithCollection(s.class).WithNearVector(nv).WithLimit(limit).
-			WithConsistencyLevel(s.cfg.ConsistencyLevel).WithProperties(props...).WithMetadata(s.metadata()).Do(ctx)
-		if err != nil {
-			return err
-		}
-		out, err = s.convert(res)
-		return err
-	})
-	return out, err
+	res := make([][]stored, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, target := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nv := (&graphql.NearVectorArgumentBuilder{}).WithVector(m).WithTargetVectors(target)
+			errs[i] = s.do(ctx, "search "+s.class+" by "+target, func(c *wv.Client) error {
+				r, err := c.Experimental().Search().WithCollection(s.class).WithNearVector(nv).WithLimit(limit).
+					WithConsistencyLevel(s.cfg.ConsistencyLevel).WithProperties(props...).WithMetadata(s.metadata()).Do(ctx)
+				if err != nil {
+					return err
+				}
+				res[i], err = s.convert(r)
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := res[0]
+	if len(res) > 1 {
+		out = append(out, res[1]...) // duplicates are dropped by rank
+	}
+	return out, nil
 }
 
 // fetchOrds fetches the objects at the given gallery positions.

@@ -11,10 +11,11 @@
 // collection written by another model or dimension is refused.
 //
 // Search fetches a candidate set from Weaviate — the nearest neighbours of
-// the query's mean description vector under Weaviate's weighted multi-target
-// search ((1-tau) on the image vector, tau on the caption vector), i.e. the
-// method's own fusion — together with the candidates' stored vectors, then
-// ranks the candidates with vindex's exact fused-score search. Scores are
+// the query's mean description vector on the image vector and, when the
+// caption term counts (tau > 0), on the caption vector — together with the
+// candidates' stored vectors, then ranks the union with vindex's exact
+// fused-score search (the score is linear in the descriptions, so the mean
+// vector ranks exactly as the per-description mean does). Scores are
 // therefore bit-identical to the embedded exact path, and the top K equals
 // exact search whenever the true top K lies inside the candidate set (the
 // only approximation is Weaviate's HNSW recall, measured by bench/weaviate).
