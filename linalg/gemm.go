@@ -225,17 +225,17 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
 	packA := func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
 			dstp := (*ap)[i*K*mr : (i+1)*K*mr]
-			for r := 0; r < mr; r++ {
-				row := i*mr + r
-				if row >= m {
-					for k := 0; k < K; k++ {
-						dstp[k*mr+r] = 0
-					}
-					continue
-				}
-				src := a[row*K : row*K+K]
-				for k, v := range src {
-					dstp[k*mr+r] = v
+			rows := min(mr, m-i*mr)
+			if rows < mr {
+				clear(dstp)
+			}
+			// k outer, rows inner: sequential writes, mr sequential read
+			// streams.
+			src := a[i*mr*K:]
+			for k := 0; k < K; k++ {
+				d := dstp[k*mr : k*mr+rows]
+				for r := range d {
+					d[r] = src[r*K+k]
 				}
 			}
 		}

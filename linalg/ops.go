@@ -39,13 +39,27 @@ func SoftmaxRow(row []float32) {
 		return
 	}
 	mx := vek32.Max(row)
+	if math.IsInf(float64(mx), 0) || mx != mx {
+		softmaxScalar(row, mx)
+		return
+	}
+	vek32.SubNumber_Inplace(row, mx)
+	vek32.MaximumNumber_Inplace(row, -87) // exp underflows to ~0 there anyway
+	vek32.Exp_Inplace(row)
+	vek32.MulNumber_Inplace(row, 1/vek32.Sum(row))
+}
+
+// softmaxScalar handles rows with infinities or NaN exactly.
+func softmaxScalar(row []float32, mx float32) {
 	var sum float32
 	for i, v := range row {
 		e := Exp(v - mx)
 		row[i] = e
 		sum += e
 	}
-	vek32.MulNumber_Inplace(row, 1/sum)
+	for i := range row {
+		row[i] /= sum
+	}
 }
 
 // Exp is a float32 exponential accurate to about 2 ulp over the whole range
@@ -95,15 +109,14 @@ func QuickGELU(x []float32) {
 	for len(x) > 0 {
 		n := min(len(x), actChunk)
 		c, t := x[:n], buf[:n]
-		for i, v := range c {
-			// Clamp so exp cannot overflow; sigmoid is 0 to float32
-			// precision well before.
-			t[i] = max(min(-1.702*v, 88), -87)
-		}
+		// t = exp(clamp(-1.702x)); clamped so vek's exp stays in range
+		// (sigmoid is 0 or 1 to float32 precision well before).
+		vek32.MulNumber_Into(t, c, -1.702)
+		vek32.MinimumNumber_Inplace(t, 88)
+		vek32.MaximumNumber_Inplace(t, -87)
 		vek32.Exp_Inplace(t)
-		for i, v := range c {
-			c[i] = v / (1 + t[i])
-		}
+		vek32.AddNumber_Inplace(t, 1)
+		vek32.Div_Inplace(c, t)
 		x = x[n:]
 	}
 }
