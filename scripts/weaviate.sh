@@ -78,10 +78,21 @@ start_node() {
 	log "started $name (pid $!, http://127.0.0.1:$http, log $dir/log)"
 }
 
+# http_ready URL: GET URL/v1/.well-known/ready answers 200 (plain bash, no curl needed).
+http_ready() {
+	local hostport=${1#http://}
+	local host=${hostport%%:*} port=${hostport##*:} line
+	{ exec 3<>"/dev/tcp/$host/$port"; } 2>/dev/null || return 1
+	printf 'GET /v1/.well-known/ready HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&3
+	read -r -t 5 line <&3 || true
+	exec 3>&- 3<&-
+	[[ "$line" == *" 200"* ]]
+}
+
 wait_ready() {
 	local deadline=$((SECONDS + ${WEAVIATE_READY_TIMEOUT:-120}))
 	for url in "$@"; do
-		until curl -fsS -o /dev/null "$url/v1/.well-known/ready" 2>/dev/null; do
+		until http_ready "$url"; do
 			if ((SECONDS > deadline)); then
 				log "$url not ready in time; last log lines:"
 				tail -n 20 "$STATE"/*/log >&2 || true
