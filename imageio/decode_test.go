@@ -414,7 +414,7 @@ func TestYCbCrUpsamplingAllRatios(t *testing.T) {
 	m := image.NewYCbCr(image.Rect(0, 0, 4, 1), image.YCbCrSubsampleRatio422)
 	m.Cb[0], m.Cb[1] = 100, 200
 	cb := make([]uint8, 4)
-	upsampleChromaRow(m, m.Cb, 0, cb)
+	upsampleChromaRow(m, m.Cb, 0, cb, make([]int32, 4))
 	if want := []uint8{100, 125, 175, 200}; string(cb) != string(want) {
 		t.Errorf("h2v1 step: %v want %v", cb, want)
 	}

@@ -278,8 +278,9 @@ func resampleVertical(out, src *RGB, y0, y1 int, c *coeffs) {
 		k := c.k[yy*c.ksize : yy*c.ksize+c.count[yy]]
 		for j, kv := range k {
 			row := src.Pix[(c.start[yy]+j)*src.Stride:][:n]
+			a := acc[:len(row)]
 			for i, p := range row {
-				acc[i] += int32(p) * kv
+				a[i] += int32(p) * kv
 			}
 		}
 		dst := out.Pix[yy*n : (yy+1)*n]

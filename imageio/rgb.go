@@ -262,37 +262,41 @@ func ycbcrToRGB(m *image.YCbCr, out *RGB) {
 	if w <= 0 || h <= 0 {
 		return
 	}
-	cb := make([]uint8, w)
-	cr := make([]uint8, w)
 	fancy := b.Min == (image.Point{}) &&
 		(m.SubsampleRatio == image.YCbCrSubsampleRatio420 || m.SubsampleRatio == image.YCbCrSubsampleRatio422 ||
 			m.SubsampleRatio == image.YCbCrSubsampleRatio440 || m.SubsampleRatio == image.YCbCrSubsampleRatio444)
-	for y := 0; y < h; y++ {
-		if fancy {
-			upsampleChromaRow(m, m.Cb, y, cb)
-			upsampleChromaRow(m, m.Cr, y, cr)
-		} else {
+	parallelRows(h, 4*w, func(y0, y1 int) {
+		cb := make([]uint8, w)
+		cr := make([]uint8, w)
+		sums := make([]int32, w)
+		for y := y0; y < y1; y++ {
+			if fancy {
+				upsampleChromaRow(m, m.Cb, y, cb, sums)
+				upsampleChromaRow(m, m.Cr, y, cr, sums)
+			} else {
+				for x := 0; x < w; x++ {
+					ci := m.COffset(b.Min.X+x, b.Min.Y+y)
+					cb[x], cr[x] = m.Cb[ci], m.Cr[ci]
+				}
+			}
+			yrow := m.Y[m.YOffset(b.Min.X, b.Min.Y+y):]
+			dst := out.Pix[y*out.Stride:]
 			for x := 0; x < w; x++ {
-				ci := m.COffset(b.Min.X+x, b.Min.Y+y)
-				cb[x], cr[x] = m.Cb[ci], m.Cr[ci]
+				yy := int32(yrow[x])
+				xb, xr := int32(cb[x])-128, int32(cr[x])-128
+				dst[3*x] = clip8(int(yy + (91881*xr+32768)>>16))
+				dst[3*x+1] = clip8(int(yy + (-22554*xb+32768-46802*xr)>>16))
+				dst[3*x+2] = clip8(int(yy + (116130*xb+32768)>>16))
 			}
 		}
-		yrow := m.Y[m.YOffset(b.Min.X, b.Min.Y+y):]
-		dst := out.Pix[y*out.Stride:]
-		for x := 0; x < w; x++ {
-			yy := int32(yrow[x])
-			xb, xr := int32(cb[x])-128, int32(cr[x])-128
-			dst[3*x] = clip8(int(yy + (91881*xr+32768)>>16))
-			dst[3*x+1] = clip8(int(yy + (-22554*xb+32768-46802*xr)>>16))
-			dst[3*x+2] = clip8(int(yy + (116130*xb+32768)>>16))
-		}
-	}
+	})
 }
 
 // upsampleChromaRow writes the full-resolution chroma of image row y into
 // dst (len = image width), following libjpeg's fancy upsamplers
 // (h2v2_fancy_upsample, h2v1_fancy_upsample, h1v2_fancy_upsample).
-func upsampleChromaRow(m *image.YCbCr, plane []uint8, y int, dst []uint8) {
+// sums is scratch space of at least the chroma width.
+func upsampleChromaRow(m *image.YCbCr, plane []uint8, y int, dst []uint8, sums []int32) {
 	w, h := m.Rect.Dx(), m.Rect.Dy()
 	hs, vs := 1, 1
 	switch m.SubsampleRatio {
@@ -310,7 +314,7 @@ func upsampleChromaRow(m *image.YCbCr, plane []uint8, y int, dst []uint8) {
 	}
 	// Vertical step: column sums 3*nearer + farther (or 4*row when not
 	// subsampled vertically), kept at 4x scale.
-	sums := make([]int32, cw)
+	sums = sums[:cw]
 	if vs == 2 {
 		near := row(y / 2)
 		var far []uint8
