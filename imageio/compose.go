@@ -40,12 +40,12 @@ func SideBySide(ref, cand image.Image) image.Image {
 	left := image.Rect(0, ComposeLabel, ComposeSide, h)
 	right := image.Rect(ComposeSide+ComposeGap, ComposeLabel, w, h)
 	if ref != nil {
-		draw.Draw(canvas, left, ResizeBicubic(ref, ComposeSide, ComposeSide), image.Point{}, draw.Src)
+		blitRGB(canvas, left.Min, ResizeBicubic(ref, ComposeSide, ComposeSide))
 	} else {
 		draw.Draw(canvas, left, image.NewUniform(color.Black), image.Point{}, draw.Src)
 	}
 	if cand != nil {
-		draw.Draw(canvas, right, ResizeBicubic(cand, ComposeSide, ComposeSide), image.Point{}, draw.Src)
+		blitRGB(canvas, right.Min, ResizeBicubic(cand, ComposeSide, ComposeSide))
 	} else {
 		draw.Draw(canvas, right, image.NewUniform(color.Black), image.Point{}, draw.Src)
 	}
@@ -84,4 +84,20 @@ func drawCentred(dst draw.Image, face font.Face, text string, x0, x1 int) {
 	y := (ComposeLabel-textH)/2 + m.Ascent.Round()
 	d.Dot = fixed.P(x, y)
 	d.DrawString(text)
+}
+
+// blitRGB copies src into dst with its top-left corner at at (the generic
+// draw path would go pixel by pixel through interfaces).
+func blitRGB(dst *image.RGBA, at image.Point, src *RGB) {
+	b := src.Bounds()
+	for y := 0; y < b.Dy(); y++ {
+		so := src.PixOffset(b.Min.X, b.Min.Y+y)
+		do := dst.PixOffset(at.X, at.Y+y)
+		for x := 0; x < b.Dx(); x++ {
+			dst.Pix[do+4*x] = src.Pix[so+3*x]
+			dst.Pix[do+4*x+1] = src.Pix[so+3*x+1]
+			dst.Pix[do+4*x+2] = src.Pix[so+3*x+2]
+			dst.Pix[do+4*x+3] = 255
+		}
+	}
 }

@@ -83,6 +83,7 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 			}
 			dir := runDir(t, runs)
+			t.Logf("stdout:\n%s", out)
 			for _, name := range []string{"run.log", "config.json", "trace.jsonl", "report.txt", "report.json",
 				"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "prompts/general/reason.txt", "prompts/SOURCES.txt"} {
 				if _, err := os.Stat(filepath.Join(dir, name)); err != nil {

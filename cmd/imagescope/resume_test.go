@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestHelperEvalProcess is not a test: it runs the command line given in
+// IMAGESCOPE_HELPER_ARGS (a JSON array) in a child process for the
+// kill-and-resume test.
+func TestHelperEvalProcess(t *testing.T) {
+	raw := os.Getenv("IMAGESCOPE_HELPER_ARGS")
+	if raw == "" {
+		t.Skip("helper process only")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		os.Exit(3)
+	}
+	code := run(context.Background(), args, strings.NewReader(""), os.Stdout, os.Stderr, os.Getenv)
+	os.Exit(code)
+}
+
+func countLines(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(b, []byte("\n"))
+}
+
+// TestEvalKillAndResume kills a run (SIGKILL) in the middle of stage 2 and
+// resumes it: rankings, metrics and submissions must be byte-identical to an
+// uninterrupted run's, and no finished model call may be repeated.
+func TestEvalKillAndResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("subprocess test")
+	}
+	for _, tc := range []struct {
+		dataset, split string
+		files          []string
+	}{
+		{"VisDial", "val", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}},
+		{"CIRR", "test", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json",
+			"submissions/stage1.recall.json", "submissions/stage2.recall_subset.json", "submissions/stage3.recall.json", "submissions/stage3.recall_subset.json"}},
+	} {
+		t.Run(tc.dataset, func(t *testing.T) {
+			common := []string{"--dataset", tc.dataset, "--data", "", "--split", tc.split, "--active", "2", "--alpha", "2"}
+
+			// Uninterrupted reference run (own home and cache).
+			ref := newEvalFixture(t, true)
+			common[3] = ref.data
+			refRuns := filepath.Join(ref.root, "runs")
+			if out, errs, code := ref.eval(t, append(common, "--runs", refRuns)...); code != 0 {
+				t.Fatalf("reference run: exit %d\n%s\n%s", code, out, errs)
+			}
+			refDir := runDir(t, refRuns)
+
+			// The same run in a child process, killed during stage 2.
+			f := newEvalFixture(t, true)
+			f.srv.latency = 25 * time.Millisecond
+			runs := filepath.Join(f.root, "runs")
+			args, _ := json.Marshal(append([]string{"eval", "--config", f.cfgPath}, append(common, "--runs", runs)...))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEvalProcess$")
+			cmd.Env = append(os.Environ(), "IMAGESCOPE_HELPER_ARGS="+string(args), "IMAGESCOPE_HOME="+f.home)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			killed := false
+			deadline := time.Now().Add(120 * time.Second)
+			for time.Now().Before(deadline) {
+				m, _ := filepath.Glob(filepath.Join(runs, "*", "*", "checkpoints", "stage2.jsonl"))
+				if len(m) == 1 && countLines(m[0]) >= 2 {
+					cmd.Process.Signal(syscall.SIGKILL)
+					killed = true
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			err := cmd.Wait()
+			if !killed {
+				t.Fatalf("the run ended before it could be killed (%v)\n%s", err, stderr.String())
+			}
+			dir := runDir(t, runs)
+			if _, err := os.Stat(filepath.Join(dir, "rankings.stage3.json")); err == nil {
+				t.Fatal("killed run already finished stage 3; kill earlier")
+			}
+			before := map[string]int{}
+			f.srv.mu.Lock()
+			for k, v := range f.srv.bodies {
+				before[k] = v
+			}
+			f.srv.mu.Unlock()
+
+			// Resume in-process.
+			f.srv.latency = 0
+			if out, errs, code := f.eval(t, "--resume", dir); code != 0 {
+				t.Fatalf("resume: exit %d\n%s\n%s", code, out, errs)
+			}
+			for _, name := range tc.files {
+				want, err := os.ReadFile(filepath.Join(refDir, name))
+				if err != nil {
+					t.Fatalf("reference %s: %v", name, err)
+				}
+				got, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatalf("resumed %s: %v", name, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs after resume:\n got %s\nwant %s", name, got, want)
+				}
+			}
+			// Finished calls are not repeated: a request sent before the kill
+			// may be sent again only if it was in flight when the process died
+			// (at most the per-role in-flight limit of 4, for 4 roles).
+			repeated := 0
+			f.srv.mu.Lock()
+			for k, v := range f.srv.bodies {
+				if before[k] > 0 && v > before[k] {
+					repeated += v - before[k]
+				}
+			}
+			f.srv.mu.Unlock()
+			if repeated > 16 {
+				t.Errorf("resume repeated %d model calls", repeated)
+			}
+			t.Logf("repeated calls after kill: %d", repeated)
+		})
+	}
+}
