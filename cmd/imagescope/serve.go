@@ -2,10 +2,314 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/clip"
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/server"
 )
 
-// runServe implements 'imagescope serve'. Not implemented yet.
+// runServe implements 'imagescope serve'.
 func runServe(ctx context.Context, e *env, args []string) error {
-	return errors.New("not implemented yet")
+	fs := newFlagSet(e, "serve", "--db PATH | --gallery DIR [flags]", `
+Serve the JSON API and the web UI over an indexed gallery: text-to-image,
+composed (reference image + change) and chat retrieval, with each result's
+explanation (descriptions, propositions and the verifier's answers, the
+evaluator's verdict). Stages whose model role is not configured are skipped
+and the UI says so.
+
+--db serves an image DB built by 'imagescope index'. --gallery indexes a
+plain folder first (CLIP embeddings only; run 'imagescope index' for
+captions) into $IMAGESCOPE_HOME/db and serves it.
+
+The server binds to loopback by default. Binding elsewhere requires a bearer
+token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
+"Authorization: Bearer <token>". The API is described at /api/openapi.json.`)
+	dbPath := fs.String("db", "", "image DB to serve")
+	galleryDir := fs.String("gallery", "", "plain image folder to index (if needed) and serve")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (host:port)")
+	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	clipModel := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's, which must match the DB's model)")
+	threads := fs.Int("threads", 0, "CLIP threads (0: the config's, or all cores)")
+	captionKey := fs.String("caption-key", "", "caption set to use (default: the DB's first; \"none\" for none)")
+	domain := fs.String("domain", "general", "prompt set for text and composed queries (general, cirr, fashion-dress, fashion-shirt, fashion-toptee)")
+	maxStage := fs.Int("max-stage", 3, "last stage to run (1: reason + retrieve only, 2: + verify, 3: + evaluate)")
+	token := fs.String("token", "", "bearer token required on every API call (default $IMAGESCOPE_TOKEN)")
+	cors := fs.String("cors", "", "comma-separated origins allowed to call the API from a browser (\"*\" for any; default none)")
+	maxUploadMB := fs.Int("max-upload-mb", server.DefaultMaxUploadBytes>>20, "largest accepted request body (upload), MiB")
+	maxPixels := fs.Int64("max-pixels", server.DefaultMaxPixels, "largest accepted image, width x height (checked before decoding)")
+	timeout := fs.Duration("search-timeout", server.DefaultSearchTimeout, "time limit of one search")
+	maxSearches := fs.Int("max-searches", server.DefaultMaxSearches, "searches run at once (more wait in line)")
+	noCache := fs.Bool("no-cache", false, "do not use the model answer cache")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if (*dbPath == "") == (*galleryDir == "") {
+		return usagef("give exactly one of --db PATH or --gallery DIR")
+	}
+	if *maxStage < 1 || *maxStage > 3 {
+		return usagef("--max-stage %d: want 1, 2 or 3", *maxStage)
+	}
+	if *maxUploadMB < 1 {
+		return usagef("--max-upload-mb %d: want at least 1", *maxUploadMB)
+	}
+	if *maxPixels < 1 {
+		return usagef("--max-pixels %d: want at least 1", *maxPixels)
+	}
+	if *token == "" {
+		*token = e.getenv("IMAGESCOPE_TOKEN")
+	}
+	if _, _, err := net.SplitHostPort(*addr); err != nil {
+		return usagef("--addr %q: %v", *addr, err)
+	}
+	if !server.IsLoopback(*addr) && *token == "" {
+		return usagef("--addr %s is not a loopback address: set --token or IMAGESCOPE_TOKEN so the API is not open to the network", *addr)
+	}
+
+	cfg, err := config.Load(*configPath, e.getenv)
+	if err != nil {
+		return err
+	}
+	if *clipModel != "" {
+		cfg.CLIP.Model = *clipModel
+	}
+	if *threads > 0 {
+		cfg.CLIP.Threads = *threads
+	}
+
+	e.log.Info("loading CLIP", "model", cfg.CLIP.Model)
+	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log})
+	if err != nil {
+		return fmt.Errorf("load CLIP model %s: %w", cfg.CLIP.Model, err)
+	}
+
+	path := *dbPath
+	if *galleryDir != "" {
+		path, err = serveIndexFolder(ctx, e, cfg, model, *galleryDir)
+		if err != nil {
+			return err
+		}
+	}
+	db, err := gallery.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	ck := *captionKey
+	if ck == "none" {
+		ck = gallery.NoCaptions
+	}
+	ix, info, err := db.LoadWithInfo(ctx, model.ID(), ck)
+	db.Close()
+	if err != nil {
+		return err
+	}
+	if len(ix.Names) == 0 {
+		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", path)
+	}
+	if cfg.CLIP.Threads > 0 {
+		ix.Threads = cfg.CLIP.Threads
+	}
+	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "")
+	backend := server.NewIndexBackend(ix)
+
+	roles, cache, err := serveRoles(ctx, e, cfg, *noCache)
+	if err != nil {
+		return err
+	}
+	if cache != nil {
+		defer cache.Close()
+	}
+	engine, err := pipeline.New(pipeline.Config{
+		Embedder: server.CLIPEmbedder{Model: model},
+		Searcher: backend, Gallery: backend, Images: backend,
+		Roles: roles,
+		Log:   e.log,
+	})
+	if err != nil {
+		return err
+	}
+	searcher := server.NewEngineSearcher(engine, *domain)
+	searcher.MaxStage = *maxStage
+	stages := server.EngineStages(engine)
+	stageNumber := map[string]int{server.StageReason: 1, server.StageRetrieve: 1, server.StageVerify: 2, server.StageEvaluate: 3}
+	for i, st := range stages {
+		if stageNumber[st.Name] > *maxStage && st.Configured {
+			stages[i].Configured = false
+			stages[i].Reason = fmt.Sprintf("not requested (serve --max-stage %d)", *maxStage)
+		}
+	}
+	var origins []string
+	for _, o := range strings.Split(*cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	desc := fmt.Sprintf("%s · CLIP %s", filepath.Base(path), info.ClipModel)
+	srv, err := server.New(server.Config{
+		Searcher:       searcher,
+		Images:         backend.Images(),
+		Token:          *token,
+		CORSOrigins:    origins,
+		MaxUploadBytes: int64(*maxUploadMB) << 20,
+		MaxPixels:      *maxPixels,
+		SearchTimeout:  *timeout,
+		MaxSearches:    *maxSearches,
+		Stages:         stages,
+		ModelStats:     func() []server.RoleStats { return server.EngineStats(engine) },
+		Description:    desc,
+		Logger:         e.log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	url := "http://" + ln.Addr().String() + "/"
+	fmt.Fprintf(e.stderr, "imagescope serve: %d images on %s\n", len(ix.Names), url)
+	for _, st := range stages {
+		if !st.Configured {
+			fmt.Fprintf(e.stderr, "  stage %s skipped: %s\n", st.Name, st.Reason)
+		}
+	}
+	if *token != "" {
+		fmt.Fprintln(e.stderr, "  API calls need the bearer token")
+	}
+	return srv.Serve(ctx, ln)
+}
+
+// serveRoles builds the configured model roles (nil for the others).
+func serveRoles(ctx context.Context, e *env, cfg *config.Config, noCache bool) (pipeline.Roles, *llm.Cache, error) {
+	var roles pipeline.Roles
+	var cache *llm.Cache
+	configured := false
+	for _, name := range []string{config.RoleReasoner, config.RoleProposer, config.RoleVerifier, config.RoleEvaluator, config.RoleCaptioner} {
+		if r, ok := cfg.Role(name); ok && r.Configured() {
+			configured = true
+		}
+	}
+	if configured && !noCache && !cfg.Cache.Disabled {
+		p := cfg.Cache.Path
+		if p == "" {
+			p = filepath.Join(cfg.Home, "cache", "answers.db")
+		}
+		c, err := llm.OpenCache(p)
+		if err != nil {
+			return roles, nil, fmt.Errorf("open answer cache: %w", err)
+		}
+		cache = c
+	}
+	build := func(name string) (pipeline.Chatter, error) {
+		r, ok := cfg.Role(name)
+		if !ok || !r.Configured() {
+			return nil, nil
+		}
+		c, err := llm.New(ctx, llm.Role(name), r, cache, llm.Options{Logger: e.log})
+		if err != nil {
+			return nil, fmt.Errorf("model role %s: %w", name, err)
+		}
+		return server.LLMChatter{Client: c}, nil
+	}
+	var err error
+	set := []struct {
+		name string
+		dst  *pipeline.Chatter
+	}{
+		{config.RoleCaptioner, &roles.Captioner}, {config.RoleReasoner, &roles.Reasoner}, {config.RoleProposer, &roles.Proposer},
+		{config.RoleVerifier, &roles.Verifier}, {config.RoleEvaluator, &roles.Evaluator},
+	}
+	for _, s := range set {
+		if *s.dst, err = build(s.name); err != nil {
+			if cache != nil {
+				cache.Close()
+			}
+			return roles, nil, err
+		}
+	}
+	return roles, cache, nil
+}
+
+// serveIndexFolder indexes a plain folder's images (CLIP image embeddings)
+// into an image DB under the home directory and returns its path. Images
+// already indexed and unchanged are not embedded again.
+func serveIndexFolder(ctx context.Context, e *env, cfg *config.Config, model *clip.Model, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("gallery folder %s: %w", dir, err)
+	}
+	ds, err := dataset.LoadFolder(ctx, abs)
+	if err != nil {
+		return "", err
+	}
+	if len(ds.Gallery) == 0 {
+		return "", fmt.Errorf("gallery folder %s holds no images", dir)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	path := gallery.DefaultPath(cfg.Home, "folder-"+filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
+	db, err := gallery.Open(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	items := make([]gallery.Item, len(ds.Gallery))
+	for i, im := range ds.Gallery {
+		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
+	}
+	fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(items), dir, path)
+	start := time.Now()
+	s, err := db.Index(ctx, items, gallery.IndexOptions{Embedder: serveEmbedder{model}, Logger: e.log})
+	if err != nil {
+		return "", fmt.Errorf("index %s: %w", dir, err)
+	}
+	e.log.Info("gallery folder indexed", "dir", dir, "db", path, "listed", s.Total, "done", s.Done, "elapsed", time.Since(start).Round(time.Millisecond))
+	return path, nil
+}
+
+// serveEmbedder adapts a clip.Model to gallery.Embedder.
+type serveEmbedder struct{ m *clip.Model }
+
+func (s serveEmbedder) ModelID() string { return s.m.ID() }
+func (s serveEmbedder) Dim() int        { return s.m.Dim() }
+
+func (s serveEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
+	embs, err := s.m.EmbedImageFiles(ctx, paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	vecs := make([][]float32, len(embs))
+	errs := make([]error, len(embs))
+	for i, e := range embs {
+		vecs[i], errs[i] = e.Vector, e.Err
+	}
+	return vecs, errs, nil
+}
+
+func (s serveEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
+	embs, err := s.m.EmbedTexts(ctx, texts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(embs))
+	for i, e := range embs {
+		if e.Err != nil {
+			return nil, errors.Join(fmt.Errorf("embed text %d", i), e.Err)
+		}
+		out[i] = e.Vector
+	}
+	return out, nil
 }

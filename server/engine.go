@@ -1,0 +1,375 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/pipeline"
+)
+
+// EngineSearcher runs searches on a pipeline.Engine and turns its traces
+// into the API's explanation: descriptions, propositions, every verifier
+// answer per candidate and the evaluator's verdicts.
+type EngineSearcher struct {
+	Engine *pipeline.Engine
+	// Domain selects the prompt set for text and composed queries ("" =
+	// general; chats always use the chat prompts).
+	Domain string
+	// MaxStage is the last stage run (1..3; 0 = 3).
+	MaxStage int
+}
+
+// NewEngineSearcher wraps e.
+func NewEngineSearcher(e *pipeline.Engine, domain string) *EngineSearcher {
+	return &EngineSearcher{Engine: e, Domain: domain}
+}
+
+// EngineStages says which stages e can run and why the others are skipped.
+func EngineStages(e *pipeline.Engine) []StageInfo {
+	out := []StageInfo{{Name: StageReason, Configured: e.Has(pipeline.RoleReasoner)}}
+	if !out[0].Configured {
+		out[0].Reason = "no reasoner configured: the query text is embedded as it is"
+	}
+	out = append(out, StageInfo{Name: StageRetrieve, Configured: true})
+	for i, name := range []string{StageVerify, StageEvaluate} {
+		r := e.SkipReason(i + 2)
+		out = append(out, StageInfo{Name: name, Configured: r == "", Reason: r})
+	}
+	return out
+}
+
+// EngineStats reports e's model call counters for /metrics.
+func EngineStats(e *pipeline.Engine) []RoleStats {
+	var out []RoleStats
+	for role, st := range e.Stats() {
+		out = append(out, RoleStats{Role: role, Calls: st.Calls, CacheHits: st.CacheHits,
+			CacheMisses: st.Calls - st.CacheHits, Failures: st.Failures})
+	}
+	slices.SortFunc(out, func(a, b RoleStats) int { return strings.Compare(a.Role, b.Role) })
+	return out
+}
+
+// request translates a server query into a pipeline request.
+func (s *EngineSearcher) request(q Query) pipeline.Request {
+	req := pipeline.Request{
+		Instruction:    q.Text,
+		Reference:      q.Reference,
+		ReferenceImage: q.ReferenceImage,
+		Domain:         s.Domain,
+		MaxStage:       s.MaxStage,
+		Depth:          q.Limit,
+		TopK:           q.Stages.TopK,
+		Alpha:          q.Stages.Alpha,
+		NoReason:       q.Stages.Reason != nil && !*q.Stages.Reason,
+		NoVerify:       q.Stages.Verify != nil && !*q.Stages.Verify,
+		NoEvaluate:     q.Stages.Evaluate != nil && !*q.Stages.Evaluate,
+	}
+	if q.Stages.Tau != nil {
+		t := float32(*q.Stages.Tau)
+		req.Tau = &t
+	}
+	if q.Mode() == "chat" {
+		// The pipeline replays the dialogue round by round: Dialogue[0] is
+		// the opening description, the newest turn comes last.
+		req.Dialogue = append(slices.Clone(q.Dialogue), q.Text)
+		req.Domain = ""
+		req.Instruction = ""
+	}
+	return req
+}
+
+// Search implements Searcher.
+func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(StageEvent)) (*Result, error) {
+	req := s.request(q)
+	reasonOff := req.NoReason || !s.Engine.Has(pipeline.RoleReasoner)
+	off := map[int]string{}
+	if req.NoVerify {
+		off[2] = "switched off for this query"
+	}
+	if req.NoEvaluate {
+		off[3] = "switched off for this query"
+	}
+	var obs func(pipeline.StageEvent)
+	if observe != nil {
+		obs = func(ev pipeline.StageEvent) {
+			for _, se := range stageEvents(ev, reasonOff, off) {
+				observe(se)
+			}
+		}
+	}
+	res, err := s.Engine.Search(ctx, req, obs)
+	if err != nil {
+		return nil, err
+	}
+	return convertResult(res, reasonOff, len(req.Dialogue)), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func roundPrefix(ev pipeline.StageEvent) string {
+	if ev.Rounds > 0 && ev.Round >= 0 {
+		return fmt.Sprintf("round %d of %d: ", ev.Round+1, ev.Rounds)
+	}
+	return ""
+}
+
+// stageEvents maps one pipeline event to the API's stage events (stage 1
+// is reported as its two halves, reason and retrieve).
+func stageEvents(ev pipeline.StageEvent, reasonOff bool, off map[int]string) []StageEvent {
+	pre := roundPrefix(ev)
+	switch ev.Stage {
+	case 1:
+		if ev.Started {
+			if reasonOff {
+				return []StageEvent{
+					{Stage: StageReason, Status: StatusSkipped, Reason: "no reasoner: the query text is embedded as it is"},
+					{Stage: StageRetrieve, Status: StatusStarted, Detail: pre + "ranking the gallery"},
+				}
+			}
+			return []StageEvent{{Stage: StageReason, Status: StatusStarted, Detail: pre + "writing target descriptions"}}
+		}
+		s1 := ev.Stage1
+		var out []StageEvent
+		if !reasonOff {
+			e := StageEvent{Stage: StageReason, Status: StatusDone}
+			if s1 != nil {
+				e.Detail = pre + plural(len(s1.Descriptions), "description")
+				if s1.Error != "" {
+					e.Status, e.Reason = StatusFailed, "reasoner failed; the fallback was used: "+s1.Error
+				}
+			}
+			out = append(out, e)
+		}
+		e := StageEvent{Stage: StageRetrieve, Status: StatusDone, DurationMS: ms(ev.Elapsed)}
+		if s1 != nil {
+			e.Detail = pre + plural(len(s1.Ranking), "candidate") + " ranked"
+		}
+		return append(out, e)
+	case 2, 3:
+		name := StageVerify
+		if ev.Stage == 3 {
+			name = StageEvaluate
+		}
+		switch {
+		case ev.Started:
+			return []StageEvent{{Stage: name, Status: StatusStarted, Detail: strings.TrimSuffix(pre, ": ")}}
+		case ev.Skipped != "":
+			reason := off[ev.Stage]
+			if reason == "" {
+				reason = ev.Skipped
+			}
+			return []StageEvent{{Stage: name, Status: StatusSkipped, Reason: reason}}
+		}
+		e := StageEvent{Stage: name, Status: StatusDone, DurationMS: ms(ev.Elapsed)}
+		if s2 := ev.Stage2; s2 != nil {
+			e.Detail = pre + fmt.Sprintf("%s x %s", plural(len(s2.Scores), "candidate"), plural(len(s2.Propositions), "question"))
+		}
+		if s3 := ev.Stage3; s3 != nil {
+			e.Detail = pre + plural(len(s3.Evaluations), "judgement")
+			if s3.Chosen != "" {
+				e.Detail += ", accepted " + s3.Chosen
+			}
+		}
+		return []StageEvent{e}
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func callCount(c pipeline.Calls) int {
+	n := 0
+	for _, v := range c.Calls {
+		n += v
+	}
+	return n
+}
+
+// convertResult builds the API result from the pipeline's: the final
+// ranking explained by the last round's stage traces.
+func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
+	var t1, t2, t3 *pipeline.StageTrace
+	for i := range res.Stages {
+		st := &res.Stages[i]
+		switch st.Stage {
+		case 1:
+			t1 = st
+		case 2:
+			t2 = st
+		case 3:
+			t3 = st
+		}
+	}
+	out := &Result{}
+	var s1 *pipeline.Stage1
+	var s2 *pipeline.Stage2
+	var s3 *pipeline.Stage3
+	if t1 != nil {
+		s1 = t1.Stage1
+	}
+	if t2 != nil {
+		s2 = t2.Stage2
+	}
+	if t3 != nil {
+		s3 = t3.Stage3
+	}
+
+	// Stages.
+	reason := StageTrace{Name: StageReason, Status: StatusDone}
+	switch {
+	case reasonOff:
+		reason.Status = StatusSkipped
+		reason.Reason = res.Skipped["reasoning"]
+		if reason.Reason == "" {
+			reason.Reason = "switched off for this query: the query text is embedded as it is"
+		}
+	case s1 != nil && s1.Error != "":
+		reason.Status = StatusFailed
+		reason.Reason = "reasoner failed; the fallback was used: " + s1.Error
+	}
+	retrieve := StageTrace{Name: StageRetrieve, Status: StatusDone}
+	if t1 != nil {
+		retrieve.DurationMS = ms(t1.Elapsed)
+	}
+	if s1 != nil {
+		retrieve.Calls = callCount(s1.Calls)
+		out.Descriptions = s1.Descriptions
+		if len(out.Descriptions) == 0 {
+			out.Descriptions = s1.Embedded
+		}
+		for _, a := range s1.Atomic {
+			out.Instructions = append(out.Instructions, [2]string{a.Type, a.Content})
+		}
+	}
+	out.Stages = []StageTrace{reason, retrieve, laterStage(StageVerify, "stage2", t2, res), laterStage(StageEvaluate, "stage3", t3, res)}
+	if s2 != nil {
+		out.Stages[2].Calls = callCount(s2.Calls)
+	}
+	if s3 != nil {
+		out.Stages[3].Calls = callCount(s3.Calls)
+	}
+
+	// Notes.
+	if n := res.Skipped["captions"]; n != "" {
+		out.Notes = append(out.Notes, n)
+	}
+	if rounds > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("chat: the dialogue was replayed over %s; the explanation shows the last round", plural(rounds, "round")))
+	}
+	var fallbacks []string
+	for _, c := range []*pipeline.Calls{callsOf1(s1), callsOf2(s2), callsOf3(s3)} {
+		if c != nil {
+			fallbacks = append(fallbacks, c.Fallbacks...)
+		}
+	}
+	if len(fallbacks) > 0 {
+		out.Notes = append(out.Notes, "fallbacks taken: "+strings.Join(fallbacks, ", "))
+	}
+
+	// Per-candidate explanations.
+	stage1Rank := map[string]int{}
+	if s1 != nil {
+		for i, r := range s1.Ranking {
+			stage1Rank[r.Name] = i + 1
+		}
+	}
+	answers := map[string][]Answer{}
+	failed := map[string]bool{}
+	if s2 != nil {
+		for _, p := range s2.Propositions {
+			out.Propositions = append(out.Propositions, Proposition{Question: p.Question, Expected: p.Expected})
+		}
+		vs := slices.Clone(s2.Verifications)
+		sort.SliceStable(vs, func(i, j int) bool { return vs[i].Question < vs[j].Question })
+		for _, v := range vs {
+			a := Answer{Answer: v.Yes, Match: v.Agrees, PYes: v.PYes, Raw: v.Reply, Error: v.Error}
+			if v.Question >= 0 && v.Question < len(s2.Propositions) {
+				a.Question = s2.Propositions[v.Question].Question
+				a.Expected = s2.Propositions[v.Question].Expected
+			}
+			answers[v.Candidate] = append(answers[v.Candidate], a)
+		}
+		for _, cs := range s2.Scores {
+			if cs.Failed {
+				failed[cs.Name] = true
+			}
+		}
+	}
+	verdicts := map[string]*Verdict{}
+	if s3 != nil {
+		for _, ev := range s3.Evaluations {
+			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Error: ev.Error}
+		}
+	}
+	out.Hits = make([]Hit, 0, len(res.Ranking))
+	for _, c := range res.Ranking {
+		h := Hit{Name: c.Name, Score: float64(c.Score), Stage1Rank: stage1Rank[c.Name], Verdict: verdicts[c.Name]}
+		if c.Agreement != nil || len(answers[c.Name]) > 0 {
+			v := &Verification{Answers: answers[c.Name]}
+			if c.Agreement != nil {
+				v.Score = float64(*c.Agreement)
+			}
+			if failed[c.Name] {
+				v.Error = "verification failed for this image"
+			}
+			h.Verification = v
+		}
+		out.Hits = append(out.Hits, h)
+	}
+	return out
+}
+
+func callsOf1(s *pipeline.Stage1) *pipeline.Calls {
+	if s == nil {
+		return nil
+	}
+	return &s.Calls
+}
+
+func callsOf2(s *pipeline.Stage2) *pipeline.Calls {
+	if s == nil {
+		return nil
+	}
+	return &s.Calls
+}
+
+func callsOf3(s *pipeline.Stage3) *pipeline.Calls {
+	if s == nil {
+		return nil
+	}
+	return &s.Calls
+}
+
+// laterStage is the trace of stage 2 or 3: done, skipped in the trace, or
+// never started (the result's Skipped map says why).
+func laterStage(name, key string, t *pipeline.StageTrace, res *pipeline.Result) StageTrace {
+	st := StageTrace{Name: name, Status: StatusDone}
+	switch {
+	case t == nil:
+		st.Status = StatusSkipped
+		st.Reason = res.Skipped[key]
+		if st.Reason == "" {
+			st.Reason = "not run"
+		}
+	case t.Skipped != "":
+		st.Status = StatusSkipped
+		// The request's own switch-off explains better than the trace
+		// (which only sees the role missing).
+		st.Reason = res.Skipped[key]
+		if st.Reason == "" {
+			st.Reason = t.Skipped
+		}
+	default:
+		st.DurationMS = ms(t.Elapsed)
+	}
+	return st
+}
