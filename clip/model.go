@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/imagescope/imagescope/hfhub"
 	"github.com/imagescope/imagescope/linalg"
 )
 
@@ -22,6 +23,9 @@ const DefaultModel = "openai/clip-vit-base-patch32"
 type Options struct {
 	// Threads bounds the goroutines used by one call (0: all CPUs).
 	Threads int
+	// Hub resolves HuggingFace model ids (nil: a client configured from the
+	// environment: HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
+	Hub *hfhub.Client
 	// Logger receives load progress (nil: discard).
 	Logger *slog.Logger
 	// Progress reports download progress of hub files.
