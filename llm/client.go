@@ -461,13 +461,14 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 		return nil, fmt.Errorf("%s: build request: %w", c.role, err)
 	}
 	body := c.chatBody(req)
-	body["messages"] = keyMsgs
-	key, err := cacheKey("chat", c.cfg.CacheModelID(), body)
-	if err != nil {
-		c.count(func(s *Stats) { s.Failures++ })
-		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-	}
+	var key string
 	if c.cache != nil {
+		body["messages"] = keyMsgs
+		key, err = cacheKey("chat", c.cfg.CacheModelID(), body)
+		if err != nil {
+			c.count(func(s *Stats) { s.Failures++ })
+			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
+		}
 		if v, ok := c.cache.get(ctx, key); ok {
 			var r ChatResponse
 			if json.Unmarshal(v, &r) == nil {

@@ -89,12 +89,14 @@ func (c *Client) embed(ctx context.Context, body, keyBody map[string]any, n int)
 			kb[k] = v
 		}
 	}
-	key, err := cacheKey("embed", c.cfg.CacheModelID(), kb)
-	if err != nil {
-		c.count(func(s *Stats) { s.Failures++ })
-		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-	}
+	var key string
 	if c.cache != nil {
+		var err error
+		key, err = cacheKey("embed", c.cfg.CacheModelID(), kb)
+		if err != nil {
+			c.count(func(s *Stats) { s.Failures++ })
+			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
+		}
 		if v, ok := c.cache.get(ctx, key); ok {
 			var out [][]float32
 			if json.Unmarshal(v, &out) == nil && len(out) == n {

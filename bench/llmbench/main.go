@@ -1,0 +1,260 @@
+// Command llmbench measures how well the llm client keeps a model server
+// busy. It starts a latency-simulating OpenAI-compatible server that runs
+// at most C requests at once, each taking a fixed service time (further
+// requests queue, as vLLM queues them), sends N chat requests through
+// llm.Client, and prints the achieved utilisation
+//
+//	N x service / (C x wall)
+//
+// next to a baseline: the same N requests sent by C goroutines with a bare
+// net/http client (no pool, retries, or body building). The last line is
+// "llm utilisation=X.XX".
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image"
+	"image/color"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/llm"
+)
+
+// lane is one of the server's C execution slots. Its clock is virtual: a
+// request that was already queued when the lane finished its previous one
+// starts exactly then, so the simulator's own timer and scheduling jitter
+// on a busy host do not count as server idle time (a GPU does not stop
+// because the host was slow to wake a goroutine).
+type lane struct{ freeAt time.Time }
+
+type server struct {
+	slots   chan *lane
+	service time.Duration
+	peak    atomic.Int64
+	cur     atomic.Int64
+	served  atomic.Int64
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/models" {
+		io.WriteString(w, `{"object":"list","data":[{"id":"bench","object":"model"}]}`)
+		return
+	}
+	var body struct {
+		Model    string `json:"model"`
+		Messages []struct {
+			Content any `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	arrival := time.Now()
+	l := <-s.slots // queue until a lane frees, like a busy engine (FIFO)
+	n := s.cur.Add(1)
+	for {
+		p := s.peak.Load()
+		if n <= p || s.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	start := arrival
+	if l.freeAt.After(start) {
+		start = l.freeAt
+	}
+	end := start.Add(s.service)
+	l.freeAt = end
+	time.Sleep(time.Until(end))
+	s.cur.Add(-1)
+	s.slots <- l
+	s.served.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"a photo of a dog on a sofa"},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":8,"total_tokens":128}}`, body.Model)
+}
+
+func main() {
+	c := flag.Int("c", 64, "server capacity: concurrent requests")
+	n := flag.Int("n", 6400, "requests")
+	service := flag.Duration("service", 50*time.Millisecond, "service time per request")
+	replicas := flag.Int("replicas", 1, "server replicas (capacity c each)")
+	withImage := flag.Bool("image", false, "send a 224x224 image with every request")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the llm.Client phase (with headroom)")
+	headroom := flag.Int("headroom", -1, "extra requests the client keeps queued at the server beyond C (default C/8)")
+	flag.Parse()
+
+	var urls []string
+	var servers []*server
+	for i := 0; i < *replicas; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		s := &server{slots: make(chan *lane, *c), service: *service}
+		for j := 0; j < *c; j++ {
+			s.slots <- &lane{}
+		}
+		servers = append(servers, s)
+		go (&http.Server{Handler: s}).Serve(ln)
+		urls = append(urls, "http://"+ln.Addr().String()+"/v1")
+	}
+	capacity := *c * *replicas
+	ideal := time.Duration(float64(*n) * float64(*service) / float64(capacity))
+	fmt.Printf("server: %d replica(s) x capacity %d, service %v; %d requests; ideal wall %v\n", *replicas, *c, *service, *n, ideal.Round(time.Millisecond))
+
+	// Baseline: bare net/http, capacity goroutines in a loop.
+	base := baseline(urls, capacity, *n)
+	fmt.Printf("baseline (bare net/http, %d goroutines): wall %v utilisation=%.3f\n", capacity, base.Round(time.Millisecond), util(*n, *service, capacity, base))
+
+	exact := runClient(urls, servers, *c, *n, *service, capacity, *withImage, "")
+	fmt.Printf("llm.Client, max_in_flight = C = %d: %s\n", *c, exact.line)
+	hr := *headroom
+	if hr < 0 {
+		hr = max(1, *c/8)
+	}
+	best := runClient(urls, servers, *c+hr, *n, *service, capacity, *withImage, *cpuprofile)
+	fmt.Printf("llm.Client, max_in_flight = C + %d queued = %d: %s\n", hr, *c+hr, best.line)
+	fmt.Printf("ratio to baseline (C + %d): %.3f\n", hr, best.util/util(*n, *service, capacity, base))
+	fmt.Printf("llm utilisation=%.2f\n", best.util)
+}
+
+type result struct {
+	util float64
+	line string
+}
+
+// runClient sends n requests at once through an llm.Client whose
+// per-endpoint limit is inFlight; the pool bounds what is in flight.
+func runClient(urls []string, servers []*server, inFlight, n int, service time.Duration, capacity int, withImage bool, cpuprofile string) result {
+	zero := 0.0
+	role := config.Role{Endpoints: urls, Model: "bench", MaxInFlight: inFlight, Timeout: 30 * time.Second, Temperature: &zero, MaxTokens: 16,
+		Image: config.Image{Width: 224, Height: 224, Format: "jpeg", Quality: 95}, Cooldown: 10 * time.Second}
+	client, err := llm.New(context.Background(), llm.Verifier, role, nil, llm.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var img *llm.ImageData
+	if withImage {
+		m := image.NewNRGBA(image.Rect(0, 0, 224, 224))
+		for y := 0; y < 224; y++ {
+			for x := 0; x < 224; x++ {
+				m.Set(x, y, color.NRGBA{uint8(x), uint8(y), uint8(x ^ y), 255})
+			}
+		}
+		img = llm.ImageOf(m)
+	}
+	prompt := "Answer the question with Yes or No. " + strings.Repeat("Is there a dog on the sofa? ", 20)
+	call := func(i int) error {
+		msg := llm.UserText(fmt.Sprintf("%d %s", i, prompt))
+		if img != nil {
+			msg = llm.UserImages(fmt.Sprintf("%d %s", i, prompt), img)
+		}
+		_, err := client.Chat(context.Background(), llm.ChatRequest{Messages: []llm.Message{msg}})
+		return err
+	}
+	// Warm up connections (not timed), as a long run would have them.
+	var wg sync.WaitGroup
+	for i := 0; i < inFlight*len(urls); i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); call(-1 - i) }()
+	}
+	wg.Wait()
+	for _, s := range servers {
+		s.peak.Store(0)
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	// Twice as many callers as slots: the pool, not the caller count,
+	// bounds what is in flight, and its wait queue is exercised.
+	var failed atomic.Int64
+	var next atomic.Int64
+	start := time.Now()
+	for w := 0; w < 2*inFlight*len(urls); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := call(i); err != nil {
+					failed.Add(1)
+					fmt.Fprintln(os.Stderr, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	st := client.Stats()
+	var peak int64
+	for _, s := range servers {
+		peak = max(peak, s.peak.Load())
+	}
+	u := util(n, service, capacity, wall)
+	return result{u, fmt.Sprintf("wall %v, failed %d, retries %d, server peak running %d; utilisation=%.3f",
+		wall.Round(time.Millisecond), failed.Load(), st.Retries, peak, u)}
+}
+
+func util(n int, service time.Duration, c int, wall time.Duration) float64 {
+	return float64(n) * float64(service) / (float64(c) * float64(wall))
+}
+
+func baseline(urls []string, workers, n int) time.Duration {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = workers
+	hc := &http.Client{Transport: tr}
+	body := []byte(`{"model":"bench","messages":[{"role":"user","content":"hi"}],"temperature":0}`)
+	do := func(i int) {
+		resp, err := hc.Post(urls[i%len(urls)]+"/chat/completions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			log.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ { // warm-up
+		wg.Add(1)
+		go func() { defer wg.Done(); do(i) }()
+	}
+	wg.Wait()
+	var next atomic.Int64
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				do(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
