@@ -337,24 +337,32 @@ func decode(data []byte, c *Config) error {
 
 // sectionHint lists the keys accepted where an unknown key appeared.
 func sectionHint(typeName string) string {
-	var t reflect.Type
-	switch strings.TrimPrefix(typeName, "config.") {
-	case "Config":
-		t = reflect.TypeOf(Config{})
-	case "CLIP":
-		t = reflect.TypeOf(CLIP{})
-	case "Cache":
-		t = reflect.TypeOf(Cache{})
-	case "Roles":
-		t = reflect.TypeOf(Roles{})
-	case "Role":
-		t = reflect.TypeOf(Role{})
-	case "Image":
-		t = reflect.TypeOf(Image{})
-	default:
-		return "not a valid key here"
+	name := strings.TrimPrefix(typeName, "config.")
+	if t, ok := sectionTypes(reflect.TypeOf(Config{}), map[string]reflect.Type{})[name]; ok {
+		return "valid keys: " + strings.Join(yamlKeys(t), ", ")
 	}
-	return "valid keys: " + strings.Join(yamlKeys(t), ", ")
+	return "not a valid key here"
+}
+
+// sectionTypes maps the name of every struct type reachable from t
+// (sections added by other parts of the program included) to its type.
+func sectionTypes(t reflect.Type, seen map[string]reflect.Type) map[string]reflect.Type {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t.PkgPath() != reflect.TypeOf(Config{}).PkgPath() {
+		return seen
+	}
+	if _, ok := seen[t.Name()]; ok {
+		return seen
+	}
+	seen[t.Name()] = t
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).IsExported() {
+			sectionTypes(t.Field(i).Type, seen)
+		}
+	}
+	return seen
 }
 
 func yamlKeys(t reflect.Type) []string {
@@ -646,4 +654,31 @@ func (r *Role) validate() error {
 		}
 	}
 	return nil
+}
+
+// Overrides collects repeatable "--set key=value" flags (keys as in Set).
+type Overrides []string
+
+// String implements flag.Value.
+func (o *Overrides) String() string { return strings.Join(*o, " ") }
+
+// Set implements flag.Value.
+func (o *Overrides) Set(v string) error {
+	k, _, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value (e.g. roles.verifier.max_in_flight=64), got %q", v)
+	}
+	*o = append(*o, v)
+	return nil
+}
+
+// Apply sets every override on c and re-runs Finish.
+func (o Overrides) Apply(c *Config, getenv func(string) string) error {
+	for _, kv := range o {
+		k, v, _ := strings.Cut(kv, "=")
+		if err := c.Set(k, v); err != nil {
+			return fmt.Errorf("--set %s: %w", kv, err)
+		}
+	}
+	return c.Finish(getenv)
 }

@@ -129,6 +129,8 @@ func TestErrors(t *testing.T) {
 		{"roles:\n  verifier:\n    image: {format: gif}\n", "image.format"},
 		{"roles:\n  verifier:\n    timeout: soon\n", "line 3"},
 		{"roles:\n  verifier:\n    top_logprobs: 50\n", "top_logprobs"},
+		{"roles:\n  verifier:\n    image: {maxside: 3}\n", "valid keys: format, height, max_side, quality, width"},
+		{"queue:\n  urll: x\n", `unknown key "urll"`},
 	} {
 		p := writeFile(t, tc.yaml)
 		_, err := Load(p, env(nil))
@@ -161,5 +163,28 @@ func TestExampleConfigs(t *testing.T) {
 		if !c.Roles.Reasoner.Configured() {
 			t.Errorf("%s: reasoner not configured", name)
 		}
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	c := Default(nil)
+	var o Overrides
+	for _, v := range []string{"roles.reasoner.endpoints=http://r:1", "roles.reasoner.model=llama", "clip.threads=3"} {
+		if err := o.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.Set("novalue"); err == nil {
+		t.Error("Set without = accepted")
+	}
+	if err := o.Apply(c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c.Roles.Reasoner.Model != "llama" || c.Roles.Proposer.Model != "llama" || c.CLIP.Threads != 3 || c.Roles.Reasoner.Endpoints[0] != "http://r:1/v1" {
+		t.Errorf("after overrides: %+v", c.Roles.Reasoner)
+	}
+	bad := Overrides{"roles.reasoner.max_in_flight=-1"}
+	if err := bad.Apply(c, nil); err == nil || !strings.Contains(err.Error(), "max_in_flight") {
+		t.Errorf("invalid override: %v", err)
 	}
 }
