@@ -16,6 +16,8 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // The CLIP tokenizer: OpenAI's byte-level BPE with `</w>` word ends.
@@ -35,9 +37,11 @@ import (
 //     whitespace is collapsed and CJK ideographs are split off before
 //     lower-casing.
 //
-// ftfy.fix_text (mojibake repair, NFC, quote uncurling) is not reproduced in
-// either convention: it is the identity on ASCII and on well-formed text
-// that needs no repair, which is what the references were produced with.
+// ftfy.fix_text, which open_clip runs first, is reproduced only in its
+// model-free part (fixTextLite: terminal escapes, C1 controls, ligatures,
+// full-width forms, curly quotes, control characters, NFC); its mojibake
+// repair and its own HTML step are not. All of it is the identity on plain
+// ASCII, the setting the reference ids were produced in.
 
 // Default token ids of CLIP's vocabulary and its context length.
 const (
@@ -769,17 +773,17 @@ func (t *Tokenizer) bpe(piece string) []int32 {
 }
 
 // openCLIPClean is open_clip's basic_clean + whitespace_clean + lower:
-// html.unescape twice, strip, collapse whitespace runs to one space, strip,
+// ftfy (the model-free part, fixTextLite), html.unescape twice, strip, collapse whitespace runs to one space, strip,
 // lower-case.
 func openCLIPClean(s string) string {
-	s = html.UnescapeString(html.UnescapeString(s))
+	s = html.UnescapeString(html.UnescapeString(fixTextLite(s)))
 	return pyLower(collapseSpace(s, pyIsSpace))
 }
 
 // hfClean is transformers' BasicTokenizer path (used when ftfy is absent):
 // drop NUL, U+FFFD and control characters, map whitespace to spaces, pad CJK
-// ideographs with spaces, split on whitespace, lower-case, join with spaces.
-// NFC normalisation is not applied.
+// ideographs with spaces, NFC, split on whitespace, lower-case, join with
+// spaces.
 func hfClean(s string) string {
 	var sb strings.Builder
 	for _, r := range s {
@@ -796,7 +800,7 @@ func hfClean(s string) string {
 			sb.WriteRune(r)
 		}
 	}
-	return pyLower(collapseSpace(sb.String(), pyIsSpace))
+	return pyLower(collapseSpace(norm.NFC.String(sb.String()), pyIsSpace))
 }
 
 func isHFSpace(r rune) bool {
@@ -904,4 +908,82 @@ func finalSigma(rs []rune, i int) bool {
 		k++
 	}
 	return k >= len(rs) || !isCased(rs[k])
+}
+
+// fixTextLite applies the character-level repairs of ftfy.fix_text (which
+// open_clip runs first) that need no statistical model: terminal escape
+// removal, C1 controls read as Windows-1252, Latin ligatures and
+// full-width forms expanded, curly quotes straightened, control and
+// formatting characters removed, then NFC. ftfy's mojibake repair
+// (fix_encoding and its helpers) and its HTML unescaping step are not
+// reproduced. Plain printable ASCII is returned unchanged.
+func fixTextLite(s string) string {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x7f || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	var sb strings.Builder
+	sb.Grow(len(s))
+	for i := 0; i < len(s); {
+		// ANSI terminal escapes: ESC [ digits/semicolons letter.
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] == ';' || (s[j] >= '0' && s[j] <= '9')) {
+				j++
+			}
+			if j < len(s) && ((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z')) {
+				i = j + 1
+				continue
+			}
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		if r >= 0x80 && r <= 0x9f {
+			r = windows1252C1[r-0x80]
+		}
+		switch {
+		case r == 0x2bc || (r >= 0x2018 && r <= 0x201b):
+			sb.WriteByte('\'')
+		case r >= 0x201c && r <= 0x201f:
+			sb.WriteByte('"')
+		case isFtfyControl(r):
+		case r == 0x3000:
+			sb.WriteByte(' ')
+		case r >= 0xff01 && r <= 0xffef:
+			sb.WriteString(norm.NFKC.String(string(r)))
+		default:
+			if lig, ok := latinLigatures[r]; ok {
+				sb.WriteString(lig)
+			} else {
+				sb.WriteRune(r)
+			}
+		}
+	}
+	return norm.NFC.String(sb.String())
+}
+
+// windows1252C1 maps U+0080..U+009F to the characters Windows-1252 puts at
+// those bytes (ftfy's fix_c1_controls with its "sloppy" codec: undefined
+// bytes keep their code point).
+var windows1252C1 = [32]rune{
+	0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d, 0x8f,
+	0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
+}
+
+var latinLigatures = map[rune]string{
+	'Ĳ': "IJ", 'ĳ': "ij", 'ŉ': "ʼn", 'Ǳ': "DZ", 'ǲ': "Dz", 'ǳ': "dz", 'Ǆ': "DŽ", 'ǅ': "Dž", 'ǆ': "dž",
+	'Ǉ': "LJ", 'ǈ': "Lj", 'ǉ': "lj", 'Ǌ': "NJ", 'ǋ': "Nj", 'ǌ': "nj",
+	'ﬀ': "ff", 'ﬁ': "fi", 'ﬂ': "fl", 'ﬃ': "ffi", 'ﬄ': "ffl", 'ﬅ': "ſt", 'ﬆ': "st",
+}
+
+// isFtfyControl is ftfy's remove_control_chars set.
+func isFtfyControl(r rune) bool {
+	return r <= 0x08 || r == 0x0b || (r >= 0x0e && r <= 0x1f) || r == 0x7f ||
+		(r >= 0x206a && r <= 0x206f) || r == 0xfeff || (r >= 0xfff9 && r <= 0xfffc)
 }

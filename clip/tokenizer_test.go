@@ -214,7 +214,14 @@ func TestTokenizerLoadErrors(t *testing.T) {
 func TestTokenizerTextRules(t *testing.T) {
 	tok := fixtureTokenizer(t)
 	for _, c := range []struct{ in, want string }{
-		{"\u00a0a\vb\x1cc\u3000", "a b c"},
+		{"\u00a0a\tb\u2003c\u3000", "a b c"},
+		// ftfy-like repairs (open_clip runs ftfy.fix_text first).
+		{"a\vb\x1cc\ufeff", "abc"},
+		{"the dog\u2019s \u201ctoy\u201d", "the dog's \"toy\""},
+		{"\u0093c1 quotes\u0094", "\"c1 quotes\""},
+		{"\ufb01sh \uff28\uff45\uff4c\uff4c\uff4f", "fish hello"},
+		{"cafe\u0301", "caf\u00e9"},
+		{"\x1b[1;31mred\x1b[0m", "red"},
 		{"ΟΔΟΣ ΟΔΟΣ.", "οδος οδος."},
 		{"ΣΑ", "σα"},
 		{"İ", "i\u0307"},
@@ -223,6 +230,15 @@ func TestTokenizerTextRules(t *testing.T) {
 		if got := tok.Clean(c.in); got != c.want {
 			t.Errorf("Clean(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+	// Curly apostrophes become the "'s" contraction token, as with ftfy.
+	if a, b := tok.Tokens("the dog\u2019s toy"), tok.Tokens("the dog's toy"); !slices.Equal(a, b) {
+		t.Errorf("curly apostrophe: %v vs %v", a, b)
+	}
+	// HF's path normalises to NFC too.
+	hf := tok.WithConvention(ConventionHF)
+	if a, b := hf.Tokens("cafe\u0301"), hf.Tokens("caf\u00e9"); !slices.Equal(a, b) {
+		t.Errorf("HF NFC: %v vs %v", a, b)
 	}
 	// Non-ASCII text encodes byte-level with no unknown token, and decodes back.
 	for _, s := range []string{"café ☕ 東京", "naïve — ok"} {
