@@ -58,7 +58,8 @@ func jpegExif(b []byte) []byte {
 	return nil
 }
 
-// pngExif returns the payload of the eXIf chunk.
+// pngExif returns the payload of the eXIf chunk (before or after the
+// image data; only chunk headers are read on the way).
 func pngExif(b []byte) []byte {
 	i := 8
 	for i+12 <= len(b) {
@@ -70,7 +71,7 @@ func pngExif(b []byte) []byte {
 		if typ == "eXIf" {
 			return b[i+8 : i+8+n]
 		}
-		if typ == "IDAT" || typ == "IEND" {
+		if typ == "IEND" {
 			return nil
 		}
 		i += 12 + n
