@@ -552,7 +552,7 @@ func TestSearchErrors(t *testing.T) {
 		{"upload bomb", func() *http.Response {
 			b, ct := multipartBody(t, map[string]string{"text": "x"}, bombPNG(100000, 100000), "bomb.png")
 			return e.do("POST", "/api/search", b, map[string]string{"Content-Type": ct})
-		}, 413, "too many pixels"},
+		}, 413, "image too large"},
 		{"upload just over pixel limit", func() *http.Response {
 			b, ct := multipartBody(t, map[string]string{"text": "x"}, bombPNG(1001, 1000), "b.png")
 			return e.do("POST", "/api/search", b, map[string]string{"Content-Type": ct})
@@ -668,7 +668,7 @@ func TestImages(t *testing.T) {
 	}
 	e.do("GET", "/api/thumbs/green_car", nil, nil) // from cache
 	wantError(t, e.do("GET", "/api/thumbs/green_car?size=4000", nil, nil), 400, "size")
-	wantError(t, e.do("GET", "/api/thumbs/bomb", nil, nil), 422, "too many pixels")
+	wantError(t, e.do("GET", "/api/thumbs/bomb", nil, nil), 422, "image too large")
 	wantError(t, e.do("GET", "/api/images/notes", nil, nil), 415, "not a raster image")
 	wantError(t, e.do("GET", "/api/thumbs/notes", nil, nil), 422, "")
 
