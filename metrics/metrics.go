@@ -81,7 +81,7 @@ func Validate(ds *dataset.Dataset, r Rankings) error {
 	for _, q := range ds.Queries {
 		ids[q.ID] = true
 	}
-	known := ds.NameChecker()
+	known := newNameSet(ds)
 	chat := ds.Task == dataset.Chat
 	if chat && len(r.Lists) > 0 {
 		return fmt.Errorf("%s needs %d rankings per dialogue (rounds 0..10), got single lists", ds.Name, dataset.VisDialRounds)
@@ -139,19 +139,66 @@ func (e *ListError) Error() string {
 	return s + ": " + e.Msg
 }
 
-func validateList(ids map[string]bool, known func(string) bool, id string, l []string) error {
+// nameSet checks list items against a gallery: a name -> index map with a
+// generation-stamped "seen" array for duplicate detection (no allocation
+// per list), or, for an unlisted gallery, the dataset's name form and a
+// per-list map.
+type nameSet struct {
+	idx   map[string]int32
+	form  func(string) bool
+	stamp []uint32
+	pos   []int32
+	gen   uint32
+}
+
+func newNameSet(ds *dataset.Dataset) *nameSet {
+	if ds.GalleryUnlisted {
+		return &nameSet{form: ds.NameChecker()}
+	}
+	ns := &nameSet{idx: make(map[string]int32, len(ds.Gallery)), stamp: make([]uint32, len(ds.Gallery)), pos: make([]int32, len(ds.Gallery))}
+	for i, im := range ds.Gallery {
+		ns.idx[im.Name] = int32(i)
+	}
+	return ns
+}
+
+func validateList(ids map[string]bool, ns *nameSet, id string, l []string) error {
 	if !ids[id] {
 		return &ListError{Query: id, Round: -1, Item: -1, Msg: "unknown query id"}
 	}
-	seen := make(map[string]int, len(l))
+	unknown := func(i int, name string) error {
+		return &ListError{Query: id, Round: -1, Item: i, Msg: fmt.Sprintf("unknown image name %q", name)}
+	}
+	dup := func(i int, name string, first int) error {
+		return &ListError{Query: id, Round: -1, Item: i, Msg: fmt.Sprintf("image %q already at item %d", name, first)}
+	}
+	if ns.idx == nil {
+		seen := make(map[string]int, len(l))
+		for i, name := range l {
+			if !ns.form(name) {
+				return unknown(i, name)
+			}
+			if first, ok := seen[name]; ok {
+				return dup(i, name, first)
+			}
+			seen[name] = i
+		}
+		return nil
+	}
+	ns.gen++
+	if ns.gen == 0 { // wrapped: reset the stamps
+		clear(ns.stamp)
+		ns.gen = 1
+	}
 	for i, name := range l {
-		if !known(name) {
-			return &ListError{Query: id, Round: -1, Item: i, Msg: fmt.Sprintf("unknown image name %q", name)}
+		j, ok := ns.idx[name]
+		if !ok {
+			return unknown(i, name)
 		}
-		if first, dup := seen[name]; dup {
-			return &ListError{Query: id, Round: -1, Item: i, Msg: fmt.Sprintf("image %q already at item %d", name, first)}
+		if ns.stamp[j] == ns.gen {
+			return dup(i, name, int(ns.pos[j]))
 		}
-		seen[name] = i
+		ns.stamp[j], ns.pos[j] = ns.gen, int32(i)
 	}
 	return nil
 }
