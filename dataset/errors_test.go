@@ -177,4 +177,24 @@ func TestFormatErrorAs(t *testing.T) {
 	}
 }
 
+func TestCaptionCSVWithoutSplitColumn(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "Flickr30K")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	csv := "\ufeffraw,extra,filename\n\"[\"\"b1\"\", \"\"b2\"\"]\",x,b.jpg\n\"[\"\"a1\"\"]\",y,a.jpg\n"
+	if err := os.WriteFile(filepath.Join(dir, "test_1k_flickr.csv"), []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := Load(context.Background(), "flickr30k", root, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.Queries) != 3 || ds.Queries[2].Instruction != "a1" || ds.Queries[2].ID != "2" || ds.Queries[0].Targets[0] != "b.jpg" ||
+		ds.Gallery[0].Name != "a.jpg" || ds.Gallery[1].Name != "b.jpg" {
+		t.Errorf("dataset = %+v", ds)
+	}
+}
+
 func ptr(s string) *string { return &s }

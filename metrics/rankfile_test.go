@@ -291,3 +291,22 @@ func TestSubmissionRoundTrip(t *testing.T) {
 		t.Errorf("CIRCO writer = %q", got)
 	}
 }
+
+func TestCIRRSubsetCandidateRule(t *testing.T) {
+	ds := &dataset.Dataset{Name: dataset.CIRR, Split: "val", Task: dataset.Composed,
+		Gallery: gallery("r", "a", "b", "c", "d", "e", "f"),
+		Queries: []dataset.Query{{ID: "1", Reference: "r", Targets: []string{"a"}, Subset: []string{"a", "b", "c", "d", "e"}}}}
+	_, err := ParseRankingFile("s.json", []byte(`{"version": "rc2", "metric": "recall_subset", "1": ["a", "f", "b"]}`), ds)
+	if err == nil || !strings.Contains(err.Error(), `query "1": item 1: "f" is not one of the query's subset candidates`) {
+		t.Errorf("err = %v", err)
+	}
+	rf, err := ParseRankingFile("s.json", []byte(`{"version": "rc2", "metric": "recall_subset", "1": ["b", "a", "c"]}`), ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Score(ds, rf.Rankings, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMetrics(t, rep, map[string]float64{"recall_subset@1": 0, "recall_subset@2": 1, "recall_subset@3": 1})
+}
