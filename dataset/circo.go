@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,28 +105,75 @@ func loadCIRCO(ctx context.Context, l *loader) error {
 		}
 		l.ds.Queries = append(l.ds.Queries, q)
 	}
-	if !l.listImages {
-		l.ds.GalleryUnlisted = true
-		return nil
-	}
 	dir := l.path("unlabeled2017")
 	if !isDir(dir) && isDir(l.path("COCO2017_unlabeled", "unlabeled2017")) {
 		dir = l.path("COCO2017_unlabeled", "unlabeled2017")
 	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		if os.IsNotExist(err) {
-			l.ds.GalleryUnlisted = true
+	if l.listImages {
+		ents, err := os.ReadDir(dir)
+		if err == nil {
+			for _, e := range ents {
+				name := e.Name()
+				if hiddenName(name) || e.IsDir() || !strings.EqualFold(filepath.Ext(name), ".jpg") {
+					continue
+				}
+				l.ds.Gallery = append(l.ds.Gallery, Image{Name: name, Path: filepath.Join(dir, name)})
+			}
 			return nil
 		}
-		return fmt.Errorf("list CIRCO images: %w", err)
+		if !os.IsNotExist(err) {
+			return fmt.Errorf("list CIRCO images: %w", err)
+		}
 	}
-	for _, e := range ents {
-		name := e.Name()
-		if hiddenName(name) || e.IsDir() || !strings.EqualFold(filepath.Ext(name), ".jpg") {
+	// Without the image folder, COCO's image list (upstream layout) still
+	// names the gallery.
+	for _, rel := range [][]string{{"COCO2017_unlabeled", "annotations", cocoImageInfo}, {"annotations", cocoImageInfo}, {cocoImageInfo}} {
+		p := l.path(rel...)
+		if !isFile(p) {
 			continue
 		}
-		l.ds.Gallery = append(l.ds.Gallery, Image{Name: name, Path: filepath.Join(dir, name)})
+		names, err := readCOCOImageInfo(p)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			l.ds.Gallery = append(l.ds.Gallery, Image{Name: n, Path: filepath.Join(dir, n)})
+		}
+		return nil
 	}
+	l.ds.GalleryUnlisted = true
 	return nil
+}
+
+// cocoImageInfo is COCO 2017's list of the unlabeled images.
+const cocoImageInfo = "image_info_unlabeled2017.json"
+
+// readCOCOImageInfo returns images[].file_name of a COCO image-info file,
+// sorted (the order of the folder listing).
+func readCOCOImageInfo(path string) ([]string, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var info struct {
+		Images []struct {
+			FileName string `json:"file_name"`
+		} `json:"images"`
+	}
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, JSONError(path, data, err)
+	}
+	names := make([]string, 0, len(info.Images))
+	seen := make(map[string]bool, len(info.Images))
+	for i, im := range info.Images {
+		if _, ok := COCOID(im.FileName); !ok {
+			return nil, &FormatError{File: path, Record: fmt.Sprintf("images[%d]", i), Field: "file_name", Msg: fmt.Sprintf("%q is not a COCO file name (12 digits + .jpg)", im.FileName)}
+		}
+		if !seen[im.FileName] {
+			seen[im.FileName] = true
+			names = append(names, im.FileName)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }

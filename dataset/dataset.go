@@ -69,7 +69,7 @@ type Dataset struct {
 	Root string `json:"root,omitempty"`
 	// GalleryUnlisted is true when the gallery could not be enumerated
 	// (CIRCO without its unlabeled2017 folder, or loaded by
-	// LoadAnnotations): Gallery is then empty and image names are checked
-	// by their form only.
+	// LoadAnnotations, and without image_info_unlabeled2017.json): Gallery
+	// is then empty and image names are checked by their form only.
 	GalleryUnlisted bool `json:"gallery_unlisted,omitempty"`
 }

@@ -198,3 +198,36 @@ func TestCaptionCSVWithoutSplitColumn(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+func TestCIRCOGalleryFromImageInfo(t *testing.T) {
+	root := t.TempDir()
+	copyTree(t, filepath.Join(testutil.Fixtures(t, "datasets"), "CIRCO"), filepath.Join(root, "CIRCO"))
+	ann := filepath.Join(root, "CIRCO", "COCO2017_unlabeled", "annotations")
+	if err := os.MkdirAll(ann, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "CIRCO", "unlabeled2017")); err != nil {
+		t.Fatal(err)
+	}
+	info := `{"info": {}, "images": [{"id": 1002, "file_name": "000000001002.jpg"}, {"id": 1001, "file_name": "000000001001.jpg"}]}`
+	if err := os.WriteFile(filepath.Join(ann, "image_info_unlabeled2017.json"), []byte(info), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, load := range []func(context.Context, string, string, string) (*Dataset, error){Load, LoadAnnotations} {
+		ds, err := load(context.Background(), "CIRCO", root, "val")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds.GalleryUnlisted || len(ds.Gallery) != 2 || ds.Gallery[0].Name != "000000001001.jpg" ||
+			ds.Gallery[0].Path != filepath.Join(root, "CIRCO", "unlabeled2017", "000000001001.jpg") {
+			t.Errorf("gallery = %+v (unlisted %v)", ds.Gallery, ds.GalleryUnlisted)
+		}
+	}
+	bad := `{"images": [{"file_name": "x.png"}]}`
+	if err := os.WriteFile(filepath.Join(ann, "image_info_unlabeled2017.json"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(context.Background(), "CIRCO", root, "val"); err == nil || !strings.Contains(err.Error(), `images[0]: field "file_name"`) {
+		t.Errorf("bad image info: %v", err)
+	}
+}

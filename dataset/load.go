@@ -166,15 +166,17 @@ func (l *loader) path(rel ...string) string {
 // Load reads the annotation and split files and, for CIRCO whose gallery is
 // defined by its image folder, lists that folder. It does not require the
 // image files to exist (scoring needs only the annotations); call
-// CheckImages before reading pixels. Without the CIRCO image folder the
-// gallery is left unlisted (GalleryUnlisted).
+// CheckImages before reading pixels. Without the CIRCO image folder its
+// gallery comes from COCO's image_info_unlabeled2017.json when present,
+// and is otherwise left unlisted (GalleryUnlisted).
 func Load(ctx context.Context, name, dataRoot, split string) (*Dataset, error) {
 	return load(ctx, name, dataRoot, split, true)
 }
 
 // LoadAnnotations is Load without touching any image folder: the result
-// depends on the annotation and split files only. CIRCO's gallery, which
-// only its image folder defines, is left unlisted.
+// depends on the annotation and split files only. CIRCO's gallery then
+// comes from image_info_unlabeled2017.json when present, else it is left
+// unlisted.
 func LoadAnnotations(ctx context.Context, name, dataRoot, split string) (*Dataset, error) {
 	return load(ctx, name, dataRoot, split, false)
 }
