@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -113,7 +114,10 @@ type Config struct {
 	Images   ImageSource
 	// Decode decodes image bytes (stage 3 composition, resizing); nil uses
 	// the standard library decoders registered in the binary.
-	Decode  func(b []byte) (image.Image, error)
+	Decode func(b []byte) (image.Image, error)
+	// Compose builds the stage-3 evaluator image; nil uses
+	// imageio.SideBySide (the method's layout).
+	Compose func(ref, cand image.Image) image.Image
 	Roles   Roles
 	Prompts *prompt.Library
 	Options Options
@@ -147,6 +151,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.Decode == nil {
 		cfg.Decode = decodeStd
+	}
+	if cfg.Compose == nil {
+		cfg.Compose = imageio.SideBySide
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -246,21 +253,74 @@ func (e *Engine) Down() []string {
 	return out
 }
 
-// limiter bounds concurrent work.
-type limiter struct{ ch chan struct{} }
+// limiter bounds concurrent work. Waiters are served by priority (a later
+// stage first, so queries already under way finish before new ones start
+// on a shared role), then in arrival order.
+type limiter struct {
+	mu      sync.Mutex
+	free    int
+	seq     uint64
+	waiters []*waiter
+}
 
-func newLimiter(n int) *limiter { return &limiter{ch: make(chan struct{}, n)} }
+type waiter struct {
+	prio  int
+	seq   uint64
+	ready chan struct{}
+}
 
-func (l *limiter) acquire(ctx context.Context) error {
+func newLimiter(n int) *limiter { return &limiter{free: n} }
+
+func (l *limiter) acquire(ctx context.Context) error { return l.acquirePrio(ctx, 0) }
+
+func (l *limiter) acquirePrio(ctx context.Context, prio int) error {
+	l.mu.Lock()
+	if l.free > 0 && len(l.waiters) == 0 {
+		l.free--
+		l.mu.Unlock()
+		return nil
+	}
+	l.seq++
+	w := &waiter{prio: prio, seq: l.seq, ready: make(chan struct{})}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
 	select {
-	case l.ch <- struct{}{}:
+	case <-w.ready:
 		return nil
 	case <-ctx.Done():
+		l.mu.Lock()
+		for i, x := range l.waiters {
+			if x == w {
+				l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+				l.mu.Unlock()
+				return ctx.Err()
+			}
+		}
+		l.mu.Unlock()
+		// The slot was handed over just as ctx ended: give it back.
+		l.release()
 		return ctx.Err()
 	}
 }
 
-func (l *limiter) release() { <-l.ch }
+func (l *limiter) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.waiters) == 0 {
+		l.free++
+		return
+	}
+	best := 0
+	for i, w := range l.waiters[1:] {
+		b := l.waiters[best]
+		if w.prio > b.prio || (w.prio == b.prio && w.seq < b.seq) {
+			best = i + 1
+		}
+	}
+	w := l.waiters[best]
+	l.waiters = append(l.waiters[:best], l.waiters[best+1:]...)
+	close(w.ready)
+}
 
 // role is one configured model role: bounded in-flight calls, counters and
 // a breaker that stops calls after repeated consecutive failures.
@@ -278,11 +338,11 @@ type role struct {
 	calls, failures, hits, ptok, ctok atomic.Int64
 }
 
-func (r *role) chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
+func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatResponse, error) {
 	if r.down.Load() {
 		return nil, r.downErr()
 	}
-	if err := r.lim.acquire(ctx); err != nil {
+	if err := r.lim.acquirePrio(ctx, prio); err != nil {
 		return nil, err
 	}
 	defer r.lim.release()
@@ -332,12 +392,25 @@ func (e *Engine) call(ctx context.Context, roleName string, req ChatRequest, c *
 	if !ok {
 		return nil, fmt.Errorf("%s not configured", roleName)
 	}
-	resp, err := r.chat(ctx, req)
+	resp, err := r.chat(ctx, req, stagePriority(roleName))
 	if errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil) {
 		return nil, err
 	}
 	c.add(roleName, resp, err)
 	return resp, err
+}
+
+// stagePriority orders waiting calls on a role: later stages first.
+func stagePriority(roleName string) int {
+	switch roleName {
+	case RoleReasoner:
+		return 1
+	case RoleProposer, RoleVerifier:
+		return 2
+	case RoleEvaluator:
+		return 3
+	}
+	return 0
 }
 
 // roleDownAfter reports a role-down error for a stage that saw failures

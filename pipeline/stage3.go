@@ -147,7 +147,7 @@ func (e *Engine) composed(ctx context.Context, ref image.Image, cand string) (Im
 	if err != nil {
 		return ImageData{}, fmt.Errorf("decode candidate %s: %w", cand, err)
 	}
-	return encodeJPEG(imageio.SideBySide(ref, img))
+	return encodeJPEG(e.cfg.Compose(ref, img))
 }
 
 // candidateImage loads a candidate for the verifier, resized to a square
