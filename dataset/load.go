@@ -112,7 +112,8 @@ func lookup(name string) (spec, error) {
 
 // Canonical returns the canonical spelling of a dataset name and split:
 // names are case-insensitive; "valid" and "val" mean val; CIRR's "test" is
-// "test1". An empty split selects the dataset's evaluation split.
+// "test1". An empty split selects val (test for Flickr30K and MSCOCO,
+// which have no other).
 func Canonical(name, split string) (string, string, error) {
 	s, err := lookup(name)
 	if err != nil {

@@ -19,7 +19,7 @@ id, instruction (or turns for VisDial: caption then the ten
 subset candidates. Image files need not exist.`)
 	name := fs.String("dataset", "", benchmarkNameHelp)
 	data := benchmarkDataFlag(e, fs)
-	split := fs.String("split", "", "split: val (or valid) or test; CIRR test means test1 (default: the dataset's evaluation split)")
+	split := fs.String("split", "", "split: val (or valid) or test; CIRR test means test1 (default: val; test for Flickr30K and MSCOCO, which have only test)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ Prints one JSON object on stdout (values are fractions in [0,1]) and a
 table on stderr. Queries without a ranking count as misses, with a warning.`)
 	name := fs.String("dataset", "", benchmarkNameHelp+"; or FashionIQ for all three categories")
 	data := benchmarkDataFlag(e, fs)
-	split := fs.String("split", "", "split: val (or valid) or test; CIRR test means test1 (default: the dataset's evaluation split)")
+	split := fs.String("split", "", "split: val (or valid) or test; CIRR test means test1 (default: val; test for Flickr30K and MSCOCO, which have only test)")
 	var rankings rankingFilesFlag
 	fs.Var(&rankings, "ranking", "ranking or submission file (repeatable: a CIRR recall file plus a recall_subset file)")
 	var opt metrics.Options
