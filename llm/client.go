@@ -219,7 +219,8 @@ func (c *Client) checkModels(ctx context.Context) error {
 				res[i].models = models
 				found := false
 				for _, m := range models {
-					if m == c.cfg.Model {
+					// Ollama lists "name:latest" for a model asked for as "name".
+					if m == c.cfg.Model || m == c.cfg.Model+":latest" {
 						found = true
 					}
 				}
@@ -507,7 +508,11 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 		"prompt_tokens", out.Usage.PromptTokens, "completion_tokens", out.Usage.CompletionTokens, "finish", out.FinishReason)
 	if c.cache != nil {
 		if v, err := json.Marshal(&out); err == nil {
-			if err := c.cache.put(ctx, key, string(c.role), c.cfg.CacheModelID(), "chat", v); err != nil {
+			// Keep the answer even if the caller gives up right now.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			err := c.cache.put(pctx, key, string(c.role), c.cfg.CacheModelID(), "chat", v)
+			cancel()
+			if err != nil {
 				c.opt.Logger.Warn("answer cache write failed", "role", c.role, "err", err)
 			}
 		}
@@ -618,6 +623,9 @@ func (c *Client) ctxError(ep string, last *attemptError, attempts int, err error
 	return e
 }
 
+// maxReply bounds a reply body.
+const maxReply = 256 << 20
+
 // attempt makes one HTTP request under the role's timeout.
 func (c *Client) attempt(ctx context.Context, url string, body []byte, parse func([]byte) error) *attemptError {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -633,9 +641,12 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 		return &attemptError{msg: transportMessage(err, c.cfg.Timeout), retryable: true, outcome: outcomeFailed}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxReply+1))
 	if err != nil {
 		return &attemptError{status: resp.StatusCode, msg: "reading reply: " + transportMessage(err, c.cfg.Timeout), retryable: true, outcome: outcomeFailed}
+	}
+	if len(data) > maxReply {
+		return &attemptError{status: resp.StatusCode, msg: fmt.Sprintf("reply larger than %d MiB", maxReply>>20), outcome: outcomeOK}
 	}
 	switch st := resp.StatusCode; {
 	case st == http.StatusOK:

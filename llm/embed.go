@@ -161,7 +161,10 @@ func (c *Client) embed(ctx context.Context, body, keyBody map[string]any, n int)
 	})
 	if c.cache != nil {
 		if v, err := json.Marshal(out); err == nil {
-			if err := c.cache.put(ctx, key, string(c.role), c.cfg.CacheModelID(), "embed", v); err != nil {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			err := c.cache.put(pctx, key, string(c.role), c.cfg.CacheModelID(), "embed", v)
+			cancel()
+			if err != nil {
 				c.opt.Logger.Warn("answer cache write failed", "role", c.role, "err", err)
 			}
 		}
