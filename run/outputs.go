@@ -43,12 +43,29 @@ func (r *Runner) stageList(st int, key string) []string {
 			return nil
 		}
 		names = s.Ranking
+	case stageSoft:
+		s := r.get2(key)
+		if s == nil || s.SoftRanking == nil {
+			return nil
+		}
+		names = s.SoftRanking
 	}
 	depth := r.cfg.Engine.Options().Depth
 	if len(names) > depth {
 		names = names[:depth]
 	}
 	return slices.Clone(names)
+}
+
+// stageSoft names the stage-2 ranking by soft (log-probability) scores,
+// written beside the hard one when soft scoring is on.
+const stageSoft = 4
+
+func stageKey(st int) string {
+	if st == stageSoft {
+		return "stage2_soft"
+	}
+	return fmt.Sprintf("stage%d", st)
 }
 
 // subsetList is the unit's list restricted to its CIRR subset, in ranked
@@ -151,6 +168,15 @@ func (r *Runner) maybeWrite() {
 			continue
 		}
 		r.wrote[st] = true
+		if st == 2 && r.cfg.Engine.Options().Soft {
+			if _, _, ok := r.lists(stageSoft); ok {
+				if err := r.writeStage(stageSoft); err != nil {
+					r.cfg.Log.Error("write soft stage-2 outputs", "err", err)
+				}
+			} else {
+				r.cfg.Log.Warn("soft scores unavailable for some queries (no log-probabilities): no soft ranking written")
+			}
+		}
 	}
 }
 
@@ -186,21 +212,23 @@ func (r *Runner) writeStage(st int) error {
 		fmt.Fprintf(&buf, "\n%s: %s", k, v)
 	}
 	buf.WriteString("\n}\n")
-	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, fmt.Sprintf("rankings.stage%d.json", st)), buf.Bytes()); err != nil {
+	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "rankings."+stageKey(st)+".json"), buf.Bytes()); err != nil {
 		return err
 	}
-	if err := r.writeSubmissions(st, lists); err != nil {
-		return err
+	if st != stageSoft {
+		if err := r.writeSubmissions(st, lists); err != nil {
+			return err
+		}
 	}
 	if r.cfg.Score != nil && r.hasLabels() {
 		rep, table, err := r.cfg.Score(r.scoredDataset(), lists, rounds)
 		if err != nil {
 			return fmt.Errorf("score stage %d: %w", st, err)
 		}
-		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", fmt.Sprintf("stage%d.json", st)), append(bytes.TrimSpace(rep), '\n')); err != nil {
+		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".json"), append(bytes.TrimSpace(rep), '\n')); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", fmt.Sprintf("stage%d.txt", st)), []byte(table)); err != nil {
+		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".txt"), []byte(table)); err != nil {
 			return err
 		}
 		r.cfg.Log.Info("stage metrics", "stage", st, "metrics", string(compact(rep)))
@@ -237,22 +265,22 @@ func (r *Runner) writeMetrics() error {
 	series := map[string]map[string]json.RawMessage{}
 	js.WriteString("{")
 	n := 0
-	for st := 1; st <= 3; st++ {
-		rep, err := os.ReadFile(filepath.Join(r.cfg.Dir, "metrics", fmt.Sprintf("stage%d.json", st)))
+	for _, st := range []int{1, 2, stageSoft, 3} {
+		rep, err := os.ReadFile(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".json"))
 		if err != nil {
 			continue
 		}
-		table, _ := os.ReadFile(filepath.Join(r.cfg.Dir, "metrics", fmt.Sprintf("stage%d.txt", st)))
+		table, _ := os.ReadFile(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".txt"))
 		if n > 0 {
 			js.WriteString(",")
 		}
 		n++
-		fmt.Fprintf(&js, "\n%q: %s", fmt.Sprintf("stage%d", st), compact(rep))
-		fmt.Fprintf(&txt, "== stage %d (%s) ==\n%s\n", st, stageTitle(st), strings.TrimRight(string(table), "\n"))
+		fmt.Fprintf(&js, "\n%q: %s", stageKey(st), compact(rep))
+		fmt.Fprintf(&txt, "== %s (%s) ==\n%s\n", strings.Replace(stageKey(st), "stage", "stage ", 1), stageTitle(st), strings.TrimRight(string(table), "\n"))
 		txt.WriteString("\n")
 		var m map[string]json.RawMessage
 		if json.Unmarshal(rep, &m) == nil {
-			series[fmt.Sprintf("stage%d", st)] = m
+			series[stageKey(st)] = m
 		}
 	}
 	js.WriteString("\n}\n")
@@ -278,6 +306,8 @@ func stageTitle(st int) string {
 		return "reason + retrieve"
 	case 2:
 		return "verify + re-rank"
+	case stageSoft:
+		return "verify + re-rank by soft log-probability scores, for comparison; stage 3 uses the hard ranking"
 	}
 	return "evaluate"
 }

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/pipeline"
 )
 
 func runOnce(t *testing.T, b *benchSetup, barrier bool, active int) (string, time.Duration) {
@@ -86,4 +89,63 @@ func TestBenchPipeline(t *testing.T) {
 		}
 	}
 	fmt.Printf("pipeline streaming/barrier=%.2f\n", walls[1].Seconds()/walls[0].Seconds())
+}
+
+// softChatter answers like the latency servers, in process, with p(yes).
+type softChatter struct{ role string }
+
+func (s softChatter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeline.ChatResponse, error) {
+	var text strings.Builder
+	for _, m := range req.Messages {
+		for _, p := range m.Parts {
+			text.WriteString(p.Text)
+			if p.Image != nil {
+				text.Write(p.Image.Bytes)
+			}
+		}
+	}
+	out := latencyReply(s.role, text.String())
+	resp := &pipeline.ChatResponse{Text: out}
+	if s.role == "verifier" && req.Logprobs {
+		p := 0.3
+		if out == "yes" {
+			p = 0.6 + float64(len(text.String())%7)/20
+		}
+		resp.PYes = &p
+	}
+	return resp, nil
+}
+
+func TestSoftRankingBesideHard(t *testing.T) {
+	g := newFakeGallery(30, 16)
+	opt := pipeline.DefaultOptions()
+	opt.Soft, opt.TopK = true, 5
+	eng, err := pipeline.New(pipeline.Config{Embedder: hashEmbedder{16}, Searcher: g, Gallery: g, Images: nameImages{},
+		Roles: pipeline.Roles{Reasoner: softChatter{"reasoner"}, Verifier: softChatter{"verifier"}}, Options: opt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &dataset.Dataset{Name: "Flickr30K", Split: "test", Task: dataset.TextToImage, Domain: "general"}
+	for i := range 4 {
+		ds.Queries = append(ds.Queries, dataset.Query{ID: fmt.Sprint(i), Instruction: fmt.Sprint("q", i), Targets: []string{g.names[i]}})
+	}
+	dir := t.TempDir()
+	r, err := New(Config{Engine: eng, Dataset: ds, Dir: dir, Settings: Settings{Stages: 2}, Score: rankOnlyScorer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := os.ReadFile(filepath.Join(dir, "metrics.json"))
+	for _, k := range []string{`"stage1"`, `"stage2"`, `"stage2_soft"`} {
+		if !strings.Contains(string(m), k) {
+			t.Errorf("metrics.json lacks %s:\n%s", k, m)
+		}
+	}
+	hard, _ := os.ReadFile(filepath.Join(dir, "rankings.stage2.json"))
+	soft, err := os.ReadFile(filepath.Join(dir, "rankings.stage2_soft.json"))
+	if err != nil || bytes.Equal(hard, soft) {
+		t.Errorf("soft ranking missing or identical to the hard one (%v)", err)
+	}
 }

@@ -138,3 +138,46 @@ func TestEvalKillAndResume(t *testing.T) {
 		})
 	}
 }
+
+// TestEvalRoleDownResumable: with the verifier down, the run stops calling
+// it, keeps stage 1 and reports the run unfinished; once the verifier is
+// back, --resume completes it without redoing stage 1.
+func TestEvalRoleDownResumable(t *testing.T) {
+	f := newEvalFixture(t, true)
+	f.srv.mu.Lock()
+	f.srv.down["verifier"] = true
+	f.srv.mu.Unlock()
+	runs := filepath.Join(f.root, "runs")
+	out, errs, code := f.eval(t, "--dataset", "CIRR", "--data", f.data, "--split", "val", "--runs", runs)
+	if code == 0 {
+		t.Fatalf("run with the verifier down succeeded:\n%s", out)
+	}
+	if !strings.Contains(errs, "resume") {
+		t.Errorf("error does not say how to resume:\n%s", errs)
+	}
+	dir := runDir(t, runs)
+	if _, err := os.Stat(filepath.Join(dir, "rankings.stage1.json")); err != nil {
+		t.Errorf("stage 1 outputs lost: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rankings.stage2.json")); err == nil {
+		t.Error("stage 2 written although the verifier was down")
+	}
+	verifierCalls := f.srv.count("verifier")
+	if verifierCalls > 12 {
+		t.Errorf("%d calls to a verifier that was down", verifierCalls)
+	}
+	reasonerCalls := f.srv.count("reasoner")
+	f.srv.mu.Lock()
+	f.srv.down["verifier"] = false
+	f.srv.mu.Unlock()
+	if out, errs, code := f.eval(t, "--resume", dir); code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rankings.stage3.json")); err != nil {
+		t.Errorf("resumed run incomplete: %v", err)
+	}
+	// Stage 1 is not redone: only the proposer calls (3) reach the reasoner.
+	if got := f.srv.count("reasoner") - reasonerCalls; got > 3 {
+		t.Errorf("resume made %d reasoner calls, want at most 3 (propositions only)", got)
+	}
+}
