@@ -54,6 +54,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"object":"list","data":[{"id":"bench","object":"model"}]}`)
 		return
 	}
+	arrival := time.Now()
 	var body struct {
 		Model    string `json:"model"`
 		Messages []struct {
@@ -64,7 +65,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), 400)
 		return
 	}
-	arrival := time.Now()
 	l := <-s.slots // queue until a lane frees, like a busy engine (FIFO)
 	n := s.cur.Add(1)
 	for {
@@ -89,12 +89,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	c := flag.Int("c", 64, "server capacity: concurrent requests")
-	n := flag.Int("n", 6400, "requests")
-	service := flag.Duration("service", 50*time.Millisecond, "service time per request")
+	n := flag.Int("n", 3200, "requests")
+	service := flag.Duration("service", 100*time.Millisecond, "service time per request")
 	replicas := flag.Int("replicas", 1, "server replicas (capacity c each)")
 	withImage := flag.Bool("image", false, "send a 224x224 image with every request")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the llm.Client phase (with headroom)")
-	headroom := flag.Int("headroom", -1, "extra requests the client keeps queued at the server beyond C (default C/8)")
+	headroom := flag.Int("headroom", -1, "extra requests the client keeps queued at the server beyond C (default C/4)")
 	flag.Parse()
 
 	var urls []string
@@ -124,7 +124,7 @@ func main() {
 	fmt.Printf("llm.Client, max_in_flight = C = %d: %s\n", *c, exact.line)
 	hr := *headroom
 	if hr < 0 {
-		hr = max(1, *c/8)
+		hr = max(1, *c/4)
 	}
 	best := runClient(urls, servers, *c+hr, *n, *service, capacity, *withImage, *cpuprofile)
 	fmt.Printf("llm.Client, max_in_flight = C + %d queued = %d: %s\n", hr, *c+hr, best.line)
@@ -184,12 +184,12 @@ func runClient(urls []string, servers []*server, inFlight, n int, service time.D
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	// Twice as many callers as slots: the pool, not the caller count,
-	// bounds what is in flight, and its wait queue is exercised.
+	// As many callers as the role accepts in flight, the way the pipeline
+	// bounds its concurrency per role (max_in_flight x endpoints).
 	var failed atomic.Int64
 	var next atomic.Int64
 	start := time.Now()
-	for w := 0; w < 2*inFlight*len(urls); w++ {
+	for w := 0; w < inFlight*len(urls); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
