@@ -329,3 +329,32 @@ func TestEnvironment(t *testing.T) {
 		t.Errorf("client = %+v", c)
 	}
 }
+
+func TestConcurrentSnapshots(t *testing.T) {
+	h := newHub(t)
+	w := hubFile{data: bigData(200_000), lfs: true}
+	h.repos["org/m"] = map[string]hubFile{"model.safetensors": w, "config.json": {data: []byte("{}")}}
+	home := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	dirs := make([]string, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dirs[i], errs[i] = testClient(h, home, nil).Snapshot(context.Background(), "org/m", "main", []File{{Name: "config.json"}, {Name: "model.safetensors"}}, nil)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil || dirs[i] != dirs[0] {
+			t.Fatalf("snapshot %d: %s %v", i, dirs[i], err)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dirs[0], "model.safetensors")); !bytes.Equal(got, w.data) {
+		t.Error("content differs")
+	}
+	if n := h.gets.Load(); n != 1 {
+		t.Errorf("the blob was downloaded %d times, want 1 (lock)", n)
+	}
+}

@@ -168,6 +168,12 @@ func New(ctx context.Context, role Role, cfg config.Role, cache *Cache, opt Opti
 	return c, nil
 }
 
+// Close releases the client's idle connections. Calls in progress finish;
+// the cache is not closed (it may be shared).
+func (c *Client) Close() {
+	c.http.CloseIdleConnections()
+}
+
 // Role is the client's role.
 func (c *Client) Role() Role { return c.role }
 
