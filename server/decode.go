@@ -25,4 +25,3 @@ func decodeLimited(r io.ReadSeeker, maxPixels int64) (image.Image, error) {
 	}
 	return img, nil
 }
-
