@@ -47,6 +47,9 @@ type Query struct {
 	// Dialogue holds the earlier turns of a chat, oldest first (Dialogue[0]
 	// is the opening description); Text is the newest turn.
 	Dialogue []string
+	// Chat marks a chat query even before it has earlier turns (the
+	// opening description alone).
+	Chat bool
 	// Stages selects stages and parameters.
 	Stages StageOptions
 	// Limit is the number of ranked results wanted (> 0).
@@ -56,7 +59,7 @@ type Query struct {
 // Mode names the kind of retrieval a query asks for.
 func (q Query) Mode() string {
 	switch {
-	case len(q.Dialogue) > 0:
+	case q.Chat || len(q.Dialogue) > 0:
 		return "chat"
 	case q.Reference != "" || q.ReferenceImage != nil:
 		return "composed"

@@ -212,6 +212,10 @@ func TestBrowserUI(t *testing.T) {
 	}
 	submitAndWait(t, ctx, "chat turn 1")
 	waitJS(t, ctx, "chat log 1", `document.querySelectorAll('#chat-log li').length === 2`)
+	qs = e.fake.queries()
+	if last = qs[len(qs)-1]; last.Mode() != "chat" || last.Text != "a red dog" || len(last.Dialogue) != 0 {
+		t.Fatalf("chat turn 1 query = %+v", last)
+	}
 	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("q"), "is it on a beach? yes")); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ type searchRequest struct {
 	Text      string       `json:"text"`
 	Reference string       `json:"reference,omitempty"`
 	Dialogue  []string     `json:"dialogue,omitempty"`
+	Chat      bool         `json:"chat,omitempty"`
 	Stages    StageOptions `json:"stages"`
 	Limit     int          `json:"limit,omitempty"`
 }
@@ -83,6 +84,7 @@ func (s *Server) parseQuery(w http.ResponseWriter, r *http.Request) (Query, erro
 		Text:      strings.TrimSpace(req.Text),
 		Reference: req.Reference,
 		Dialogue:  req.Dialogue,
+		Chat:      req.Chat,
 		Stages:    req.Stages,
 		Limit:     req.Limit,
 	}
@@ -161,7 +163,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 			if err := decodeJSON(bytes.NewReader(data), &req); err != nil {
 				return req, nil, err
 			}
-		case "text", "reference", "dialogue", "limit":
+		case "text", "reference", "dialogue", "limit", "chat":
 			data, err := io.ReadAll(io.LimitReader(p, DefaultMaxTextBytes+1))
 			if err != nil {
 				return req, nil, bodyError(name+" part", err)
@@ -174,6 +176,12 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Reference = v
 			case "dialogue":
 				req.Dialogue = append(req.Dialogue, v)
+			case "chat":
+				b, err := strconv.ParseBool(strings.TrimSpace(v))
+				if err != nil {
+					return req, nil, errorf(http.StatusBadRequest, "chat part: %q is not true or false", v)
+				}
+				req.Chat = b
 			case "limit":
 				n, err := strconv.Atoi(strings.TrimSpace(v))
 				if err != nil {
@@ -182,7 +190,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Limit = n
 			}
 		default:
-			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, limit)", name)
+			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, chat, limit)", name)
 		}
 	}
 	return req, upload, nil
@@ -225,14 +233,14 @@ func (s *Server) checkQuery(q *Query) error {
 		}
 	}
 	if q.Reference != "" {
-		if len(q.Dialogue) > 0 {
+		if q.Mode() == "chat" {
 			return errorf(http.StatusBadRequest, "a chat (dialogue) takes no reference image")
 		}
 		if _, ok := s.cfg.Images[q.Reference]; !ok {
 			return errorf(http.StatusBadRequest, "reference %q is not in the gallery", q.Reference)
 		}
 	}
-	if q.ReferenceImage != nil && len(q.Dialogue) > 0 {
+	if q.ReferenceImage != nil && q.Mode() == "chat" {
 		return errorf(http.StatusBadRequest, "a chat (dialogue) takes no reference image")
 	}
 	switch {

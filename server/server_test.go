@@ -414,9 +414,11 @@ func TestSearchModes(t *testing.T) {
 	}
 	// Chat.
 	decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "is it outdoors? yes", "dialogue": []string{"a dog", "is it red? no"}}, nil))
+	// The opening turn of a chat.
+	decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "a dog", "chat": true}, nil))
 
 	got := e.fake.queries()
-	if len(got) != 5 {
+	if len(got) != 6 {
 		t.Fatalf("searcher got %d queries", len(got))
 	}
 	if got[0].Mode() != "text" || got[0].Limit != 3 {
@@ -433,6 +435,9 @@ func TestSearchModes(t *testing.T) {
 	}
 	if got[4].Mode() != "chat" || len(got[4].Dialogue) != 2 || got[4].Limit != DefaultLimit {
 		t.Errorf("chat query = %+v", got[4])
+	}
+	if got[5].Mode() != "chat" || len(got[5].Dialogue) != 0 || got[5].Text != "a dog" {
+		t.Errorf("opening chat query = %+v", got[5])
 	}
 }
 
@@ -515,6 +520,9 @@ func TestSearchErrors(t *testing.T) {
 		}, 400, "not in the gallery"},
 		{"chat with reference", func() *http.Response {
 			return e.postJSON("/api/search", map[string]any{"text": "x", "reference": "red_dog", "dialogue": []string{"a"}}, nil)
+		}, 400, "no reference"},
+		{"opening chat with reference", func() *http.Response {
+			return e.postJSON("/api/search", map[string]any{"text": "x", "reference": "red_dog", "chat": true}, nil)
 		}, 400, "no reference"},
 		{"empty turn", func() *http.Response {
 			return e.postJSON("/api/search", map[string]any{"text": "x", "dialogue": []string{"a", " "}}, nil)

@@ -308,7 +308,10 @@
     const req = { text, stages: stageOptions() };
     const limit = parseInt($("opt-limit").value, 10);
     if (limit > 0) req.limit = limit;
-    if (state.mode === "chat" && state.turns.length) req.dialogue = state.turns.slice();
+    if (state.mode === "chat") {
+      req.chat = true;
+      if (state.turns.length) req.dialogue = state.turns.slice();
+    }
     if (state.mode === "composed") {
       if (state.refFile) {
         const fd = new FormData();
@@ -396,7 +399,7 @@
       return null;
     }
     for (const st of result.stages) {
-      setStage(st.name, st.status, st.status === "done" ? Math.round(st.duration_ms) + " ms" : st.reason || "");
+      setStage(st.name, st.status, st.status === "done" ? (st.duration_ms > 0 ? Math.round(st.duration_ms) + " ms" : "") : st.reason || "");
     }
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(result.results.length + " results in " + secs + " s.");
