@@ -233,7 +233,8 @@ func sniff(b []byte) (name string, ok bool) {
 	return "", false
 }
 
-func decodeConfig(format string, data []byte) (image.Config, error) {
+func decodeConfig(format string, data []byte) (cfg image.Config, err error) {
+	defer recoverDecoder(&err)
 	r := bytes.NewReader(data)
 	switch format {
 	case "jpeg":
@@ -250,7 +251,8 @@ func decodeConfig(format string, data []byte) (image.Config, error) {
 	return image.Config{}, ErrUnsupported
 }
 
-func decodePixels(format string, data []byte) (image.Image, error) {
+func decodePixels(format string, data []byte) (img image.Image, err error) {
+	defer recoverDecoder(&err)
 	r := bytes.NewReader(data)
 	switch format {
 	case "jpeg":
@@ -265,6 +267,14 @@ func decodePixels(format string, data []byte) (image.Image, error) {
 		return webp.Decode(r)
 	}
 	return nil, ErrUnsupported
+}
+
+// recoverDecoder turns a panic inside a third-party decoder (malformed
+// input it did not anticipate) into an error.
+func recoverDecoder(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("decoder failed: %v", r)
+	}
 }
 
 // classify wraps a decoder error with the matching sentinel: truncation

@@ -419,3 +419,43 @@ func TestYCbCrUpsamplingAllRatios(t *testing.T) {
 		t.Errorf("h2v1 step: %v want %v", cb, want)
 	}
 }
+
+// FuzzDecodeBytes checks that no input makes Decode panic or return an
+// image together with an error. The seeds (valid files of each format and
+// corruptions of them) run with every `go test`.
+func FuzzDecodeBytes(f *testing.F) {
+	src := noiseImage(19, 11)
+	var seeds [][]byte
+	for _, enc := range []func(*bytes.Buffer) error{
+		func(b *bytes.Buffer) error { return png.Encode(b, src) },
+		func(b *bytes.Buffer) error { return jpeg.Encode(b, src, nil) },
+		func(b *bytes.Buffer) error { return gif.Encode(b, src, nil) },
+		func(b *bytes.Buffer) error { return bmp.Encode(b, src) },
+	} {
+		var buf bytes.Buffer
+		if err := enc(&buf); err != nil {
+			f.Fatal(err)
+		}
+		seeds = append(seeds, buf.Bytes())
+	}
+	seeds = append(seeds, solidWebP(5, 3, color.NRGBA{1, 2, 3, 255}, nil))
+	for _, s := range seeds {
+		f.Add(s)
+		for i := 0; i < 24; i++ {
+			c := append([]byte{}, s...)
+			p := (i*7919 + 13) % len(c)
+			c[p] ^= byte(1 + i*37)
+			f.Add(c)
+			f.Add(c[:len(c)*(i+1)/25])
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img, _, err := DecodeBytes(data, Limits{MaxPixels: 1 << 20})
+		if (err == nil) == (img == nil) {
+			t.Fatalf("img %v with err %v", img != nil, err)
+		}
+		if err == nil {
+			ToRGB(img)
+		}
+	})
+}
