@@ -30,8 +30,9 @@ const maxTile = 16 * 32
 type Packed struct {
 	K, N   int
 	spec   *kernelSpec
-	panels []float32 // ceil(N/nr) panels of K*nr values (pure-Go backend)
-	wt     []float32 // N x K row-major copy (BLAS backend)
+	panels []float32 // ceil(N/nr) panels of K*nr values (Go kernels)
+	//lint:ignore U1000 read by the openblas build (backend_openblas.go)
+	wt []float32 // N x K row-major copy (BLAS backend)
 }
 
 // PackTransposed packs a weight stored as PyTorch's Linear does: w is N x K
@@ -72,20 +73,6 @@ func packPanels(p *Packed, at func(row, col int) float32) {
 			}
 		}
 	}
-}
-
-// transposedCopy returns the N x K row-major form of B.
-func transposedCopy(p *Packed, at func(row, col int) float32, wt []float32) []float32 {
-	if wt != nil {
-		return append([]float32(nil), wt...)
-	}
-	out := make([]float32, p.N*p.K)
-	for n := 0; n < p.N; n++ {
-		for k := 0; k < p.K; k++ {
-			out[n*p.K+k] = at(k, n)
-		}
-	}
-	return out
 }
 
 // Threads returns n, or the number of CPUs when n <= 0.
