@@ -317,3 +317,29 @@ func TestTokenizerLongWord(t *testing.T) {
 		t.Errorf("1 MB text: eot %d", eot)
 	}
 }
+
+// FuzzTokenizerEncode checks the invariants of Encode on any text: the
+// context length, start/end framing, the pooling index and ids inside the
+// vocabulary.
+func FuzzTokenizerEncode(f *testing.F) {
+	for _, s := range []string{"a photo of a cat", "", "IT'S &amp; <end_of_text> x", "café ☕ 東京 \u2019s", "\xff\xfe broken utf8", strings.Repeat("ab ", 100)} {
+		f.Add(s)
+	}
+	tok, err := LoadTokenizer(testutil.Fixtures(f, "clip", "tiny-clip-quickgelu"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		for _, tk := range []*Tokenizer{tok, tok.WithConvention(ConventionHF)} {
+			ids, eot := tk.Encode(text)
+			if len(ids) != 77 || ids[0] != tk.StartID() || eot < 1 || eot > 76 || ids[eot] != tk.EndID() {
+				t.Fatalf("%q: ids %v eot %d", text, ids, eot)
+			}
+			for _, id := range ids {
+				if id < 0 || int(id) >= tk.VocabSize() {
+					t.Fatalf("%q: id %d outside the vocabulary", text, id)
+				}
+			}
+		}
+	})
+}
