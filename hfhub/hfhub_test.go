@@ -358,3 +358,23 @@ func TestConcurrentSnapshots(t *testing.T) {
 		t.Errorf("the blob was downloaded %d times, want 1 (lock)", n)
 	}
 }
+
+func TestRelativeRedirect(t *testing.T) {
+	h := newHub(t)
+	h.repos["org/new"] = map[string]hubFile{"config.json": {data: []byte(`{"a":1}`)}}
+	inner := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/org/old/") { // renamed repository
+			http.Redirect(w, r, strings.Replace(r.URL.Path, "/org/old/", "/org/new/", 1), http.StatusTemporaryRedirect)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	dir, err := testClient(h, t.TempDir(), nil).Snapshot(context.Background(), "org/old", "main", []File{{Name: "config.json"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "config.json")); string(b) != `{"a":1}` {
+		t.Errorf("content %q", b)
+	}
+}

@@ -217,8 +217,8 @@ func (c *Client) checkModels(ctx context.Context) error {
 					hint = "check the key in $" + c.cfg.APIKeyEnv
 				}
 				res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (%s)", ep, status, msg, hint), true
-			case status == http.StatusNotFound:
-				res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP 404: %s (is the endpoint the API base URL, usually ending in /v1?)", ep, msg), true
+			case status >= 400 && status < 500:
+				res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (is the endpoint the API base URL, usually ending in /v1?)", ep, status, msg), true
 			case status != http.StatusOK:
 				res[i].err = fmt.Errorf("GET %s/models: HTTP %d: %s", ep, status, msg)
 			default:

@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -197,5 +198,36 @@ func TestUnreachableAtStartStillStarts(t *testing.T) {
 	opt.RequireReachable = true
 	if _, err := New(context.Background(), Captioner, cfg, nil, opt); !errors.Is(err, ErrRoleDown) {
 		t.Errorf("RequireReachable: err = %v", err)
+	}
+}
+
+func TestModelCheckAuthAndPath(t *testing.T) {
+	f := newFake(t)
+	srv := f.Config.Handler
+	f.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k3y" {
+			w.WriteHeader(401)
+			w.Write([]byte(`{"error":{"message":"Unauthorized"}}`))
+			return
+		}
+		srv.ServeHTTP(w, r)
+	})
+	cfg := testRole(baseURL(f))
+	cfg.APIKeyEnv = "VLLM_KEY"
+	_, err := New(context.Background(), Reasoner, cfg, nil, testOptions())
+	if err == nil || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), "$VLLM_KEY") {
+		t.Errorf("no key: %v", err)
+	}
+	cfg.APIKey = "k3y"
+	c, err := New(context.Background(), Reasoner, cfg, nil, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Chat(context.Background(), ChatRequest{Messages: []Message{UserText("x")}}); err != nil {
+		t.Errorf("with key: %v", err)
+	}
+	cfg.Endpoints = []string{f.URL + "/api"}
+	if _, err := New(context.Background(), Reasoner, cfg, nil, testOptions()); err == nil || !strings.Contains(err.Error(), "/v1") {
+		t.Errorf("wrong path: %v", err)
 	}
 }
