@@ -57,12 +57,14 @@ func TestChatCache(t *testing.T) {
 	if n := f.requests.Load(); n != 4 {
 		t.Errorf("server saw %d requests, want 4", n)
 	}
-	// Another replica (other URL), same model id: the key does not depend
-	// on the endpoint.
+	// Another server (other URL and served name), same model id: the key
+	// depends on neither.
 	g := newFake(t)
 	g.answer = func(map[string]any) string { return "different server" }
+	g.models = []string{"other-served-name"}
 	cfg2 := cfg
 	cfg2.Endpoints = []string{baseURL(g)}
+	cfg2.Model = "other-served-name"
 	c2, err := New(context.Background(), Captioner, cfg2, cache, testOptions())
 	if err != nil {
 		t.Fatal(err)

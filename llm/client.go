@@ -440,10 +440,17 @@ func (c *Client) chatBody(req ChatRequest) map[string]any {
 	return b
 }
 
-// cacheKey hashes the kind, the model identity and the canonical body.
+// cacheKey hashes the kind, the model identity and the canonical body
+// (without the served model name, which the model identity replaces).
 func cacheKey(kind, modelID string, body map[string]any) (string, error) {
+	kb := make(map[string]any, len(body))
+	for k, v := range body {
+		if k != "model" {
+			kb[k] = v
+		}
+	}
 	// encoding/json writes map keys sorted: the encoding is canonical.
-	js, err := json.Marshal(body)
+	js, err := json.Marshal(kb)
 	if err != nil {
 		return "", err
 	}
