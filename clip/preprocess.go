@@ -444,6 +444,12 @@ func (p *ImageProcessor) Crop(img image.Image) *imageio.RGB {
 	}
 	if p.DoResize {
 		tw, th := p.resizeTarget(w, h)
+		if p.DoCenterCrop && tw >= p.CropWidth && th >= p.CropHeight {
+			// Resize only the pixels the crop keeps (bit-identical).
+			left, top := (tw-p.CropWidth)/2, (th-p.CropHeight)/2
+			return imageio.ResizeRGBWindow(rgb, tw, th, p.Resample,
+				image.Rect(left, top, left+p.CropWidth, top+p.CropHeight))
+		}
 		rgb = imageio.ResizeRGB(rgb, tw, th, p.Resample)
 	}
 	if p.DoCenterCrop {

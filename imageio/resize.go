@@ -200,49 +200,74 @@ func clipFixed(v int32) uint8 {
 // whose float kernels may differ from C's sin/cos in the last bit.
 // Large images are processed on up to GOMAXPROCS goroutines.
 func ResizeRGB(src *RGB, w, h int, f Filter) *RGB {
+	return ResizeRGBWindow(src, w, h, f, image.Rect(0, 0, w, h))
+}
+
+// ResizeRGBWindow returns the part win of ResizeRGB(src, w, h, f) (win is
+// clipped to the w x h result) computing only those output pixels and the
+// source rows they need: each output pixel of PIL's separable resize depends
+// only on its own row and column weights, so the window is bit-identical to
+// cropping the full result. CLIP preprocessing uses it to skip the columns
+// or rows the center crop throws away.
+func ResizeRGBWindow(src *RGB, w, h int, f Filter, win image.Rectangle) *RGB {
+	win = win.Intersect(image.Rect(0, 0, max(w, 0), max(h, 0)))
 	src = src.compact()
 	sw, sh := src.Rect.Dx(), src.Rect.Dy()
-	if w <= 0 || h <= 0 || sw <= 0 || sh <= 0 {
-		return NewRGB(image.Rect(0, 0, max(w, 0), max(h, 0)))
+	ww, wh := win.Dx(), win.Dy()
+	if win.Empty() || sw <= 0 || sh <= 0 {
+		return NewRGB(image.Rect(0, 0, ww, wh))
 	}
 	if w == sw && h == sh {
-		out := NewRGB(image.Rect(0, 0, w, h))
-		copy(out.Pix, src.Pix)
-		return out
+		return CropRGB(src, win.Min.X, win.Min.Y, ww, wh)
 	}
 	if f == Nearest {
-		return resizeNearest(src, w, h)
+		full := resizeNearest(src, w, h)
+		if win == full.Rect {
+			return full
+		}
+		return CropRGB(full, win.Min.X, win.Min.Y, ww, wh)
 	}
 	needH, needV := w != sw, h != sh
 	var cv coeffs
-	first, last := 0, sh
+	first, last := win.Min.Y, win.Max.Y
 	if needV {
-		cv = precomputeCoeffs(sh, h, f)
+		cv = precomputeCoeffs(sh, h, f).window(win.Min.Y, win.Max.Y)
 		first = cv.start[0]
-		last = cv.start[h-1] + cv.count[h-1]
+		last = cv.start[wh-1] + cv.count[wh-1]
 	}
-	cur := src
+	tmp := NewRGB(image.Rect(0, 0, ww, last-first))
 	if needH {
-		ch := precomputeCoeffs(sw, w, f)
-		tmp := NewRGB(image.Rect(0, 0, w, last-first))
-		parallelRows(last-first, w*ch.ksize*3, func(y0, y1 int) {
+		ch := precomputeCoeffs(sw, w, f).window(win.Min.X, win.Max.X)
+		parallelRows(last-first, ww*ch.ksize*3, func(y0, y1 int) {
 			resampleHorizontal(tmp, src, first, y0, y1, &ch)
 		})
-		cur = tmp
-		if needV {
-			for i := range cv.start {
-				cv.start[i] -= first
-			}
+	} else {
+		for y := first; y < last; y++ {
+			copy(tmp.Pix[(y-first)*tmp.Stride:(y-first+1)*tmp.Stride], src.Pix[y*src.Stride+3*win.Min.X:])
 		}
 	}
 	if !needV {
-		return cur
+		return tmp
 	}
-	out := NewRGB(image.Rect(0, 0, cur.Rect.Dx(), h))
-	parallelRows(h, cur.Rect.Dx()*cv.ksize*3, func(y0, y1 int) {
-		resampleVertical(out, cur, y0, y1, &cv)
+	for i := range cv.start {
+		cv.start[i] -= first
+	}
+	out := NewRGB(image.Rect(0, 0, ww, wh))
+	parallelRows(wh, ww*cv.ksize*3, func(y0, y1 int) {
+		resampleVertical(out, tmp, y0, y1, &cv)
 	})
 	return out
+}
+
+// window returns the coefficients of outputs [lo, hi), with their own copy
+// of the start offsets.
+func (c coeffs) window(lo, hi int) coeffs {
+	return coeffs{
+		ksize: c.ksize,
+		start: append([]int(nil), c.start[lo:hi]...),
+		count: c.count[lo:hi],
+		k:     c.k[lo*c.ksize : hi*c.ksize],
+	}
 }
 
 // resampleHorizontal fills tmp rows [y0,y1) from src rows offset by first.

@@ -257,3 +257,34 @@ func BenchmarkResize(b *testing.B) {
 		})
 	}
 }
+
+func TestResizeWindowMatchesCrop(t *testing.T) {
+	src := ToRGB(noiseImage(61, 43))
+	s := uint32(99)
+	rnd := func(n int) int { s = s*1664525 + 1013904223; return int(s>>8) % n }
+	for i := 0; i < 60; i++ {
+		w, h := 1+rnd(130), 1+rnd(90)
+		if i%10 == 0 {
+			w = 61 // only the vertical pass
+		}
+		if i%10 == 1 {
+			h = 43 // only the horizontal pass
+		}
+		f := []Filter{Bicubic, Bilinear, Lanczos, Nearest, Box, Hamming}[i%6]
+		x0, y0 := rnd(w), rnd(h)
+		win := image.Rect(x0, y0, x0+1+rnd(w-x0), y0+1+rnd(h-y0))
+		full := ResizeRGB(src, w, h, f)
+		want := CropRGB(full, win.Min.X, win.Min.Y, win.Dx(), win.Dy())
+		got := ResizeRGBWindow(src, w, h, f, win)
+		if got.Rect != want.Rect || string(got.Pix) != string(want.Pix) {
+			t.Fatalf("%v %dx%d window %v: differs from the cropped full resize", f, w, h, win)
+		}
+	}
+	// Same size: a plain crop; a window outside the result is empty.
+	if got := ResizeRGBWindow(src, 61, 43, Bicubic, image.Rect(5, 6, 9, 8)); string(got.Pix) != string(CropRGB(src, 5, 6, 4, 2).Pix) {
+		t.Error("same-size window")
+	}
+	if got := ResizeRGBWindow(src, 30, 20, Bicubic, image.Rect(40, 0, 50, 5)); !got.Rect.Empty() {
+		t.Errorf("window outside: %v", got.Rect)
+	}
+}
