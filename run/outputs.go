@@ -165,6 +165,9 @@ func (r *Runner) maybeWrite() {
 		}
 		if err := r.writeStage(st); err != nil {
 			r.cfg.Log.Error("write stage outputs", "stage", st, "err", err)
+			if r.writeErr == nil {
+				r.writeErr = fmt.Errorf("write stage %d outputs: %w", st, err)
+			}
 			continue
 		}
 		r.wrote[st] = true
@@ -365,10 +368,16 @@ func (r *Runner) writeSubmissions(st int, lists map[string][]string) error {
 // became complete).
 func (r *Runner) writeFinal() error {
 	r.maybeWrite()
+	r.outMu.Lock()
+	werr := r.writeErr
+	r.outMu.Unlock()
 	if err := r.writeTrace(); err != nil {
 		return err
 	}
-	return r.writeReport()
+	if err := r.writeReport(); err != nil {
+		return err
+	}
+	return werr
 }
 
 // TraceLine is one line of trace.jsonl (documented in docs/trace.md).

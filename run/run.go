@@ -98,9 +98,11 @@ type Runner struct {
 	done  [4]atomic.Int64
 	wrote [4]bool
 	outMu sync.Mutex
-	times [4]stageTime
-	fail  sync.Map // unit key -> error
-	start time.Time
+	// writeErr is the first failure to write a stage's outputs.
+	writeErr error
+	times    [4]stageTime
+	fail     sync.Map // unit key -> error
+	start    time.Time
 }
 
 type stageTime struct {

@@ -3,6 +3,7 @@ package run
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/metrics"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -148,4 +150,93 @@ func TestSoftRankingBesideHard(t *testing.T) {
 	if err != nil || bytes.Equal(hard, soft) {
 		t.Errorf("soft ranking missing or identical to the hard one (%v)", err)
 	}
+}
+
+// pickChatter is a reasoner whose single description is "pick <turn>".
+type pickChatter struct{}
+
+func (pickChatter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeline.ChatResponse, error) {
+	text := req.Messages[0].Parts[0].Text
+	turn := ""
+	for _, l := range strings.Split(text, "\n") {
+		if s, ok := strings.CutPrefix(l, "New piece of the conversation: "); ok {
+			turn = s
+			break
+		}
+	}
+	return &pipeline.ChatResponse{Text: `{"step1": [], "step2": ["pick ` + turn + `"]}`}, nil
+}
+
+type pickEmbedder struct{ g *fakeGallery }
+
+func (p pickEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
+	out := make([][]float32, len(texts))
+	for i, s := range texts {
+		j, ok := p.g.pos[strings.TrimPrefix(s, "pick ")]
+		if !ok {
+			return nil, fmt.Errorf("unknown %q", s)
+		}
+		out[i] = p.g.img[j]
+	}
+	return out, nil
+}
+
+// TestChatRoundsCumulativeHits is a hand-worked chat case: each round's
+// description picks one gallery image as the top hit. The target is top at
+// round 1 only, so Hits@1 (cumulative) is 0, 1, 1, ... while the round's
+// own Recall@1 is 0, 1, 0, ...
+func TestChatRoundsCumulativeHits(t *testing.T) {
+	g := newFakeGallery(6, 16)
+	for i := range g.cap {
+		g.cap[i] = g.img[i]
+	}
+	eng, err := pipeline.New(pipeline.Config{Embedder: pickEmbedder{g}, Searcher: g, Gallery: g, Images: nameImages{},
+		Roles: pipeline.Roles{Reasoner: pickChatter{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &dataset.Dataset{Name: "VisDial", Split: "val", Task: dataset.Chat, Domain: "chat"}
+	for _, n := range g.names {
+		ds.Gallery = append(ds.Gallery, dataset.Image{Name: n})
+	}
+	turns := []string{"img0001", "img0000"}
+	for len(turns) < 11 {
+		turns = append(turns, "img0002")
+	}
+	ds.Queries = []dataset.Query{{ID: "0", Turns: turns, Targets: []string{"img0000"}}}
+	dir := t.TempDir()
+	r, err := New(Config{Engine: eng, Dataset: ds, Dir: dir, Settings: Settings{Stages: 1}, Score: metricsScorer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]map[string]json.RawMessage
+	b, _ := os.ReadFile(filepath.Join(dir, "metrics.json"))
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	var hits []float64
+	if err := json.Unmarshal(m["stage1"]["hits@1"], &hits); err != nil {
+		t.Fatalf("hits@1: %v\n%s", err, b)
+	}
+	if want := []float64{0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}; fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Errorf("hits@1 = %v, want %v", hits, want)
+	}
+	// The trace shows the carried description of each round.
+	tr, _ := os.ReadFile(filepath.Join(dir, "trace.jsonl"))
+	lines := strings.Split(strings.TrimSpace(string(tr)), "\n")
+	if len(lines) != 11 || !strings.Contains(lines[2], `"previous":"pick img0000"`) || !strings.Contains(lines[1], `"previous":"img0001"`) {
+		t.Errorf("trace:\n%s", tr)
+	}
+}
+
+func metricsScorer(ds *dataset.Dataset, lists map[string][]string, rounds map[string][][]string) (json.RawMessage, string, error) {
+	rep, err := metrics.Score(ds, metrics.Rankings{Lists: lists, Rounds: rounds}, metrics.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := rep.MarshalJSON()
+	return b, "", err
 }

@@ -44,10 +44,23 @@ searches an existing image DB.`)
 	limit := fs.Int("n", 10, "results to print")
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
 	keepRef := fs.Bool("keep-reference", false, "keep the reference image in the ranking")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	// Flags may come before or after TEXT.
+	var words []string
+	for rest := args; ; {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			words = append(words, rest...)
+			break
+		}
+		words, rest = append(words, rest[0]), rest[1:]
 	}
-	text := strings.TrimSpace(strings.Join(fs.Args(), " "))
+	text := strings.TrimSpace(strings.Join(words, " "))
 	if (*galleryDir == "") == (*dbPath == "") {
 		return usagef("give exactly one of --gallery DIR and --db PATH")
 	}
