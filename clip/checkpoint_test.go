@@ -3,6 +3,7 @@ package clip
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -474,4 +475,34 @@ func (n naiveModel) text(ids []int32, W, heads, layers int, eps float64, gelu bo
 	e := eotIndex(ids)
 	pooled := n.ln(x[e], "text_model.final_layer_norm", eps)
 	return toF32(n.lin(pooled, "text_projection", len(n.tensors["text_projection.weight"])/W, false))
+}
+
+// TestEOSPooling: the pooled position is the first end token (49407), not
+// config.json's eos_token_id (2 in the quickgelu fixture, as in legacy
+// openai configs), and nothing after it changes the result.
+func TestEOSPooling(t *testing.T) {
+	m, err := loadLocal(testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	base := []int32{49406, 320, 1125, 539, 49407}
+	variants := [][]int32{
+		base,
+		append(append([]int32(nil), base...), 0, 0, 0),             // open_clip padding
+		append(append([]int32(nil), base...), 49407, 49407),        // HF padding
+		append(append([]int32(nil), base...), 2, 2, 320, 49407, 7), // eos_token_id=2 and a second end token
+	}
+	out, err := m.EmbedTokenIDs(ctx, variants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(out); i++ {
+		checkClose(t, fmt.Sprintf("variant %d", i), out[i], out[0], 1e-6)
+	}
+	// Pooling at id 2 (a wrong reading of eos_token_id) would differ.
+	other, _ := m.EmbedTokenIDs(ctx, [][]int32{{49406, 320, 1125, 539}})
+	if maxAbsDiff(other[0], out[0]) < 1e-3 {
+		t.Error("pooling position does not matter?")
+	}
 }
