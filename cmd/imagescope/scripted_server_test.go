@@ -214,7 +214,7 @@ func newScriptedServer(t testing.TB) *scriptedServer {
 		body.ReadFrom(r.Body)
 		var req wireReq
 		if err := json.Unmarshal(body.Bytes(), &req); err != nil {
-			http.Error(w, `{"error":{"message":"bad json"}}`, 400)
+			http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
 			return
 		}
 		h := sha256.Sum256(body.Bytes())
@@ -228,7 +228,7 @@ func newScriptedServer(t testing.TB) *scriptedServer {
 			time.Sleep(lat)
 		}
 		if down {
-			http.Error(w, `{"error":{"message":"unavailable"}}`, 503)
+			http.Error(w, `{"error":{"message":"unavailable"}}`, http.StatusServiceUnavailable)
 			return
 		}
 		text, img := req.parts()
