@@ -92,10 +92,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if len(args) > 1 {
 			args = []string{args[1], "--help"}
 		} else {
-			printUsage(stdout)
 			if len(args) == 0 {
+				printUsage(stderr)
 				return exitUsage
 			}
+			printUsage(stdout)
 			return exitOK
 		}
 	}
@@ -146,19 +147,37 @@ IMAGESCOPE_CONFIG (config file), IMAGESCOPE_LOG_LEVEL (debug, info, warn, error)
 `)
 }
 
-// newFlagSet returns a FlagSet for a subcommand whose --help prints the
-// summary, the usage line and the flags to the command's stdout.
+// newFlagSet returns a FlagSet for a subcommand. --help prints the usage
+// line, the description and the flags to stdout; a flag error prints the
+// error and the usage to stderr.
 func newFlagSet(e *env, name, usage, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	errOut := &trackingWriter{w: e.stderr}
+	fs.SetOutput(errOut)
 	fs.Usage = func() {
+		// The flag package writes the error message before calling Usage,
+		// so nothing written yet means help was asked for.
 		w := e.stdout
+		if errOut.wrote {
+			w = e.stderr
+		}
 		fmt.Fprintf(w, "Usage: imagescope %s %s\n\n%s\n\nFlags:\n", name, usage, strings.TrimSpace(description))
 		fs.SetOutput(w)
 		fs.PrintDefaults()
-		fs.SetOutput(e.stderr)
+		fs.SetOutput(errOut)
 	}
 	return fs
+}
+
+// trackingWriter remembers whether anything was written through it.
+type trackingWriter struct {
+	w     io.Writer
+	wrote bool
+}
+
+func (t *trackingWriter) Write(p []byte) (int, error) {
+	t.wrote = true
+	return t.w.Write(p)
 }
 
 // parseFlags parses args; a parse error becomes a usage error.
