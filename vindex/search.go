@@ -40,6 +40,7 @@ type worker struct {
 	tailCap []float32
 	heaps   []*topK // per query of the batch (top-k mode)
 	lmax    []float32
+	groups  [][]float32
 }
 
 // multiplyBlock computes the scores of gallery rows [r0, r1) for every
@@ -62,16 +63,23 @@ func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, ha
 		copy(tail, src[start*d:r1*d])
 		return tail
 	}
+	// Loop order: a panel's dimension slice stays in L1 while the block's
+	// row groups (in L2) stream past it.
 	pass := func(src, tail, pan []float32, only []bool) {
+		grs := wk.groups[:groups]
+		for g := range grs {
+			grs[g] = rows(src, tail, g)
+		}
 		for kb := 0; kb < d; kb += kern.kc {
 			kl := min(kern.kc, d-kb)
-			for g := 0; g < groups; g++ {
-				gr := rows(src, tail, g)
-				for p := 0; p < np; p++ {
-					if only != nil && !only[p] {
-						continue
-					}
-					kern.fn(kl, &pan[p*d*w+kb*w], &gr[kb], stride, &c[(p*groups+g)*tile])
+			for p := 0; p < np; p++ {
+				if only != nil && !only[p] {
+					continue
+				}
+				a := &pan[p*d*w+kb*w]
+				cp := c[p*groups*tile:]
+				for g, gr := range grs {
+					kern.fn(kl, a, &gr[kb], stride, &cp[g*tile])
 				}
 			}
 		}
@@ -127,6 +135,7 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 			tailCap: make([]float32, mr*d),
 			heaps:   make([]*topK, nq),
 			lmax:    make([]float32, w),
+			groups:  make([][]float32, (nb+mr-1)/mr),
 		}
 		for i := range wk.heaps {
 			wk.heaps[i] = newTopK(k)
@@ -241,6 +250,7 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 			c:       make([]float32, np*((nb+mr-1)/mr)*mr*w),
 			tailImg: make([]float32, mr*d),
 			tailCap: make([]float32, mr*d),
+			groups:  make([][]float32, (nb+mr-1)/mr),
 		}
 		wg.Add(1)
 		go func() {
