@@ -283,3 +283,151 @@ func TestBrowserToken(t *testing.T) {
 	waitJS(t, ctx, "blob thumbnails", `Array.from(document.querySelectorAll('#results img')).slice(0, 2).every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)`)
 	shoot(t, ctx, artifactDir(t), "6-token.png")
 }
+
+// demoGallery returns real photos for the browser test's gallery when
+// they are on the machine: $IMAGESCOPE_DEMO_PHOTOS, or the CC0 /
+// public-domain sample photos of Debian's python3-skimage. Otherwise it
+// generates images. The captions are ours.
+func demoGallery(t *testing.T) []demoImage {
+	t.Helper()
+	photos := []demoImage{
+		{"astronaut", "astronaut.png", "an astronaut in a white space suit in front of a flag"},
+		{"chelsea", "chelsea.png", "a tabby cat looking to the side"},
+		{"coffee", "coffee.png", "a cup of coffee on a saucer with a spoon"},
+		{"rocket", "rocket.jpg", "a rocket on a launch pad under a blue sky"},
+		{"camera", "camera.png", "a man holding a camera on a tripod in black and white"},
+		{"motorcycle", "motorcycle_left.png", "a motorcycle parked in a garage"},
+		{"hubble", "hubble_deep_field.jpg", "galaxies in deep space"},
+		{"brick", "brick.png", "a grey brick wall"},
+	}
+	dirs := []string{os.Getenv("IMAGESCOPE_DEMO_PHOTOS"), "/usr/lib/python3/dist-packages/skimage/data"}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		var out []demoImage
+		for _, p := range photos {
+			if _, err := os.Stat(filepath.Join(d, p.path)); err == nil {
+				out = append(out, demoImage{p.name, filepath.Join(d, p.path), p.caption})
+			}
+		}
+		if len(out) == len(photos) {
+			t.Logf("gallery: demo photos from %s", d)
+			return out
+		}
+	}
+	t.Logf("gallery: generated images (set IMAGESCOPE_DEMO_PHOTOS to a folder with python3-skimage's sample photos for real ones)")
+	dir := t.TempDir()
+	var out []demoImage
+	for i, p := range photos {
+		path := filepath.Join(dir, p.name+".png")
+		writePNG(t, path, 200+20*i, 150)
+		out = append(out, demoImage{p.name, path, p.caption})
+	}
+	return out
+}
+
+// TestBrowserRealPipeline drives the UI over the real pipeline: tiny CLIP
+// over a photo gallery and scripted model roles (the verifier answers from
+// the captions of the images it recognises).
+func TestBrowserRealPipeline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx := browser(t)
+	gal := demoGallery(t)
+	replies := map[string][2]string{
+		"a cat looking to the side": {
+			"```json\n{\"step1\": [[\"Addition\", \"a tabby cat\"]], \"step2\": [\"a cat\", \"a tabby cat\", \"a tabby cat looking to the side indoors\"]}\n```",
+			`{"step1": ["There is a cat.", "There is no rocket."], "step2": [["Is there a cat?", "True"], ["Is there a rocket?", "False"]]}`},
+		"make it a rocket launch": {
+			"```json\n{\"step1\": [[\"Modification\", \"replace the astronaut with a rocket\"], [\"Retention\", \"the blue sky\"]], \"step2\": [\"a rocket\", \"a rocket under a blue sky\", \"a rocket on a launch pad under a blue sky\"]}\n```",
+			`{"step1": ["There is a rocket.", "There is no astronaut."], "step2": [["Is there a rocket?", "True"], ["Is there an astronaut?", "False"]]}`},
+		"something to drink": {
+			"```json\n{\"step1\": [[\"Addition\", \"a drink\"]], \"step2\": [\"a cup with a drink\"]}\n```",
+			`{"step1": ["There is a cup."], "step2": [["Is there a cup?", "True"]]}`},
+		"is it hot? yes, coffee": {
+			"```json\n{\"step1\": [[\"Addition\", \"hot coffee\"]], \"step2\": [\"a hot cup of coffee on a saucer\"]}\n```",
+			`{"step1": ["There is a cup.", "It is coffee."], "step2": [["Is there a cup?", "True"], ["Is there coffee?", "True"]]}`},
+	}
+	e := newRealEnvWith(t, true, gal, len(gal), replies)
+	dir := artifactDir(t)
+
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(e.ts.URL),
+		chromedp.WaitVisible(chromedp.ID("search-form")),
+		chromedp.SendKeys(chromedp.ID("q"), "a cat looking to the side"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "info", `document.getElementById('desc').textContent.includes('8 images')`)
+	submitAndWait(t, ctx, "real text search")
+	waitJS(t, ctx, "stages done", `['reason','retrieve','verify','evaluate'].every(s => document.querySelector('#stages li[data-stage='+s+']').dataset.status === 'done')`)
+	waitJS(t, ctx, "thumbnails", `Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)`)
+	// Stage 2 put the one image with a cat (and no rocket) first among the
+	// verified; stage 3 may have moved another to the front.
+	names := evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result .name')).map(e => e.textContent).join(',')`)
+	if !strings.Contains(strings.Join(strings.Split(names, ",")[:2], ","), "chelsea") {
+		t.Fatalf("ranking %s: chelsea not in the top 2", names)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#results button.card[data-name="chelsea"]`)),
+		chromedp.WaitVisible(chromedp.ID("detail")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "detail image", `document.getElementById('detail-img').complete && document.getElementById('detail-img').naturalWidth > 0`)
+	ex := evalString(t, ctx, `document.getElementById('detail-explain').innerText`)
+	for _, want := range []string{"a tabby cat looking to the side indoors", "Is there a cat?", "Is there a rocket?", "Score 2 of 2"} {
+		if !strings.Contains(ex, want) {
+			t.Fatalf("explanation lacks %q:\n%s", want, ex)
+		}
+	}
+	shoot(t, ctx, dir, "real-1-detail.png")
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\x1b")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "dialog closed", `!document.getElementById('detail').open`)
+	shoot(t, ctx, dir, "real-2-text.png")
+
+	// Composed: upload a photo and say what to change.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("mode-composed")),
+		chromedp.SetUploadFiles(chromedp.ID("ref-file"), []string{gal[0].path}),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('q').value = ''`),
+		chromedp.SendKeys(chromedp.ID("q"), "make it a rocket launch"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "reference preview", `document.getElementById('ref-img').naturalWidth > 0`)
+	submitAndWait(t, ctx, "real composed search")
+	if got := evalString(t, ctx, `document.getElementById('summary-body').innerText`); !strings.Contains(got, "replace the astronaut with a rocket") {
+		t.Fatalf("composed summary:\n%s", got)
+	}
+	shoot(t, ctx, dir, "real-3-composed.png")
+
+	// Chat, two turns.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("mode-chat")),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('q').value = ''`),
+		chromedp.SendKeys(chromedp.ID("q"), "something to drink"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	submitAndWait(t, ctx, "real chat turn 1")
+	waitJS(t, ctx, "chat log 1", `document.querySelectorAll('#chat-log li').length === 2`)
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("q"), "is it hot? yes, coffee")); err != nil {
+		t.Fatal(err)
+	}
+	submitAndWait(t, ctx, "real chat turn 2")
+	waitJS(t, ctx, "chat log 2", `document.querySelectorAll('#chat-log li').length === 4`)
+	if got := evalString(t, ctx, `document.getElementById('summary-body').innerText`); !strings.Contains(got, "a hot cup of coffee on a saucer") || !strings.Contains(got, "2 rounds") {
+		t.Fatalf("chat summary:\n%s", got)
+	}
+	names = evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result .name')).map(e => e.textContent).join(',')`)
+	if !strings.Contains(strings.Join(strings.Split(names, ",")[:2], ","), "coffee") {
+		t.Fatalf("chat ranking %s: coffee not in the top 2", names)
+	}
+	shoot(t, ctx, dir, "real-4-chat.png")
+}

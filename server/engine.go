@@ -271,8 +271,17 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
 			fallbacks = append(fallbacks, c.Fallbacks...)
 		}
 	}
-	if len(fallbacks) > 0 {
-		out.Notes = append(out.Notes, "fallbacks taken: "+strings.Join(fallbacks, ", "))
+	seen := map[string]bool{}
+	for _, f := range fallbacks {
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		if text, ok := fallbackText[f]; ok {
+			out.Notes = append(out.Notes, text+" ("+f+")")
+		} else {
+			out.Notes = append(out.Notes, "fallback taken: "+f)
+		}
 	}
 
 	// Per-candidate explanations.
@@ -326,6 +335,21 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
 		out.Hits = append(out.Hits, h)
 	}
 	return out
+}
+
+// fallbackText explains the pipeline's fallbacks to people.
+var fallbackText = map[string]string{
+	pipeline.FallbackReasonerFailed:  "the reasoner call failed: the query was used as it is",
+	pipeline.FallbackUnparseable:     "the reasoner's reply could not be read: the query was used as it is",
+	pipeline.FallbackNoDescriptions:  "the reasoner wrote no target descriptions: the reference caption was used",
+	pipeline.FallbackNoCaption:       "the reference image has no caption (no captioner configured for uploads)",
+	pipeline.FallbackNoDescEmbed:     "no descriptions: the query text itself was embedded",
+	pipeline.FallbackProposerFailed:  "writing propositions failed: no re-ranking",
+	pipeline.FallbackNoPropositions:  "no usable propositions: no re-ranking",
+	pipeline.FallbackVerifierFailed:  "some verifier calls failed: those candidates scored 0",
+	pipeline.FallbackImageMissing:    "a candidate image could not be read",
+	pipeline.FallbackEvaluatorFailed: "some evaluator calls failed",
+	pipeline.FallbackReferenceImage:  "the reference image could not be read: a black placeholder was used",
 }
 
 func callsOf1(s *pipeline.Stage1) *pipeline.Calls {

@@ -2,10 +2,14 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"image"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -14,9 +18,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unicode"
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/internal/testutil"
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
@@ -35,6 +41,79 @@ type scriptedModels struct {
 	// canceled receives one value per blocked request whose context ended.
 	canceled chan struct{}
 	verifIn  chan struct{}
+	// gallery, when set, lets the verifier recognise the image it is sent
+	// and answer from its caption; replies maps an instruction substring
+	// to the reasoner's and proposer's replies for it.
+	gallery []demoImage
+	prints  []fingerprint
+	replies map[string][2]string
+}
+
+// demoImage is a gallery image with the caption the scripted verifier
+// answers from.
+type demoImage struct{ name, path, caption string }
+
+// fingerprint identifies an image after re-encoding: its size and mean colour.
+type fingerprint struct {
+	w, h    int
+	r, g, b float64
+}
+
+func fingerprintOf(img image.Image) fingerprint {
+	bnd := img.Bounds()
+	f := fingerprint{w: bnd.Dx(), h: bnd.Dy()}
+	n := 0.0
+	for y := bnd.Min.Y; y < bnd.Max.Y; y += 4 {
+		for x := bnd.Min.X; x < bnd.Max.X; x += 4 {
+			r, g, b, _ := img.At(x, y).RGBA()
+			f.r += float64(r >> 8)
+			f.g += float64(g >> 8)
+			f.b += float64(b >> 8)
+			n++
+		}
+	}
+	f.r, f.g, f.b = f.r/n, f.g/n, f.b/n
+	return f
+}
+
+// recognise returns the caption of the gallery image closest to the sent one.
+func (s *scriptedModels) recognise(dataURL string) (string, bool) {
+	_, b64, ok := strings.Cut(dataURL, ";base64,")
+	if !ok || len(s.prints) == 0 {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return "", false
+	}
+	img, _, err := image.Decode(bytes.NewReader(raw))
+	if err != nil {
+		return "", false
+	}
+	f := fingerprintOf(img)
+	best, bestD := -1, math.Inf(1)
+	for i, g := range s.prints {
+		d := math.Abs(f.r-g.r) + math.Abs(f.g-g.g) + math.Abs(f.b-g.b)
+		if g.w != f.w || g.h != f.h {
+			d += 1000
+		}
+		if d < bestD {
+			best, bestD = i, d
+		}
+	}
+	return s.gallery[best].caption, true
+}
+
+// answerFromCaption says yes when a content word of the question occurs in
+// the caption.
+func answerFromCaption(question, caption string) string {
+	stop := map[string]bool{"there": true, "this": true, "that": true, "image": true, "photo": true, "picture": true, "does": true, "with": true, "have": true, "show": true}
+	for _, w := range strings.FieldsFunc(strings.ToLower(question), func(r rune) bool { return !unicode.IsLetter(r) }) {
+		if len(w) > 2 && !stop[w] && strings.Contains(strings.ToLower(caption), w) {
+			return "Yes"
+		}
+	}
+	return "No"
 }
 
 const reasonerReply = "Thinking first.\n```json\n{\"step1\": [[\"Addition\", \"a dog\"], [\"Retention\", \"the scene\"]],\n \"step2\": [\"a dog\", \"a red dog\", \"a red dog sitting on a beach\"]}\n```"
@@ -64,6 +143,7 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 		}
 		var text strings.Builder
 		images := 0
+		var imageURL string
 		for _, m := range body.Messages {
 			var str string
 			if json.Unmarshal(m.Content, &str) == nil {
@@ -77,6 +157,9 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 					text.WriteString(fmt.Sprint(p["text"]))
 				} else {
 					images++
+					if u, ok := p["image_url"].(map[string]any); ok {
+						imageURL = fmt.Sprint(u["url"])
+					}
 				}
 			}
 		}
@@ -85,10 +168,19 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 		s.mu.Unlock()
 		var reply string
 		switch body.Model {
-		case "reasoner":
+		case "reasoner", "proposer":
 			reply = reasonerReply
-		case "proposer":
-			reply = proposerReply
+			if body.Model == "proposer" {
+				reply = proposerReply
+			}
+			for key, r := range s.replies {
+				if strings.Contains(text.String(), key) {
+					reply = r[0]
+					if body.Model == "proposer" {
+						reply = r[1]
+					}
+				}
+			}
 		case "verifier":
 			if images != 1 {
 				http.Error(w, "verifier wants one image", 400)
@@ -101,7 +193,15 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 				return
 			}
 			reply = "No"
-			if strings.Contains(text.String(), "dog") {
+			if caption, ok := s.recognise(imageURL); ok {
+				q := text.String()
+				if i := strings.LastIndex(q, "?"); i > 0 {
+					// The question is the prompt's last sentence.
+					start := strings.LastIndexAny(q[:i], ".:\n") + 1
+					q = q[start:i]
+				}
+				reply = answerFromCaption(q, caption)
+			} else if strings.Contains(text.String(), "dog") {
 				reply = "Yes"
 			}
 		case "evaluator":
@@ -145,21 +245,33 @@ type realEnv struct {
 
 func newRealEnv(t *testing.T, roles bool) *realEnv {
 	t.Helper()
+	dir := t.TempDir()
+	names := []string{"red_dog", "blue_cat", "green_car", "dog_on_beach", "yellow_bird", "black_horse"}
+	captions := []string{"a red dog", "a blue cat", "a green car", "a dog on a beach", "a yellow bird", "a black horse"}
+	var gal []demoImage
+	for i, n := range names {
+		p := filepath.Join(dir, n+".png")
+		writePNG(t, p, 120+10*i, 90)
+		gal = append(gal, demoImage{n, p, captions[i]})
+	}
+	return newRealEnvWith(t, roles, gal, 4, nil)
+}
+
+// newRealEnvWith builds the real pipeline over gal: tiny CLIP embeddings
+// of the images and captions, scripted roles (when roles is set) verifying
+// the top K.
+func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies map[string][2]string) *realEnv {
+	t.Helper()
 	ctx := context.Background()
 	model, err := clip.Load(ctx, testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), clip.Options{Threads: 1})
 	if err != nil {
 		t.Fatalf("load tiny CLIP: %v", err)
 	}
-	dir := t.TempDir()
-	names := []string{"red_dog", "blue_cat", "green_car", "dog_on_beach", "yellow_bird", "black_horse"}
-	captions := []string{"a red dog", "a blue cat", "a green car", "a dog on a beach", "a yellow bird", "a black horse"}
-	ix := &vindex.Index{Dim: model.Dim(), HasCaption: true}
-	var paths []string
-	for i, n := range names {
-		p := filepath.Join(dir, n+".png")
-		writePNG(t, p, 120+10*i, 90)
-		paths = append(paths, p)
+	var names, paths, captions []string
+	for _, g := range gal {
+		names, paths, captions = append(names, g.name), append(paths, g.path), append(captions, g.caption)
 	}
+	ix := &vindex.Index{Dim: model.Dim(), HasCaption: true}
 	imgs, err := model.EmbedImageFiles(ctx, paths)
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +293,16 @@ func newRealEnv(t *testing.T, roles bool) *realEnv {
 	backend := NewIndexBackend(ix)
 
 	models := newScriptedModels(t)
+	models.gallery, models.replies = gal, replies
+	for _, g := range gal {
+		img, _, err := imageio.DecodeFile(g.path, imageio.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		models.prints = append(models.prints, fingerprintOf(img))
+	}
 	cfg := pipeline.Config{Embedder: CLIPEmbedder{model}, Searcher: backend, Gallery: backend, Images: backend,
-		Options: pipeline.Options{TopK: 4, Alpha: 3}}
+		Options: pipeline.Options{TopK: topK, Alpha: 3}}
 	if roles {
 		conf := config.Default(nil)
 		for _, name := range []string{"reasoner", "proposer", "verifier", "evaluator"} {
@@ -220,7 +340,7 @@ func newRealEnv(t *testing.T, roles bool) *realEnv {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &realEnv{env: &env{t: t, srv: srv, ts: ts, dir: dir}, models: models, engine: engine}
+	return &realEnv{env: &env{t: t, srv: srv, ts: ts, dir: filepath.Dir(paths[0])}, models: models, engine: engine}
 }
 
 func stageMap(res Result) map[string]StageTrace {
@@ -262,11 +382,18 @@ func TestRealPipelineSearch(t *testing.T) {
 			continue
 		}
 		verified++
-		if len(h.Verification.Answers) != 2 || h.Verification.Score != 2 {
+		// The scripted verifier recognises the image and answers from its
+		// caption: only the dogs have a dog; nothing is at night.
+		dog := strings.Contains(h.Name, "dog")
+		want := 1.0
+		if dog {
+			want = 2
+		}
+		if len(h.Verification.Answers) != 2 || h.Verification.Score != want {
 			t.Fatalf("%s verification %+v", h.Name, h.Verification)
 		}
 		a := h.Verification.Answers
-		if a[0].Question != "Is there a dog?" || !a[0].Answer || !a[0].Match || a[1].Question != "Is it night?" || a[1].Answer || !a[1].Match {
+		if a[0].Question != "Is there a dog?" || a[0].Answer != dog || a[0].Match != dog || a[1].Question != "Is it night?" || a[1].Answer || !a[1].Match {
 			t.Fatalf("%s answers %+v", h.Name, a)
 		}
 	}
