@@ -94,6 +94,7 @@ with later stages (--stages).`)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	var settings evalrun.Settings
+	var saved map[string]any
 	var opt pipeline.Options
 	dir := *resume
 	if dir != "" {
@@ -102,7 +103,7 @@ with later stages (--stages).`)
 				return usagef("--%s cannot change on --resume (the run's settings are in %s)", name, filepath.Join(dir, "config.json"))
 			}
 		}
-		if settings, _, err = evalrun.ReadSettings(dir); err != nil {
+		if settings, saved, err = evalrun.ReadSettings(dir); err != nil {
 			return err
 		}
 		if opt, err = evalrun.ReadOptions(dir); err != nil {
@@ -158,6 +159,9 @@ with later stages (--stages).`)
 	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
 	if err != nil {
 		return err
+	}
+	if prev, ok := saved["clip_model"].(string); ok && prev != model.ID() {
+		return fmt.Errorf("resume %s: the run used CLIP model %s, the configuration gives %s", dir, prev, model.ID())
 	}
 	roles, err := openRoles(ctx, cfg, e.log)
 	if err != nil {

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/testutil"
 )
 
@@ -62,23 +64,28 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 		dataset, split string
 		chat, test     bool
 		submissions    []string
+		extra          []string
 	}{
-		{"CIRR", "val", false, false, nil},
-		{"CIRR", "test", false, true, []string{"stage1.recall.json", "stage3.recall_subset.json"}},
-		{"CIRCO", "val", false, false, nil},
-		{"CIRCO", "test", false, true, []string{"stage2.circo.json"}},
-		{"FashionIQ-dress", "val", false, false, nil},
-		{"FashionIQ-shirt", "val", false, false, nil},
-		{"FashionIQ-toptee", "val", false, false, nil},
-		{"Flickr30K", "test", false, false, nil},
-		{"MSCOCO", "test", false, false, nil},
-		{"VisDial", "val", true, false, nil},
+		{"CIRR", "val", false, false, nil, nil},
+		{"CIRR", "val", false, false, nil, []string{"--subset", "--run-name", "subset"}},
+		{"CIRR", "test", false, true, []string{"stage3.recall_subset.json"}, []string{"--subset", "--run-name", "subset"}},
+		{"CIRR", "test", false, true, []string{"stage1.recall.json", "stage3.recall_subset.json"}, nil},
+		{"CIRCO", "val", false, false, nil, nil},
+		{"CIRCO", "test", false, true, []string{"stage2.circo.json"}, nil},
+		{"FashionIQ-dress", "val", false, false, nil, nil},
+		{"FashionIQ-shirt", "val", false, false, nil, nil},
+		{"FashionIQ-toptee", "val", false, false, nil, nil},
+		{"Flickr30K", "test", false, false, nil, nil},
+		{"MSCOCO", "test", false, false, nil, nil},
+		{"VisDial", "val", true, false, nil, nil},
 	}
 	f := newEvalFixture(t, true)
 	for _, tc := range cases {
-		t.Run(tc.dataset+"_"+tc.split, func(t *testing.T) {
-			runs := filepath.Join(f.root, "runs-"+tc.dataset+tc.split)
-			out, errs, code := f.eval(t, "--dataset", tc.dataset, "--data", f.data, "--split", tc.split, "--runs", runs, "--run-name", "e2e")
+		name := tc.dataset + "_" + tc.split + strings.Join(tc.extra, "")
+		t.Run(name, func(t *testing.T) {
+			runs := filepath.Join(f.root, "runs-"+name)
+			args := append([]string{"--dataset", tc.dataset, "--data", f.data, "--split", tc.split, "--runs", runs, "--run-name", "e2e"}, tc.extra...)
+			out, errs, code := f.eval(t, args...)
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 			}
@@ -90,6 +97,9 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 					t.Errorf("missing %s", name)
 				}
 			}
+			if tc.dataset == "CIRR" && tc.test && tc.extra == nil {
+				checkCIRRSubmissions(t, f.data, dir)
+			}
 			for _, s := range tc.submissions {
 				b, err := os.ReadFile(filepath.Join(dir, "submissions", s))
 				if err != nil || len(b) < 10 {
@@ -100,6 +110,14 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 			b, _ := os.ReadFile(filepath.Join(dir, "rankings.stage3.json"))
 			if err := json.Unmarshal(b, &rankings); err != nil || len(rankings) == 0 {
 				t.Fatalf("rankings: %v %s", err, b)
+			}
+			if len(tc.extra) > 0 { // --subset: five candidates per query, no reference
+				for id, raw := range rankings {
+					var l []string
+					if err := json.Unmarshal(raw, &l); err != nil || len(l) != 5 {
+						t.Errorf("subset ranking %s: %s", id, raw)
+					}
+				}
 			}
 			if tc.chat {
 				for id, raw := range rankings {
@@ -149,5 +167,47 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkCIRRSubmissions: the reference never appears; recall_subset lists
+// hold at most 3 of the query's other img_set members.
+func checkCIRRSubmissions(t *testing.T, data, dir string) {
+	t.Helper()
+	ds, err := dataset.Load(context.Background(), "CIRR", data, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []string{"stage1", "stage2", "stage3"} {
+		for _, metric := range []string{"recall", "recall_subset"} {
+			b, err := os.ReadFile(filepath.Join(dir, "submissions", st+"."+metric+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sub map[string]json.RawMessage
+			if err := json.Unmarshal(b, &sub); err != nil {
+				t.Fatal(err)
+			}
+			if string(sub["metric"]) != `"`+metric+`"` || string(sub["version"]) != `"rc2"` {
+				t.Errorf("%s %s: header %s %s", st, metric, sub["metric"], sub["version"])
+			}
+			for _, q := range ds.Queries {
+				var list []string
+				if err := json.Unmarshal(sub[q.ID], &list); err != nil {
+					t.Fatalf("%s %s query %s: %v", st, metric, q.ID, err)
+				}
+				for _, n := range list {
+					if n == q.Reference {
+						t.Errorf("%s %s query %s lists its reference", st, metric, q.ID)
+					}
+					if metric == "recall_subset" && !slices.Contains(q.Subset, n) {
+						t.Errorf("%s query %s: %s is not a subset member", st, q.ID, n)
+					}
+				}
+				if metric == "recall_subset" && len(list) != 3 {
+					t.Errorf("%s query %s: %d subset names, want 3", st, q.ID, len(list))
+				}
+			}
+		}
 	}
 }
