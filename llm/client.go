@@ -440,6 +440,92 @@ func (c *Client) chatBody(req ChatRequest) map[string]any {
 	return b
 }
 
+// marshalChat encodes body plus "messages". Image data URLs (base64, safe
+// in JSON as they are) are copied without the encoder scanning them: a
+// verifier call carries one image of ~100 KB per proposition.
+func marshalChat(body map[string]any, msgs []wireMessage) ([]byte, error) {
+	head, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.Grow(len(head) + 256 + estimate(msgs))
+	b.Write(head[:len(head)-1]) // without the closing brace
+	if len(head) > 2 {
+		b.WriteByte(',')
+	}
+	b.WriteString(`"messages":[`)
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		role, _ := json.Marshal(m.Role)
+		b.WriteString(`{"role":`)
+		b.Write(role)
+		b.WriteString(`,"content":`)
+		parts, ok := m.Content.([]wirePart)
+		if !ok {
+			c, err := json.Marshal(m.Content)
+			if err != nil {
+				return nil, err
+			}
+			b.Write(c)
+			b.WriteByte('}')
+			continue
+		}
+		b.WriteByte('[')
+		for j, p := range parts {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			if p.ImageURL != nil && jsonSafe(p.ImageURL.URL) {
+				b.WriteString(`{"type":"image_url","image_url":{"url":"`)
+				b.WriteString(p.ImageURL.URL)
+				b.WriteString(`"}}`)
+				continue
+			}
+			pj, err := json.Marshal(p)
+			if err != nil {
+				return nil, err
+			}
+			b.Write(pj)
+		}
+		b.WriteString("]}")
+	}
+	b.WriteString("]}")
+	return b.Bytes(), nil
+}
+
+func estimate(msgs []wireMessage) int {
+	n := 0
+	for _, m := range msgs {
+		if parts, ok := m.Content.([]wirePart); ok {
+			for _, p := range parts {
+				if p.ImageURL != nil {
+					n += len(p.ImageURL.URL)
+				}
+				n += len(p.Text) + 64
+			}
+		}
+	}
+	return n
+}
+
+// jsonSafe reports whether s can go into a JSON string unescaped (checked
+// on the short prefix before the base64 payload; base64 itself is safe).
+func jsonSafe(s string) bool {
+	prefix, _, ok := strings.Cut(s, ";base64,")
+	if !ok || !strings.HasPrefix(s, "data:") {
+		return false
+	}
+	for _, r := range prefix {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' || r == '<' || r == '>' || r == '&' {
+			return false
+		}
+	}
+	return true
+}
+
 // cacheKey hashes the kind, the model identity and the canonical body
 // (without the served model name, which the model identity replaces).
 func cacheKey(kind, modelID string, body map[string]any) (string, error) {
@@ -493,8 +579,8 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 		}
 	}
 	c.count(func(s *Stats) { s.CacheMisses++ })
-	body["messages"] = wire
-	js, err := json.Marshal(body)
+	delete(body, "messages")
+	js, err := marshalChat(body, wire)
 	if err != nil {
 		c.count(func(s *Stats) { s.Failures++ })
 		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -229,5 +231,38 @@ func TestModelCheckAuthAndPath(t *testing.T) {
 	cfg.Endpoints = []string{f.URL + "/api"}
 	if _, err := New(context.Background(), Reasoner, cfg, nil, testOptions()); err == nil || !strings.Contains(err.Error(), "/v1") {
 		t.Errorf("wrong path: %v", err)
+	}
+}
+
+func TestMarshalChatMatchesEncoder(t *testing.T) {
+	body := map[string]any{"model": "m", "temperature": 0.0, "stop": []string{"<|im_end|>"}, "extra": map[string]any{"a": "x\"y"}}
+	msgs := []wireMessage{
+		{Role: "system", Content: "be <brief> \"now\"\n"},
+		{Role: "user", Content: []wirePart{
+			{Type: "image_url", ImageURL: &wireImageURL{URL: "data:image/png;base64,iVBORw0KGgo+/="}},
+			{Type: "image_url", ImageURL: &wireImageURL{URL: "https://example.com/a.png?x=\"1\""}},
+			{Type: "text", Text: "Is it red? \u2603"},
+		}},
+	}
+	got, err := marshalChat(body, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := map[string]any{}
+	for k, v := range body {
+		full[k] = v
+	}
+	full["messages"] = msgs
+	want, _ := json.Marshal(full)
+	var a, b any
+	if err := json.Unmarshal(got, &a); err != nil {
+		t.Fatalf("invalid JSON %s: %v", got, err)
+	}
+	json.Unmarshal(want, &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("marshalChat\n%s\nwant\n%s", got, want)
+	}
+	if got, _ := marshalChat(map[string]any{}, msgs[:1]); !json.Valid(got) {
+		t.Errorf("empty body: %s", got)
 	}
 }
