@@ -339,3 +339,35 @@ func BenchmarkPreprocess(b *testing.B) {
 		p.Pixels(src)
 	}
 }
+
+func TestPreprocessConcurrent(t *testing.T) {
+	p := DefaultImageProcessor(64)
+	imgs := make([]image.Image, 4)
+	want := make([][]float32, len(imgs))
+	for i := range imgs {
+		m := imageio.NewRGB(image.Rect(0, 0, 300+10*i, 200))
+		for j := range m.Pix {
+			m.Pix[j] = uint8(j * (i + 3))
+		}
+		imgs[i] = m
+		want[i] = p.Pixels(m)
+	}
+	errs := make(chan string, len(imgs))
+	for i := range imgs {
+		go func() {
+			got := p.Pixels(imgs[i])
+			for k := range got {
+				if got[k] != want[i][k] {
+					errs <- "concurrent Pixels differs"
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range imgs {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+}
