@@ -541,6 +541,9 @@ func (c *Config) Finish(getenv func(string) string) error {
 	if c.Home == "" {
 		c.Home = defaultHome(getenv)
 	}
+	c.Home = expandHome(c.Home, getenv)
+	c.Cache.Path = expandHome(c.Cache.Path, getenv)
+	c.CLIP.Model = expandHome(c.CLIP.Model, getenv)
 	if c.Cache.Path == "" {
 		c.Cache.Path = filepath.Join(c.Home, "cache", "answers.db")
 	}
@@ -560,6 +563,23 @@ func (c *Config) Finish(getenv func(string) string) error {
 		}
 	}
 	return nil
+}
+
+// expandHome turns a leading "~/" into the user's home directory.
+func expandHome(p string, getenv func(string) string) string {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p
+	}
+	h := getenv("HOME")
+	if h == "" {
+		if d, err := os.UserHomeDir(); err == nil {
+			h = d
+		}
+	}
+	if h == "" {
+		return p
+	}
+	return filepath.Join(h, strings.TrimPrefix(p, "~"))
 }
 
 // inherit fills p's zero fields from base (the proposer defaults to the

@@ -109,6 +109,11 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("role %s configured by default", n)
 		}
 	}
+	p := writeFile(t, "home: ~/is\ncache: {path: ~/c.db}\n")
+	c, err = Load(p, env(map[string]string{"HOME": "/u"}))
+	if err != nil || c.Home != "/u/is" || c.Cache.Path != "/u/c.db" {
+		t.Errorf("tilde: %+v %v", c, err)
+	}
 	c, err = Load("", env(map[string]string{"HOME": "/h", "IMAGESCOPE_CAPTIONER_ENDPOINTS": "http://x:1/v1,http://y:2/v1", "IMAGESCOPE_CAPTIONER_MODEL": "cap", "IMAGESCOPE_NO_CACHE": "1"}))
 	if err != nil {
 		t.Fatal(err)
