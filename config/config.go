@@ -551,7 +551,13 @@ func (c *Config) Finish(getenv func(string) string) error {
 		own := c.Roles.Proposer
 		c.proposerOwn = &own
 	}
-	c.Roles.Proposer = inherit(*c.proposerOwn, c.Roles.Reasoner)
+	base := c.Roles.Reasoner
+	if own := c.proposerOwn; own.Model != "" && own.Model != base.Model && own.ModelID == "" {
+		// Another model: the reasoner's identity in the cache key would
+		// mix their answers up.
+		base.ModelID = ""
+	}
+	c.Roles.Proposer = inherit(*c.proposerOwn, base)
 	for _, name := range RoleNames {
 		r := c.rolePtr(name)
 		applyRoleDefaults(name, r)

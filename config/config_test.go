@@ -38,6 +38,7 @@ roles:
     timeout: 90s
     retries: 2
     stop: ["<|eot_id|>"]
+    model_id: meta-llama/Meta-Llama-3-8B-Instruct
   verifier:
     endpoints: http://v:8003/v1
     model: verifier
@@ -72,7 +73,7 @@ roles:
 		t.Errorf("extra = %#v", v.Extra)
 	}
 	pr := c.Roles.Proposer
-	if pr.Model != "proposer-big" || len(pr.Endpoints) != 2 || pr.MaxInFlight != 16 || pr.APIKey != "sekrit" {
+	if pr.Model != "proposer-big" || len(pr.Endpoints) != 2 || pr.MaxInFlight != 16 || pr.APIKey != "sekrit" || pr.CacheModelID() != "proposer-big" {
 		t.Errorf("proposer did not inherit from the reasoner: %+v", pr)
 	}
 	if c.Roles.Captioner.Configured() || c.Roles.Evaluator.Configured() {
