@@ -163,7 +163,7 @@ func (m *Model) EmbedImageFiles(ctx context.Context, paths []string) ([]Embeddin
 		px := make([][]float32, hi-lo)
 		linalg.ParallelTasks(m.threads, hi-lo, func(j int) {
 			path := paths[lo+j]
-			img, err := m.decode(path)
+			img, err := m.decodeSafe(path)
 			if err != nil {
 				out[lo+j].Err = fmt.Errorf("image %s: %w", path, err)
 				return
@@ -180,4 +180,15 @@ func (m *Model) EmbedImageFiles(ctx context.Context, paths []string) ([]Embeddin
 		}
 	}
 	return out, nil
+}
+
+// decodeSafe decodes one file, turning a decoder panic on hostile input into
+// an error for that file alone.
+func (m *Model) decodeSafe(path string) (img image.Image, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			img, err = nil, fmt.Errorf("decode: %v", r)
+		}
+	}()
+	return m.decode(path)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -143,7 +144,7 @@ func loadLocal(dir string, opt Options) (*Model, error) {
 	}
 	return &Model{
 		id: filepath.Clean(dir), dir: dir, layout: layout, cfg: *cfg,
-		vision: v, text: t, logitScale: float32(expf64(float64(scale))),
+		vision: v, text: t, logitScale: float32(math.Exp(float64(scale))),
 		threads: linalg.Threads(opt.Threads), log: log,
 	}, nil
 }

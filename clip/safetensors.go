@@ -31,10 +31,19 @@ type safetensorsFile struct {
 	tensors map[string]*tensorInfo
 }
 
-var dtypeSize = map[string]int{
-	"F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-	"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-	"U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+// dtypeSize is the byte size of a safetensors dtype (0: unknown).
+func dtypeSize(dt string) int {
+	switch dt {
+	case "F64", "I64", "U64":
+		return 8
+	case "F32", "I32", "U32":
+		return 4
+	case "F16", "BF16", "I16", "U16":
+		return 2
+	case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2":
+		return 1
+	}
+	return 0
 }
 
 // maxHeader bounds the JSON header (the reference implementation uses 100 MB).
@@ -97,8 +106,8 @@ func parseSafetensors(f *os.File, path string) (*safetensorsFile, error) {
 		if err := json.Unmarshal(msg, &e); err != nil {
 			return nil, fmt.Errorf("safetensors %s: tensor %q: bad header entry: %w", path, name, err)
 		}
-		sz, ok := dtypeSize[e.DType]
-		if !ok {
+		sz := dtypeSize(e.DType)
+		if sz == 0 {
 			return nil, fmt.Errorf("safetensors %s: tensor %q: unknown dtype %q", path, name, e.DType)
 		}
 		if len(e.Offsets) != 2 || e.Offsets[0] < 0 || e.Offsets[1] < e.Offsets[0] || e.Offsets[1] > dataLen {
