@@ -56,8 +56,9 @@ func colourWords(s string) []string {
 // dominantColour names the mean colour of the non-white pixels of a region.
 func dominantColour(img image.Image, r image.Rectangle) string {
 	var sr, sg, sb, n float64
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		for x := r.Min.X; x < r.Max.X; x++ {
+	step := max(1, min(r.Dx(), r.Dy())/64) // sample large images sparsely
+	for y := r.Min.Y; y < r.Max.Y; y += step {
+		for x := r.Min.X; x < r.Max.X; x += step {
 			cr, cg, cb, _ := img.At(x, y).RGBA()
 			fr, fg, fb := float64(cr>>8), float64(cg>>8), float64(cb>>8)
 			if fr > 235 && fg > 235 && fb > 235 {
