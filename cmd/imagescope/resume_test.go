@@ -181,3 +181,41 @@ func TestEvalRoleDownResumable(t *testing.T) {
 		t.Errorf("resume made %d reasoner calls, want at most 3 (propositions only)", got)
 	}
 }
+
+// TestEvalExtendStages: a stage-1 run resumed with --stages s1,s2,s3 ends
+// with the same outputs as a run of all stages, without redoing stage 1.
+func TestEvalExtendStages(t *testing.T) {
+	f := newEvalFixture(t, false)
+	full := filepath.Join(f.root, "full")
+	if out, errs, code := f.eval(t, "--dataset", "CIRCO", "--data", f.data, "--split", "val", "--runs", full); code != 0 {
+		t.Fatalf("full run: %d\n%s\n%s", code, out, errs)
+	}
+	staged := filepath.Join(f.root, "staged")
+	if out, errs, code := f.eval(t, "--dataset", "CIRCO", "--data", f.data, "--split", "val", "--runs", staged, "--stages", "s1"); code != 0 {
+		t.Fatalf("stage-1 run: %d\n%s\n%s", code, out, errs)
+	}
+	dir := runDir(t, staged)
+	if _, err := os.Stat(filepath.Join(dir, "rankings.stage2.json")); err == nil {
+		t.Fatal("stage 2 ran although only s1 was asked for")
+	}
+	reasoner := f.srv.count("reasoner")
+	if _, _, code := f.eval(t, "--resume", dir, "--stages", "s1"); code != 0 {
+		t.Fatal("resume of a finished run failed")
+	}
+	if _, errs, code := f.eval(t, "--resume", dir, "--tau", "0.3"); code != 2 || !strings.Contains(errs, "--tau cannot change") {
+		t.Errorf("changing tau on resume: exit %d %s", code, errs)
+	}
+	if out, errs, code := f.eval(t, "--resume", dir, "--stages", "s1,s2,s3"); code != 0 {
+		t.Fatalf("extend: %d\n%s\n%s", code, out, errs)
+	}
+	if got := f.srv.count("reasoner") - reasoner; got != 3 {
+		t.Errorf("extending made %d reasoner calls, want 3 (propositions only; the cache is off)", got)
+	}
+	for _, name := range []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"} {
+		a, _ := os.ReadFile(filepath.Join(runDir(t, full), name))
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("%s differs between the full and the extended run", name)
+		}
+	}
+}
