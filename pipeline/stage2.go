@@ -207,6 +207,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	var wg sync.WaitGroup
 	for ci, cand := range cands {
 		img, err := e.candidateImage(ctx, cand)
+		img.Memo = &Memo{}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

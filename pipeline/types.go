@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"sync"
 )
 
 // TextEmbedder embeds texts with the CLIP text tower. Vectors need not be
@@ -64,6 +65,26 @@ type Gallery interface {
 type ImageData struct {
 	Bytes []byte
 	MIME  string
+	// Memo, when set, is shared by every request that sends this same
+	// image (a candidate is verified once per proposition), so a client
+	// can keep its own prepared form of the image there.
+	Memo *Memo
+}
+
+// Memo holds one lazily computed value.
+type Memo struct {
+	mu sync.Mutex
+	v  any
+}
+
+// Get returns the stored value, computing it with f the first time.
+func (m *Memo) Get(f func() any) any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.v == nil {
+		m.v = f()
+	}
+	return m.v
 }
 
 // ImageSource loads a gallery image (the file as stored) by name.

@@ -38,7 +38,15 @@ func (a chatAdapter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipel
 		lm := llm.Message{Role: m.Role}
 		for _, p := range m.Parts {
 			if p.Image != nil {
-				lm.Parts = append(lm.Parts, llm.ImagePart(llm.ImageBytes(p.Image.Bytes, p.Image.MIME)))
+				img := p.Image
+				var li *llm.ImageData
+				if img.Memo != nil {
+					// One *llm.ImageData per image, so the client encodes it once.
+					li = img.Memo.Get(func() any { return llm.ImageBytes(img.Bytes, img.MIME) }).(*llm.ImageData)
+				} else {
+					li = llm.ImageBytes(img.Bytes, img.MIME)
+				}
+				lm.Parts = append(lm.Parts, llm.ImagePart(li))
 			} else {
 				lm.Parts = append(lm.Parts, llm.TextPart(p.Text))
 			}
