@@ -170,7 +170,11 @@ with later stages (--stages).`)
 	defer roles.close()
 
 	if dir == "" {
-		dir, err = evalrun.NewDir(*runsRoot, ds.Name, ds.Split, model.ID(), *runName, time.Now())
+		clipTag := model.ID()
+		if filepath.IsAbs(clipTag) || strings.HasPrefix(clipTag, ".") {
+			clipTag = filepath.Base(clipTag) // a local checkpoint folder
+		}
+		dir, err = evalrun.NewDir(*runsRoot, ds.Name, ds.Split, clipTag, *runName, time.Now())
 		if err != nil {
 			return err
 		}
@@ -213,7 +217,8 @@ with later stages (--stages).`)
 	}
 	extra := map[string]any{
 		"clip_model": model.ID(), "image_db": db, "caption_set": info.CaptionKey, "gallery_images": info.Images,
-		"models": roleModels(cfg), "config_file": cfg.Path,
+		"roles_config": roleModels(cfg), "config_file": cfg.Path, "clip_threads": cfg.CLIP.Threads,
+		"answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled},
 	}
 	r, err := evalrun.New(evalrun.Config{
 		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
@@ -246,7 +251,8 @@ with later stages (--stages).`)
 	return nil
 }
 
-// roleModels lists the configured model of every role (no secrets).
+// roleModels is the effective configuration of every configured role
+// (API keys left out).
 func roleModels(cfg *config.Config) map[string]any {
 	out := map[string]any{}
 	for _, name := range config.RoleNames {
@@ -254,7 +260,12 @@ func roleModels(cfg *config.Config) map[string]any {
 		if !ok || !r.Configured() {
 			continue
 		}
-		out[name] = map[string]any{"model": r.Model, "model_id": r.CacheModelID(), "endpoints": len(r.Endpoints), "max_tokens": r.MaxTokens}
+		out[name] = map[string]any{
+			"endpoints": []string(r.Endpoints), "model": r.Model, "model_id": r.CacheModelID(), "api_key_env": r.APIKeyEnv,
+			"max_in_flight": r.MaxInFlight, "timeout": r.Timeout.String(), "retries": r.MaxRetries(), "cooldown": r.Cooldown.String(),
+			"max_tokens": r.MaxTokens, "temperature": r.Temperature, "top_p": r.TopP, "stop": r.Stop, "seed": r.Seed,
+			"extra": r.Extra, "logprobs": r.Logprobs, "top_logprobs": r.TopLogprobs, "image": r.Image,
+		}
 	}
 	return out
 }
