@@ -200,6 +200,27 @@ func TestBrowserUI(t *testing.T) {
 	}
 	shoot(t, ctx, dir, "3-composed.png")
 
+	// Composed with a reference picked from the gallery (keyboard: the
+	// picker's cards are buttons).
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("ref-pick")), chromedp.WaitVisible(chromedp.ID("picker"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "picker grid", `document.querySelectorAll('#picker-grid button.card').length === 8`)
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("picker-q"), "blue")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "picker filtered", `document.querySelectorAll('#picker-grid button.card').length === 1`)
+	shoot(t, ctx, dir, "3b-picker.png")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#picker-grid button.card[data-name="blue_cat"]`))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "picked reference", `document.getElementById('ref-label').textContent === 'Gallery: blue_cat' && !document.getElementById('picker').open`)
+	submitAndWait(t, ctx, "composed search with a gallery reference")
+	qs = e.fake.queries()
+	if last = qs[len(qs)-1]; last.Reference != "blue_cat" || last.ReferenceImage != nil {
+		t.Fatalf("picked-reference query = %+v", last)
+	}
+
 	// 3. Two-turn chat (stage 3 skipped this time).
 	e.fake.evaluate.Store(false)
 	if err := chromedp.Do(ctx,

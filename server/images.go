@@ -247,12 +247,12 @@ func newThumbCache(limit int64) *thumbCache {
 		order:    list.New(),
 		entries:  map[string]*list.Element{},
 		inflight: map[string]*thumbCall{},
-		sem:      make(chan struct{}, 4),
+		sem:      make(chan struct{}, 2),
 	}
 }
 
 // get returns the cached thumbnail for key or computes it with compute (at
-// most 4 computations at once; concurrent callers for one key share it).
+// most 2 computations at once, which bounds decode memory; concurrent callers for one key share it).
 // hit reports whether compute was not called by this caller.
 func (c *thumbCache) get(ctx context.Context, key string, compute func() ([]byte, error)) (data []byte, hit bool, err error) {
 	c.mu.Lock()

@@ -241,6 +241,9 @@ func (s *Server) Handler() http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+		// Bound every response's write time (a slow or stalled reader
+		// cannot hold a connection forever); the event stream sets its own.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.writeTimeout()))
 		if s.cors(rec, r) {
 			s.observe(r, rec, start, "CORS preflight")
 			return
@@ -337,6 +340,12 @@ func (r *statusRecorder) Flush() {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// writeTimeout bounds writing one response: long enough for a search
+// answered at its time limit.
+func (s *Server) writeTimeout() time.Duration {
+	return max(2*time.Minute, s.cfg.SearchTimeout+30*time.Second)
+}
 
 // HTTPServer wraps the handler in an http.Server with timeouts suited to
 // the API: bounded header/body reads and idle connections; writes are

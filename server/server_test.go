@@ -212,7 +212,7 @@ type env struct {
 	ts      *httptest.Server
 	fake    *fakeSearcher
 	dir     string
-	logs    *bytes.Buffer
+	logs    *lockedWriter
 	outside string
 }
 
@@ -259,12 +259,12 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	}
 	slices.Sort(names)
 	fake := &fakeSearcher{names: names}
-	logs := &bytes.Buffer{}
+	logs := &lockedWriter{w: &bytes.Buffer{}}
 	cfg := Config{
 		Searcher:  fake,
 		Images:    images,
 		ImageRoot: dir,
-		Logger:    slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, nil)),
+		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
 		Stages: []StageInfo{
 			{Name: StageReason, Configured: true}, {Name: StageRetrieve, Configured: true},
 			{Name: StageVerify, Configured: true}, {Name: StageEvaluate, Reason: "evaluator role not configured"},
@@ -287,7 +287,14 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 
 type lockedWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  *bytes.Buffer
+}
+
+// String returns what was written so far.
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
