@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/imagescope/imagescope/internal/npy"
 
@@ -131,7 +132,25 @@ func Open(ctx context.Context, path string) (*DB, error) {
 }
 
 func (db *DB) init(ctx context.Context) error {
-	if _, err := db.sql.ExecContext(ctx, schema); err != nil {
+	conn, err := db.sql.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var tables int
+	if err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master`).Scan(&tables); err != nil {
+		return fmt.Errorf("read schema: %w", err)
+	}
+	if tables == 0 {
+		// A new file: 8 KiB pages hold a 768-d float32 vector row without
+		// overflow pages. The page size can only change outside WAL mode.
+		for _, q := range []string{`PRAGMA journal_mode=DELETE`, `PRAGMA page_size=8192`, `VACUUM`, `PRAGMA journal_mode=WAL`} {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("set up new DB (%s): %w", q, err)
+			}
+		}
+	}
+	if _, err := conn.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
 	v, ok, err := db.meta(ctx, "schema_version")
@@ -262,6 +281,11 @@ func decodeVec(dtype string, b []byte, dst []float32) error {
 	case "f32":
 		if len(b) != 4*len(dst) {
 			return fmt.Errorf("float32 vector of %d bytes, want %d", len(b), 4*len(dst))
+		}
+		if len(dst) > 0 && binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+			// Little-endian host: the blob is the memory image.
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), b)
+			return nil
 		}
 		for i := range dst {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))

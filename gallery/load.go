@@ -2,7 +2,9 @@ package gallery
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"runtime/debug"
 	"strings"
 
 	"github.com/imagescope/imagescope/vindex"
@@ -119,83 +121,136 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM images`).Scan(&total); err != nil {
 		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
 	}
-	rows, err := db.sql.QueryContext(ctx, `
-		SELECT i.name, i.path, e.dtype, e.vec, c.text, ce.dtype, ce.vec
-		FROM images i
-		JOIN image_embeddings e ON e.image_id = i.id AND e.model = ?
-		LEFT JOIN captions c ON c.image_id = i.id AND c.key = ?
-		LEFT JOIN caption_embeddings ce ON ce.image_id = i.id AND ce.key = ? AND ce.model = ?
-		ORDER BY i.pos, i.name`, model, captionKey, captionKey, model)
+	// Reading is done table by table in storage order (no ORDER BY over
+	// rows holding vectors, which would make SQLite sort the blobs): first
+	// which images have an embedding, then the gallery order, then each
+	// vector table decoded straight into place.
+	has, err := db.idSet(ctx, `SELECT image_id FROM image_embeddings WHERE model = ?`, model)
+	if err != nil {
+		return nil, info, err
+	}
+	ix := &vindex.Index{Dim: dim, HasCaption: captionKey != "", Names: make([]string, 0, len(has)), Paths: make([]string, 0, len(has))}
+	at := make(map[int64]int, len(has))
+	rows, err := db.sql.QueryContext(ctx, `SELECT id, name, path FROM images ORDER BY pos, name`)
 	if err != nil {
 		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
 	}
-	defer rows.Close()
-	ix := &vindex.Index{Dim: dim, HasCaption: captionKey != ""}
-	ix.Image = make([]float32, 0, total*dim)
-	if ix.HasCaption {
-		ix.Caption = make([]float32, 0, total*dim)
-	}
-	var anyCaption bool
 	for rows.Next() {
-		var (
-			name, path, dt string
-			vec            []byte
-			text, cdt      *string
-			cvec           []byte
-		)
-		if err := rows.Scan(&name, &path, &dt, &vec, &text, &cdt, &cvec); err != nil {
+		var id int64
+		var name, path string
+		if err := rows.Scan(&id, &name, &path); err != nil {
+			rows.Close()
 			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
 		}
-		n := len(ix.Names)
-		ix.Image = ix.Image[:(n+1)*dim]
-		if err := decodeVec(dt, vec, ix.Image[n*dim:]); err != nil {
-			return nil, info, fmt.Errorf("load image DB %s: image %s: image embedding: %w", db.path, name, err)
+		if !has[id] {
+			continue
 		}
-		normalize(ix.Image[n*dim:])
-		if ix.HasCaption {
-			ix.Caption = ix.Caption[:(n+1)*dim]
-			dst := ix.Caption[n*dim:]
-			if cdt != nil {
-				if err := decodeVec(*cdt, cvec, dst); err != nil {
-					return nil, info, fmt.Errorf("load image DB %s: image %s: caption embedding: %w", db.path, name, err)
-				}
-				normalize(dst)
-				anyCaption = true
-			} else {
-				clear(dst)
+		at[id] = len(ix.Names)
+		ix.Names = append(ix.Names, name)
+		ix.Paths = append(ix.Paths, path)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+	}
+	n := len(ix.Names)
+	ix.Image = make([]float32, n*dim)
+	if err := db.readVectors(ctx, ix.Image, dim, at, ix.Names, "image embedding",
+		`SELECT image_id, dtype, vec FROM image_embeddings WHERE model = ?`, model); err != nil {
+		return nil, info, err
+	}
+	if ix.HasCaption {
+		ix.Caption = make([]float32, n*dim)
+		got := make([]bool, n)
+		err := db.readVectorsMark(ctx, ix.Caption, dim, at, ix.Names, got, "caption embedding",
+			`SELECT image_id, dtype, vec FROM caption_embeddings WHERE key = ? AND model = ?`, captionKey, model)
+		if err != nil {
+			return nil, info, err
+		}
+		for _, g := range got {
+			if !g {
 				info.MissingCaptions++
 			}
 		}
-		ix.Names = append(ix.Names, name)
-		ix.Paths = append(ix.Paths, path)
-		if text != nil {
-			ix.Captions = append(ix.Captions, *text)
-		} else {
-			ix.Captions = append(ix.Captions, "")
+		if info.MissingCaptions == n {
+			ix.HasCaption, ix.Caption = false, nil
+			info.CaptionKey, info.MissingCaptions = "", 0
 		}
-		if n%4096 == 0 {
+	}
+	if ix.HasCaption {
+		ix.Captions = make([]string, n)
+		rows, err := db.sql.QueryContext(ctx, `SELECT image_id, text FROM captions WHERE key = ?`, captionKey)
+		if err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+		for rows.Next() {
+			var id int64
+			var text string
+			if err := rows.Scan(&id, &text); err != nil {
+				rows.Close()
+				return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+			}
+			if i, ok := at[id]; ok {
+				ix.Captions[i] = text
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+	}
+	info.Images = n
+	info.Skipped = total - n
+	// Decoding left garbage about the size of the vectors; hand it back to
+	// the OS now rather than keeping the process at twice its live size.
+	debug.FreeOSMemory()
+	return ix, info, nil
+}
+
+func (db *DB) readVectors(ctx context.Context, dst []float32, dim int, at map[int64]int, names []string, what, q string, args ...any) error {
+	return db.readVectorsMark(ctx, dst, dim, at, names, nil, what, q, args...)
+}
+
+// readVectorsMark decodes (image_id, dtype, vec) rows into dst at each
+// image's position, L2-normalised, marking got[position].
+func (db *DB) readVectorsMark(ctx context.Context, dst []float32, dim int, at map[int64]int, names []string, got []bool, what, q string, args ...any) error {
+	rows, err := db.sql.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("load image DB %s: %w", db.path, err)
+	}
+	defer rows.Close()
+	var (
+		id  int64
+		dt  string
+		vec sql.RawBytes
+	)
+	count := 0
+	for rows.Next() {
+		if err := rows.Scan(&id, &dt, &vec); err != nil {
+			return fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+		i, ok := at[id]
+		if !ok {
+			continue
+		}
+		v := dst[i*dim : (i+1)*dim]
+		if err := decodeVec(dt, vec, v); err != nil {
+			return fmt.Errorf("load image DB %s: image %s: %s: %w", db.path, names[i], what, err)
+		}
+		normalize(v)
+		if got != nil {
+			got[i] = true
+		}
+		if count++; count%4096 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, info, err
+				return err
 			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		return fmt.Errorf("load image DB %s: %w", db.path, err)
 	}
-	if ix.HasCaption && !anyCaption {
-		ix.HasCaption, ix.Caption = false, nil
-		info.CaptionKey = ""
-		info.MissingCaptions = 0
-	}
-	if !ix.HasCaption {
-		ix.Captions = nil
-	}
-	info.Images = len(ix.Names)
-	info.Skipped = total - info.Images
-	if ix.Names == nil {
-		ix.Names = []string{}
-	}
-	return ix, info, nil
+	return nil
 }
 
 // Stats summarises a DB for 'imagescope db info'.

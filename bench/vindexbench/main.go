@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -211,7 +212,16 @@ func mkdb(args []string) error {
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	dbPath := fs.String("db", "", "image DB")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the load")
 	fs.Parse(args)
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 	t0 := time.Now()
 	db, err := gallery.Open(ctx, *dbPath)
