@@ -144,6 +144,9 @@ func New(cfg Config) (*Runner, error) {
 	if s.Active <= 0 {
 		s.Active = 64
 	}
+	if len(cfg.Dataset.Queries) == 0 {
+		return nil, fmt.Errorf("run: dataset %s %s has no queries", cfg.Dataset.Name, cfg.Dataset.Split)
+	}
 	for st := 2; st <= s.Stages; st++ {
 		if r := cfg.Engine.SkipReason(st); r != "" {
 			return nil, fmt.Errorf("stage %d requested but %s", st, r)

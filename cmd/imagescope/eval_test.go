@@ -22,6 +22,12 @@ type evalFixture struct {
 func newEvalFixture(t *testing.T, cache bool) *evalFixture {
 	t.Helper()
 	f := &evalFixture{root: t.TempDir(), srv: newScriptedServer(t)}
+	if d := os.Getenv("IMAGESCOPE_TEST_KEEP"); d != "" {
+		// Keep the run folders for inspection.
+		f.root = filepath.Join(d, t.Name())
+		os.RemoveAll(f.root)
+		os.MkdirAll(f.root, 0o755)
+	}
 	f.home = filepath.Join(f.root, "home")
 	f.data = testutil.Fixtures(t, "datasets")
 	clipDir := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
