@@ -40,7 +40,6 @@ import (
 
 	"github.com/google/uuid"
 	wv "github.com/weaviate/weaviate-go-client/v5/weaviate"
-	"github.com/weaviate/weaviate-go-client/v5/weaviate/auth"
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/fault"
 	wvgrpc "github.com/weaviate/weaviate-go-client/v5/weaviate/grpc"
 	"github.com/weaviate/weaviate/entities/models"
@@ -295,8 +294,9 @@ func newClient(n *node, cfg Config) (*wv.Client, error) {
 		GrpcConfig: &wvgrpc.Config{Host: n.grpc, Secured: u.Scheme == "https"},
 	}
 	if cfg.APIKey != "" {
+		// A static bearer header (what the client's auth.ApiKey sends),
+		// without its start-up probe that blocks on an unreachable node.
 		wc.Headers = map[string]string{"Authorization": "Bearer " + cfg.APIKey}
-		_ = auth.ApiKey{} // the bearer header is what auth.ApiKey would send
 	}
 	return wv.NewClient(wc)
 }
