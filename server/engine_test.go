@@ -173,8 +173,12 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 			if body.Model == "proposer" {
 				reply = proposerReply
 			}
+			// The longest scripted instruction found in the prompt wins (a
+			// chat round's prompt also holds the earlier turn).
+			best := ""
 			for key, r := range s.replies {
-				if strings.Contains(text.String(), key) {
+				if strings.Contains(text.String(), key) && len(key) > len(best) {
+					best = key
 					reply = r[0]
 					if body.Model == "proposer" {
 						reply = r[1]
@@ -301,8 +305,9 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 		}
 		models.prints = append(models.prints, fingerprintOf(img))
 	}
-	cfg := pipeline.Config{Embedder: CLIPEmbedder{model}, Searcher: backend, Gallery: backend, Images: backend,
-		Options: pipeline.Options{TopK: topK, Alpha: 3}}
+	opts := pipeline.DefaultOptions()
+	opts.TopK, opts.Alpha = topK, 3
+	cfg := pipeline.Config{Embedder: CLIPEmbedder{model}, Searcher: backend, Gallery: backend, Images: backend, Options: opts}
 	if roles {
 		conf := config.Default(nil)
 		for _, name := range []string{"reasoner", "proposer", "verifier", "evaluator"} {

@@ -133,11 +133,14 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if cache != nil {
 		defer cache.Close()
 	}
+	opts := pipeline.DefaultOptions()
+	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
 	engine, err := pipeline.New(pipeline.Config{
 		Embedder: server.CLIPEmbedder{Model: model},
 		Searcher: backend, Gallery: backend, Images: backend,
-		Roles: roles,
-		Log:   e.log,
+		Roles:   roles,
+		Options: opts,
+		Log:     e.log,
 	})
 	if err != nil {
 		return err
