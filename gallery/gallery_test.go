@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -429,4 +428,43 @@ func countRows(t testing.TB, path string) int {
 	return n
 }
 
-var _ = strconv.Itoa
+
+// cancellingCaptioner cancels the run after a few captions.
+type cancellingCaptioner struct {
+	fakeCaptioner
+	after  int64
+	cancel context.CancelFunc
+}
+
+func (c *cancellingCaptioner) Caption(ctx context.Context, path string) (string, error) {
+	if c.calls.Load() >= c.after {
+		c.cancel()
+	}
+	return c.fakeCaptioner.Caption(ctx, path)
+}
+
+func TestIndexCancelKeepsFinishedWork(t *testing.T) {
+	dir := t.TempDir()
+	g := filepath.Join(dir, "g")
+	makeGallery(t, g, 30)
+	dbPath := filepath.Join(dir, "g.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	db, err := Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt := &cancellingCaptioner{after: 10, cancel: cancel}
+	capt.delay = time.Millisecond
+	sum, err := db.Index(ctx, listItems(t, g), IndexOptions{Embedder: &fakeEmbedder{id: "fake/clip", dim: 8}, Captioner: capt, CaptionModel: "fake-captioner", CaptionPrompt: "Describe the image in one sentence.", CaptionWorkers: 2})
+	db.Close()
+	if !errors.Is(err, context.Canceled) || sum == nil || sum.Done >= 30 {
+		t.Fatalf("cancelled run: %v %+v", err, sum)
+	}
+	// Finishing the job gives the same DB as one uninterrupted run.
+	indexDir(t, dbPath, g, &fakeEmbedder{id: "fake/clip", dim: 8}, &fakeCaptioner{})
+	want := filepath.Join(dir, "want.db")
+	indexDir(t, want, g, &fakeEmbedder{id: "fake/clip", dim: 8}, &fakeCaptioner{})
+	if a, b := dump(t, dbPath), dump(t, want); a != b {
+		t.Fatalf("resumed DB differs:\n%s\nvs\n%s", a, b)
+	}
+}
