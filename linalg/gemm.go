@@ -216,9 +216,17 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
 			if rows < mr {
 				clear(dstp)
 			}
+			src := a[i*mr*K:]
+			switch {
+			case rows == 12 && mr == 12:
+				pack12(dstp, src, K)
+				continue
+			case rows == 6 && mr == 6:
+				pack6(dstp, src, K)
+				continue
+			}
 			// k outer, rows inner: sequential writes, mr sequential read
 			// streams.
-			src := a[i*mr*K:]
 			for k := 0; k < K; k++ {
 				d := dstp[k*mr : k*mr+rows]
 				for r := range d {
@@ -422,4 +430,42 @@ func ParallelWorkers(threads, n int, fn func(worker, i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// pack12 packs 12 full rows of a (row stride K) into a k-major 12-row panel.
+func pack12(dst, src []float32, K int) {
+	r0 := src[0*K : 1*K]
+	r1 := src[1*K : 2*K][:len(r0)]
+	r2 := src[2*K : 3*K][:len(r0)]
+	r3 := src[3*K : 4*K][:len(r0)]
+	r4 := src[4*K : 5*K][:len(r0)]
+	r5 := src[5*K : 6*K][:len(r0)]
+	r6 := src[6*K : 7*K][:len(r0)]
+	r7 := src[7*K : 8*K][:len(r0)]
+	r8 := src[8*K : 9*K][:len(r0)]
+	r9 := src[9*K : 10*K][:len(r0)]
+	r10 := src[10*K : 11*K][:len(r0)]
+	r11 := src[11*K : 12*K][:len(r0)]
+	dst = dst[:12*len(r0)]
+	for k := range r0 {
+		d := dst[k*12 : k*12+12 : k*12+12]
+		d[0], d[1], d[2], d[3] = r0[k], r1[k], r2[k], r3[k]
+		d[4], d[5], d[6], d[7] = r4[k], r5[k], r6[k], r7[k]
+		d[8], d[9], d[10], d[11] = r8[k], r9[k], r10[k], r11[k]
+	}
+}
+
+// pack6 packs 6 full rows of a (row stride K) into a k-major 6-row panel.
+func pack6(dst, src []float32, K int) {
+	r0 := src[0*K : 1*K]
+	r1 := src[1*K : 2*K][:len(r0)]
+	r2 := src[2*K : 3*K][:len(r0)]
+	r3 := src[3*K : 4*K][:len(r0)]
+	r4 := src[4*K : 5*K][:len(r0)]
+	r5 := src[5*K : 6*K][:len(r0)]
+	dst = dst[:6*len(r0)]
+	for k := range r0 {
+		d := dst[k*6 : k*6+6 : k*6+6]
+		d[0], d[1], d[2], d[3], d[4], d[5] = r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]
+	}
 }
