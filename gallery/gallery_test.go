@@ -428,7 +428,6 @@ func countRows(t testing.TB, path string) int {
 	return n
 }
 
-
 // cancellingCaptioner cancels the run after a few captions.
 type cancellingCaptioner struct {
 	fakeCaptioner
