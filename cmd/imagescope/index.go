@@ -51,6 +51,9 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	batch := fs.Int("batch", 8, "images per embedding batch")
 	float16 := fs.Bool("float16", false, "store new embeddings as float16 (half the size)")
 	queueURL := fs.String("queue", "", "distribute the work through a NATS JetStream queue at this URL (see 'imagescope worker')")
+	if queueRequested(args) {
+		return runIndexQueue(ctx, e, args) // its own flags (--status, --job, --weaviate, ...)
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -62,11 +62,23 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones (caption instruction)")
 	wait := fs.Bool("wait", false, "after publishing, print progress until the job is finished")
+	fs.StringVar(model, "clip", "", "same as --model")
+	domain := fs.String("domain", "", "caption prompt set (default: the dataset's; folders: general)")
+	noCaptions := fs.Bool("no-captions", false, "do not caption even when a captioner is configured")
+	embedder := fs.String("embedder", "clip", "workers embed with in-process CLIP (clip); remote is not supported with --queue")
+	// Flags of the local index run that the workers' own settings decide.
+	fs.Int("threads", 0, "ignored with --queue (workers use their config's clip.threads)")
+	fs.Int("caption-workers", 0, "ignored with --queue (workers use --concurrency)")
+	fs.Int("batch", 8, "ignored with --queue")
+	fs.Bool("float16", false, "ignored with --queue")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *embedder != "clip" {
+		return usagef("--embedder %s: queue workers embed with in-process CLIP only", *embedder)
 	}
 	cfg, err := config.Load(*configPath, e.getenv)
 	if err != nil {
@@ -148,12 +160,12 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	}
 
 	// Captions: the workers must all use the same captioner and prompt.
-	if rc, ok := cfg.Role(pipeline.RoleCaptioner); ok && rc.Configured() {
+	if rc, ok := cfg.Role(pipeline.RoleCaptioner); ok && rc.Configured() && !*noCaptions {
 		lib, err := loadPrompts(*promptDir)
 		if err != nil {
 			return err
 		}
-		instr, err := lib.CaptionInstruction(ds.Domain)
+		instr, err := lib.CaptionInstruction(firstNonEmpty(*domain, ds.Domain))
 		if err != nil {
 			return err
 		}
@@ -197,6 +209,21 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// queueRequested reports whether the index arguments ask for the queue
+// (--queue / -queue, with its value joined or separate).
+func queueRequested(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "queue" {
+			return true
+		}
+	}
+	return false
 }
 
 func galleryLabel(ds *dataset.Dataset, dir string) string {

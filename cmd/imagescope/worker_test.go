@@ -69,8 +69,8 @@ func TestQueueIndexIntoDB(t *testing.T) {
 	defer cancel()
 	var out, errb bytes.Buffer
 	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, log: slog.New(slog.DiscardHandler), getenv: getenv}
-	if err := runIndexQueue(ctx, e, []string{"--queue", url, "--gallery", dir, "--db", dbPath, "--job", "photos"}); err != nil {
-		t.Fatalf("publish: %v\n%s", err, errb.String())
+	if code := run(ctx, []string{"index", "--queue", url, "--gallery", dir, "--db", dbPath, "--job", "photos"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("publish: exit %d\n%s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "queued 5 items") {
 		t.Fatalf("publish output: %s", out.String())
@@ -94,6 +94,18 @@ func TestQueueIndexIntoDB(t *testing.T) {
 	}
 	if len(ix.Names) != len(names) {
 		t.Fatalf("DB holds %v, want %v", ix.Names, names)
+	}
+	out.Reset()
+	if code := run(ctx, []string{"index", "--queue", url, "--status", "--job", "photos"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("status: exit %d\n%s", code, errb.String())
+	}
+	// --status through runIndexQueue directly, as JSON.
+	out.Reset()
+	if err := runIndexQueue(ctx, e, []string{"--queue", url, "--status", "--json"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"dead_letters": 1`) || !strings.Contains(out.String(), "broken.png") {
+		t.Errorf("JSON status:\n%s", out.String())
 	}
 	out.Reset()
 	if err := runIndexQueue(ctx, e, []string{"--queue", url, "--status", "--job", "photos"}); err != nil {
