@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -128,8 +129,12 @@ func (c CLIPEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float
 	return out, nil
 }
 
-// LLMChatter adapts an llm.Client to pipeline.Chatter.
-type LLMChatter struct{ Client *llm.Client }
+// LLMChatter adapts an llm.Client to pipeline.Chatter; a role that is
+// down is reported as *pipeline.RoleDownError.
+type LLMChatter struct {
+	Client *llm.Client
+	Role   string
+}
 
 // Chat implements pipeline.Chatter.
 func (c LLMChatter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeline.ChatResponse, error) {
@@ -153,6 +158,9 @@ func (c LLMChatter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeli
 	}
 	resp, err := c.Client.Chat(ctx, lr)
 	if err != nil {
+		if errors.Is(err, llm.ErrRoleDown) {
+			return nil, &pipeline.RoleDownError{Role: c.Role, Last: err}
+		}
 		return nil, err
 	}
 	out := &pipeline.ChatResponse{

@@ -326,7 +326,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 			if err != nil {
 				t.Fatalf("llm client %s: %v", name, err)
 			}
-			return LLMChatter{c}
+			return LLMChatter{Client: c, Role: name}
 		}
 		cfg.Roles = pipeline.Roles{Reasoner: role("reasoner"), Proposer: role("proposer"), Verifier: role("verifier"), Evaluator: role("evaluator")}
 	}

@@ -4,20 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
-	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/server"
+	"github.com/imagescope/imagescope/vindex"
 )
 
 // runServe implements 'imagescope serve'.
@@ -30,8 +28,8 @@ evaluator's verdict). Stages whose model role is not configured are skipped
 and the UI says so.
 
 --db serves an image DB built by 'imagescope index'. --gallery indexes a
-plain folder first (CLIP embeddings only; run 'imagescope index' for
-captions) into $IMAGESCOPE_HOME/db and serves it.
+plain folder first (CLIP embeddings, and captions when a captioner is
+configured) into $IMAGESCOPE_HOME/db and serves it.
 
 The server binds to loopback by default. Binding elsewhere requires a bearer
 token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
@@ -52,6 +50,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	timeout := fs.Duration("search-timeout", server.DefaultSearchTimeout, "time limit of one search")
 	maxSearches := fs.Int("max-searches", server.DefaultMaxSearches, "searches run at once (more wait in line)")
 	noCache := fs.Bool("no-cache", false, "do not use the model answer cache")
+	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,32 +89,72 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if *threads > 0 {
 		cfg.CLIP.Threads = *threads
 	}
+	if *noCache {
+		cfg.Cache.Disabled = true
+	}
+	lib, err := loadPrompts(*promptDir)
+	if err != nil {
+		return err
+	}
+	if !lib.HasDomain(*domain) {
+		return usagef("--domain %q: unknown prompt set", *domain)
+	}
 
 	e.log.Info("loading CLIP", "model", cfg.CLIP.Model)
 	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log})
 	if err != nil {
 		return fmt.Errorf("load CLIP model %s: %w", cfg.CLIP.Model, err)
 	}
+	roles, err := openRoles(ctx, cfg, e.log)
+	if err != nil {
+		return err
+	}
+	defer roles.close()
 
-	path := *dbPath
+	var (
+		ix   *vindex.Index
+		info gallery.LoadInfo
+		path = *dbPath
+	)
 	if *galleryDir != "" {
-		path, err = serveIndexFolder(ctx, e, cfg, model, *galleryDir)
+		// A plain folder: index it (captioned when a captioner is
+		// configured) into a DB of its own under the home directory.
+		abs, err := filepath.Abs(*galleryDir)
+		if err != nil {
+			return fmt.Errorf("gallery folder %s: %w", *galleryDir, err)
+		}
+		ds, err := dataset.LoadFolder(ctx, abs)
 		if err != nil {
 			return err
 		}
-	}
-	db, err := gallery.Open(ctx, path)
-	if err != nil {
-		return err
-	}
-	ck := *captionKey
-	if ck == "none" {
-		ck = gallery.NoCaptions
-	}
-	ix, info, err := db.LoadWithInfo(ctx, model.ID(), ck)
-	db.Close()
-	if err != nil {
-		return err
+		if len(ds.Gallery) == 0 {
+			return fmt.Errorf("gallery folder %s holds no images", *galleryDir)
+		}
+		sum := sha256.Sum256([]byte(abs))
+		path = gallery.DefaultPath(cfg.Home, "folder-"+filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
+		items := make([]gallery.Item, len(ds.Gallery))
+		for i, im := range ds.Gallery {
+			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
+		}
+		fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(items), *galleryDir, path)
+		ix, info, err = loadGallery(ctx, e, cfg, roles, model, path, *domain, items, lib)
+		if err != nil {
+			return err
+		}
+	} else {
+		db, err := gallery.Open(ctx, path)
+		if err != nil {
+			return err
+		}
+		ck := *captionKey
+		if ck == "none" {
+			ck = gallery.NoCaptions
+		}
+		ix, info, err = db.LoadWithInfo(ctx, model.ID(), ck)
+		db.Close()
+		if err != nil {
+			return err
+		}
 	}
 	if len(ix.Names) == 0 {
 		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", path)
@@ -124,24 +163,13 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		ix.Threads = cfg.CLIP.Threads
 	}
 	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "")
-	backend := server.NewIndexBackend(ix)
+	images := server.NewIndexBackend(ix).Images()
 
-	roles, cache, err := serveRoles(ctx, e, cfg, *noCache)
-	if err != nil {
-		return err
-	}
-	if cache != nil {
-		defer cache.Close()
-	}
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
-	engine, err := pipeline.New(pipeline.Config{
-		Embedder: server.CLIPEmbedder{Model: model},
-		Searcher: backend, Gallery: backend, Images: backend,
-		Roles:   roles,
-		Options: opts,
-		Log:     e.log,
-	})
+	opts.InFlight = inFlightFromConfig(cfg)
+	engine, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix,
+		images: fileImages(images), promptDir: *promptDir, opt: opts, log: e.log})
 	if err != nil {
 		return err
 	}
@@ -164,7 +192,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	desc := fmt.Sprintf("%s · CLIP %s", filepath.Base(path), info.ClipModel)
 	srv, err := server.New(server.Config{
 		Searcher:       searcher,
-		Images:         backend.Images(),
+		Images:         images,
 		Token:          *token,
 		CORSOrigins:    origins,
 		MaxUploadBytes: int64(*maxUploadMB) << 20,
@@ -172,7 +200,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		SearchTimeout:  *timeout,
 		MaxSearches:    *maxSearches,
 		Stages:         stages,
-		ModelStats:     func() []server.RoleStats { return server.EngineStats(engine) },
+		ModelStats:     func() []server.RoleStats { return serveModelStats(roles) },
 		Description:    desc,
 		Logger:         e.log,
 	})
@@ -196,123 +224,12 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	return srv.Serve(ctx, ln)
 }
 
-// serveRoles builds the configured model roles (nil for the others).
-func serveRoles(ctx context.Context, e *env, cfg *config.Config, noCache bool) (pipeline.Roles, *llm.Cache, error) {
-	var roles pipeline.Roles
-	var cache *llm.Cache
-	configured := false
-	for _, name := range []string{config.RoleReasoner, config.RoleProposer, config.RoleVerifier, config.RoleEvaluator, config.RoleCaptioner} {
-		if r, ok := cfg.Role(name); ok && r.Configured() {
-			configured = true
-		}
+// serveModelStats reports the model clients' counters per role.
+func serveModelStats(roles *roleClients) []server.RoleStats {
+	var out []server.RoleStats
+	for role, st := range roles.stats() {
+		out = append(out, server.RoleStats{Role: role, Calls: st.Calls, CacheHits: st.CacheHits,
+			CacheMisses: st.CacheMisses, Failures: st.Failures, Retries: st.Retries})
 	}
-	if configured && !noCache && !cfg.Cache.Disabled {
-		p := cfg.Cache.Path
-		if p == "" {
-			p = filepath.Join(cfg.Home, "cache", "answers.db")
-		}
-		c, err := llm.OpenCache(p)
-		if err != nil {
-			return roles, nil, fmt.Errorf("open answer cache: %w", err)
-		}
-		cache = c
-	}
-	build := func(name string) (pipeline.Chatter, error) {
-		r, ok := cfg.Role(name)
-		if !ok || !r.Configured() {
-			return nil, nil
-		}
-		c, err := llm.New(ctx, llm.Role(name), r, cache, llm.Options{Logger: e.log})
-		if err != nil {
-			return nil, fmt.Errorf("model role %s: %w", name, err)
-		}
-		return server.LLMChatter{Client: c}, nil
-	}
-	var err error
-	set := []struct {
-		name string
-		dst  *pipeline.Chatter
-	}{
-		{config.RoleCaptioner, &roles.Captioner}, {config.RoleReasoner, &roles.Reasoner}, {config.RoleProposer, &roles.Proposer},
-		{config.RoleVerifier, &roles.Verifier}, {config.RoleEvaluator, &roles.Evaluator},
-	}
-	for _, s := range set {
-		if *s.dst, err = build(s.name); err != nil {
-			if cache != nil {
-				cache.Close()
-			}
-			return roles, nil, err
-		}
-	}
-	return roles, cache, nil
-}
-
-// serveIndexFolder indexes a plain folder's images (CLIP image embeddings)
-// into an image DB under the home directory and returns its path. Images
-// already indexed and unchanged are not embedded again.
-func serveIndexFolder(ctx context.Context, e *env, cfg *config.Config, model *clip.Model, dir string) (string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("gallery folder %s: %w", dir, err)
-	}
-	ds, err := dataset.LoadFolder(ctx, abs)
-	if err != nil {
-		return "", err
-	}
-	if len(ds.Gallery) == 0 {
-		return "", fmt.Errorf("gallery folder %s holds no images", dir)
-	}
-	sum := sha256.Sum256([]byte(abs))
-	path := gallery.DefaultPath(cfg.Home, "folder-"+filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
-	db, err := gallery.Open(ctx, path)
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	items := make([]gallery.Item, len(ds.Gallery))
-	for i, im := range ds.Gallery {
-		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
-	}
-	fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(items), dir, path)
-	start := time.Now()
-	s, err := db.Index(ctx, items, gallery.IndexOptions{Embedder: serveEmbedder{model}, Logger: e.log})
-	if err != nil {
-		return "", fmt.Errorf("index %s: %w", dir, err)
-	}
-	e.log.Info("gallery folder indexed", "dir", dir, "db", path, "listed", s.Total, "done", s.Done, "elapsed", time.Since(start).Round(time.Millisecond))
-	return path, nil
-}
-
-// serveEmbedder adapts a clip.Model to gallery.Embedder.
-type serveEmbedder struct{ m *clip.Model }
-
-func (s serveEmbedder) ModelID() string { return s.m.ID() }
-func (s serveEmbedder) Dim() int        { return s.m.Dim() }
-
-func (s serveEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
-	embs, err := s.m.EmbedImageFiles(ctx, paths)
-	if err != nil {
-		return nil, nil, err
-	}
-	vecs := make([][]float32, len(embs))
-	errs := make([]error, len(embs))
-	for i, e := range embs {
-		vecs[i], errs[i] = e.Vector, e.Err
-	}
-	return vecs, errs, nil
-}
-
-func (s serveEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	embs, err := s.m.EmbedTexts(ctx, texts)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]float32, len(embs))
-	for i, e := range embs {
-		if e.Err != nil {
-			return nil, errors.Join(fmt.Errorf("embed text %d", i), e.Err)
-		}
-		out[i] = e.Vector
-	}
-	return out, nil
+	return out
 }
