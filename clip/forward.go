@@ -69,39 +69,12 @@ func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, t
 	scale := float32(1 / math.Sqrt(float64(dh)))
 	threads = linalg.Threads(threads)
 	for len(ws.att) < threads {
-		ws.att = append(ws.att, &attnScratch{})
+		ws.att = append(ws.att, &linalg.Scratch{})
 	}
 	linalg.ParallelWorkers(threads, len(spans)*heads, func(worker, t int) {
-		as := ws.att[worker]
 		s, h := spans[t/heads], t%heads
-		L := s.n
-		q := grow(&as.q, L*dh)
-		k := grow(&as.k, L*dh)
-		v := grow(&as.v, L*dh)
-		for i := 0; i < L; i++ {
-			row := qkv[(s.off+i)*3*W:]
-			qi := q[i*dh : (i+1)*dh]
-			for j, x := range row[h*dh : (h+1)*dh] {
-				qi[j] = x * scale
-			}
-			copy(k[i*dh:(i+1)*dh], row[W+h*dh:W+(h+1)*dh])
-			copy(v[i*dh:(i+1)*dh], row[2*W+h*dh:2*W+(h+1)*dh])
-		}
-		sc := grow(&as.sc, L*L)
-		as.s.MatMulNT(sc, q, L, dh, k, L)
-		for i := 0; i < L; i++ {
-			row := sc[i*L : (i+1)*L]
-			if causal {
-				clear(row[i+1:])
-				row = row[:i+1]
-			}
-			linalg.SoftmaxRow(row)
-		}
-		o := q // reuse
-		as.s.MatMulNN(o, sc, L, L, v, dh)
-		for i := 0; i < L; i++ {
-			copy(out[(s.off+i)*W+h*dh:(s.off+i)*W+(h+1)*dh], o[i*dh:(i+1)*dh])
-		}
+		ws.att[worker].AttentionHead(out[s.off*W+h*dh:], W, qkv[s.off*3*W:], 3*W,
+			h*dh, W+h*dh, 2*W+h*dh, s.n, dh, scale, causal)
 	})
 }
 
@@ -258,13 +231,7 @@ func eotIndex(ids []int32) int {
 type workspace struct {
 	s                            linalg.Scratch
 	x, h, qkv, mid, patches, emb []float32
-	att                          []*attnScratch
-}
-
-// attnScratch is one attention worker's buffers.
-type attnScratch struct {
-	q, k, v, sc []float32
-	s           linalg.Scratch
+	att                          []*linalg.Scratch // per attention worker
 }
 
 func grow(buf *[]float32, n int) []float32 {

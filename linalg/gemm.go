@@ -87,7 +87,7 @@ func Threads(n int) int {
 // pass does not allocate per call. The zero value is ready; a Scratch must
 // not be used by two goroutines at once.
 type Scratch struct {
-	apack, bpack []float32
+	apack, bpack, sbuf, obuf []float32
 }
 
 func (s *Scratch) grow(buf *[]float32, n int) []float32 {
