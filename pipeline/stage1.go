@@ -213,7 +213,11 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 		}
 	}
 	s.Embedded = texts
-	hits, tau, restricted, excluded, err := e.retrieve(ctx, q, texts, e.rankDepth(q))
+	vecs, err := e.embedTexts(ctx, texts)
+	if err != nil {
+		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+	}
+	hits, tau, restricted, excluded, err := e.search(ctx, q, vecs, e.rankDepth(q))
 	if err != nil {
 		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 	}
@@ -225,7 +229,7 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	if q.Subset == nil && q.RankSubset != nil {
 		sq := q
 		sq.Subset, sq.ExcludeReference = q.RankSubset, false
-		sub, _, _, _, err := e.retrieve(ctx, sq, texts, 0)
+		sub, _, _, _, err := e.search(ctx, sq, vecs, 0)
 		if err != nil {
 			return nil, fmt.Errorf("stage 1 of query %s: rank subset: %w", q.ID, err)
 		}
@@ -256,28 +260,35 @@ func nonBlank(ss []string) []string {
 	return out
 }
 
-// retrieve embeds texts and ranks the gallery with the fused score.
-func (e *Engine) retrieve(ctx context.Context, q Query, texts []string, k int) (hits []Hit, tau float32, restricted int, excluded bool, err error) {
+// embedTexts embeds texts and L2-normalises the vectors.
+func (e *Engine) embedTexts(ctx context.Context, texts []string) ([][]float32, error) {
 	if err := e.embed.acquire(ctx); err != nil {
-		return nil, 0, 0, false, err
+		return nil, err
 	}
 	vecs, err := e.cfg.Embedder.EmbedTexts(ctx, texts)
 	e.embed.release()
 	if err != nil {
-		return nil, 0, 0, false, fmt.Errorf("embed descriptions: %w", err)
+		return nil, fmt.Errorf("embed descriptions: %w", err)
 	}
 	if len(vecs) != len(texts) {
-		return nil, 0, 0, false, fmt.Errorf("embed descriptions: got %d vectors for %d texts", len(vecs), len(texts))
+		return nil, fmt.Errorf("embed descriptions: got %d vectors for %d texts", len(vecs), len(texts))
 	}
-	sq := SearchQuery{Tau: e.opt.Tau}
-	if !e.cfg.Gallery.HasCaptions() {
-		sq.Tau = 0
-	}
+	out := make([][]float32, len(vecs))
 	for i, v := range vecs {
 		if len(v) == 0 {
-			return nil, 0, 0, false, fmt.Errorf("embed description %q: empty vector", texts[i])
+			return nil, fmt.Errorf("embed description %q: empty vector", texts[i])
 		}
-		sq.Descriptions = append(sq.Descriptions, Normalize(v))
+		out[i] = Normalize(v)
+	}
+	return out, nil
+}
+
+// search ranks the gallery with the fused score of the normalised
+// description vectors.
+func (e *Engine) search(ctx context.Context, q Query, vecs [][]float32, k int) (hits []Hit, tau float32, restricted int, excluded bool, err error) {
+	sq := SearchQuery{Tau: e.opt.Tau, Descriptions: vecs}
+	if !e.cfg.Gallery.HasCaptions() {
+		sq.Tau = 0
 	}
 	if q.Subset != nil {
 		sq.Restrict = []int{}

@@ -226,8 +226,14 @@ func (r *Runner) buildUnits() {
 	exclude := strings.EqualFold(ds.Name, "CIRR") && !s.KeepReference
 	for qi, dq := range queries {
 		base := pipeline.Query{ID: dq.ID, Round: -1, Domain: ds.Domain, Instruction: dq.Instruction, Reference: dq.Reference, ExcludeReference: exclude}
-		if s.Subset && dq.Subset != nil {
-			base.Subset = dq.Subset
+		if dq.Subset != nil {
+			if s.Subset {
+				base.Subset = dq.Subset
+			} else {
+				// Full-gallery run: also rank the subset on its own, so
+				// subset lists and metrics are exact beyond the top 100.
+				base.RankSubset = dq.Subset
+			}
 		}
 		if ds.Task == dataset.Chat {
 			base.Chat, base.Domain, base.Reference, base.ExcludeReference = true, "chat", "", false
