@@ -118,3 +118,65 @@ func TestQueueIndexIntoDB(t *testing.T) {
 		}
 	}
 }
+
+// copyFixtureImages puts a few fixture images (and one corrupt file when
+// broken is set) into a new folder.
+func copyFixtureImages(t *testing.T, broken bool) string {
+	t.Helper()
+	imgs := testutil.Shared(t, "fixtures", "clip", "images")
+	dir := filepath.Join(t.TempDir(), "photos")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"gray_320x240.png", "landscape_640x480.png", "square_224x224.png", "tiny_97x61.png"} {
+		b, err := os.ReadFile(filepath.Join(imgs, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if broken {
+		if err := os.WriteFile(filepath.Join(dir, "broken.png"), []byte("\x89PNG\r\n\x1a\nnot really"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestWorkerWeaviateUnreachable: the worker stops with an error naming the
+// URL and every item stays queued for a later run.
+func TestWorkerWeaviateUnreachable(t *testing.T) {
+	url := embeddedNATS(t)
+	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	dir := copyFixtureImages(t, false)
+	home := t.TempDir()
+	getenv := func(k string) string {
+		switch k {
+		case "HOME":
+			return home
+		case "IMAGESCOPE_CLIP_MODEL":
+			return model
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if code := run(ctx, []string{"index", "--queue", url, "--gallery", dir, "--weaviate", "http://127.0.0.1:1", "--job", "wv"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("publish: exit %d\n%s", code, errb.String())
+	}
+	errb.Reset()
+	code := run(ctx, []string{"worker", "--queue", url, "--job", "wv", "--exit-when-idle"}, strings.NewReader(""), &out, &errb, getenv)
+	if code == 0 || !strings.Contains(errb.String(), "http://127.0.0.1:1") {
+		t.Fatalf("worker exit %d, stderr:\n%s", code, errb.String())
+	}
+	out.Reset()
+	if code := run(ctx, []string{"index", "--queue", url, "--status", "--job", "wv"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("status exit %d", code)
+	}
+	if !strings.Contains(out.String(), "0/4 done") || !strings.Contains(out.String(), "4 pending") {
+		t.Fatalf("items were not kept:\n%s", out.String())
+	}
+}

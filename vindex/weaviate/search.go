@@ -261,7 +261,10 @@ func (s *Store) scanAll(ctx context.Context) ([]stored, error) {
 }
 
 // Load reads the whole collection into a vindex.Index in gallery order
-// (for exact search in memory, export, or checking a collection).
+// (for exact search in memory, export, or checking a collection). Images
+// that never reached the collection (failed items) leave no gap: positions
+// in the returned index are ranks of the stored gallery positions, so they
+// equal Search's Hit.Index only when the collection holds every position.
 func (s *Store) Load(ctx context.Context) (*vindex.Index, error) {
 	all, err := s.scanAll(ctx)
 	if err != nil {
@@ -281,8 +284,8 @@ func (s *Store) Load(ctx context.Context) (*vindex.Index, error) {
 		ix.Caption = make([]float32, len(all)*d)
 	}
 	for i, o := range all {
-		if o.ord != i {
-			return nil, fmt.Errorf("weaviate: collection %s: gallery positions are not 0..%d (object %q has %d; index missing or duplicated positions)", s.class, len(all)-1, o.name, o.ord)
+		if i > 0 && all[i-1].ord == o.ord {
+			return nil, fmt.Errorf("weaviate: collection %s: objects %q and %q share gallery position %d", s.class, all[i-1].name, o.name, o.ord)
 		}
 		ix.Names[i] = o.name
 		ix.Paths[i] = o.path

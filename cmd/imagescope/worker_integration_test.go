@@ -1,0 +1,102 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagescope/imagescope/clip"
+	"github.com/imagescope/imagescope/internal/testutil"
+	"github.com/imagescope/imagescope/vindex"
+	"github.com/imagescope/imagescope/vindex/weaviate"
+)
+
+// TestIntegrationWorkerIntoWeaviate indexes a folder through the queue into
+// a real Weaviate (IMAGESCOPE_WEAVIATE_URL) and searches it.
+func TestIntegrationWorkerIntoWeaviate(t *testing.T) {
+	wvURL := os.Getenv("IMAGESCOPE_WEAVIATE_URL")
+	if wvURL == "" {
+		t.Skip("IMAGESCOPE_WEAVIATE_URL not set")
+	}
+	url := embeddedNATS(t)
+	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	dir := copyFixtureImages(t, true)
+	home := t.TempDir()
+	getenv := func(k string) string {
+		switch k {
+		case "HOME":
+			return home
+		case "IMAGESCOPE_CLIP_MODEL":
+			return model
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	coll := fmt.Sprintf("ItestCli_%d", time.Now().UnixNano())
+	var out, errb bytes.Buffer
+	if code := run(ctx, []string{"index", "--queue", url, "--gallery", dir, "--weaviate", wvURL, "--collection", coll, "--job", "wv"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("publish: exit %d\n%s", code, errb.String())
+	}
+	// Two workers, one after the other; the second finds nothing left.
+	for range 2 {
+		if code := run(ctx, []string{"worker", "--queue", url, "--job", "wv", "--exit-when-idle", "--max-attempts", "2"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+			t.Fatalf("worker exit %d\n%s", code, errb.String())
+		}
+	}
+	m, err := clip.Load(ctx, model, clip.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := weaviate.Open(ctx, weaviate.Config{URLs: strings.Split(wvURL, ","), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Drop(context.Background()) }()
+	ix, err := st.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ix.Names) != 4 {
+		t.Fatalf("collection holds %v", ix.Names)
+	}
+	// Search through Weaviate equals exact search over the same vectors.
+	// (The fixture model ships no tokenizer: use image vectors as queries.)
+	var descs [][]float32
+	for _, i := range []int{0, 2} {
+		descs = append(descs, append([]float32(nil), ix.Vector(i)...))
+	}
+	q := []vindex.Query{{Descriptions: descs, Tau: 0.15}}
+	want, err := ix.Search(ctx, q, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Search(ctx, q, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hit.Index differs (Search reports gallery positions, the loaded index
+	// is compacted around the failed image); names and scores must agree.
+	for i := range want[0] {
+		want[0][i].Index = 0
+	}
+	for i := range got[0] {
+		got[0][i].Index = 0
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("weaviate %v, exact %v", got, want)
+	}
+	out.Reset()
+	if code := run(ctx, []string{"index", "--queue", url, "--status", "--job", "wv"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("status exit %d", code)
+	}
+	if !strings.Contains(out.String(), "4/5 done") || !strings.Contains(out.String(), "broken.png") {
+		t.Fatalf("status:\n%s", out.String())
+	}
+}
