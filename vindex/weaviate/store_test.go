@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,7 +12,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	wv "github.com/weaviate/weaviate-go-client/v5/weaviate"
 )
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestObjectID(t *testing.T) {
 	a, b := ObjectID("img1.jpg"), ObjectID("img1.jpg")
@@ -150,5 +154,50 @@ func TestTransient(t *testing.T) {
 		if transient(e) {
 			t.Errorf("transient(%v) = true", e)
 		}
+	}
+}
+
+// TestDoFailoverAndBackoff: an unreachable node is skipped for the next one;
+// when every node stays unreachable the call gives up with ErrUnavailable
+// after the configured retries; a rejected request is not retried.
+func TestDoFailoverAndBackoff(t *testing.T) {
+	ctx := context.Background()
+	refused := errors.New("dial tcp 127.0.0.1:8091: connect: connection refused")
+	s := &Store{cfg: Config{Retries: 3, RetryBase: time.Millisecond}, nodes: []*node{{url: "http://a"}, {url: "http://b"}}, log: slogDiscard()}
+
+	var calls []int
+	err := s.do(ctx, "op", func(c *wv.Client) error {
+		calls = append(calls, int(s.cur.Load()))
+		if s.cur.Load() == 0 {
+			return refused
+		}
+		return nil
+	})
+	if err != nil || len(calls) != 2 || calls[1] != 1 {
+		t.Fatalf("failover: err %v, calls on nodes %v", err, calls)
+	}
+	if s.cur.Load() != 1 {
+		t.Fatal("the store should stay on the node that answered")
+	}
+
+	n := 0
+	err = s.do(ctx, "write", func(c *wv.Client) error { n++; return refused })
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v, want ErrUnavailable with the cause", err)
+	}
+	if n != 2*(3+1) {
+		t.Fatalf("%d attempts, want 8 (2 nodes x (1 + 3 retries))", n)
+	}
+
+	n = 0
+	err = s.do(ctx, "write", func(c *wv.Client) error { n++; return errors.New("vector lengths don't match") })
+	if err == nil || errors.Is(err, ErrUnavailable) || n != 1 {
+		t.Fatalf("rejected request: err %v after %d attempts", err, n)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.do(cctx, "op", func(c *wv.Client) error { return refused }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
 	}
 }
