@@ -561,3 +561,27 @@ func TestRealPipelineDisconnect(t *testing.T) {
 	<-e.models.canceled // and the model server saw it canceled
 	<-done
 }
+
+// TestRealPipelineMaxStage runs stage 1 only, as 'serve --max-stage 1' does.
+func TestRealPipelineMaxStage(t *testing.T) {
+	e := newRealEnv(t, true)
+	e.srv.cfg.Searcher.(*EngineSearcher).MaxStage = 1
+	res := decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "a red dog"}, nil))
+	st := stageMap(res)
+	if st[StageReason].Status != StatusDone || st[StageRetrieve].Status != StatusDone {
+		t.Fatalf("stage 1: %+v", res.Stages)
+	}
+	for _, n := range []string{StageVerify, StageEvaluate} {
+		if st[n].Status != StatusSkipped || !strings.Contains(st[n].Reason, "not requested") {
+			t.Errorf("stage %s = %+v", n, st[n])
+		}
+	}
+	if len(e.models.promptsOf("verifier")) != 0 || len(e.models.promptsOf("evaluator")) != 0 {
+		t.Fatal("stages 2/3 called their models")
+	}
+	for _, h := range res.Hits {
+		if h.Verification != nil || h.Verdict != nil {
+			t.Fatalf("explanations from stages that did not run: %+v", h)
+		}
+	}
+}
