@@ -255,6 +255,9 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time, pattern string) {
 	d := time.Since(start)
+	if !rec.written && r.Context().Err() != nil {
+		rec.status = 499 // the client went away before an answer
+	}
 	route := pattern
 	if route == "" {
 		route = "unmatched"

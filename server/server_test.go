@@ -753,6 +753,23 @@ func TestCancelOnDisconnect(t *testing.T) {
 			if err := <-errc; err == nil {
 				t.Fatal("client request did not fail")
 			}
+			// The search is counted as canceled (and a JSON request as
+			// abandoned, 499) once its handler ends; the stream had already
+			// sent its 200.
+			want := `imagescope_searches_total{mode="text",outcome="canceled"} 1`
+			if path == "/api/search" {
+				want = `imagescope_http_requests_total{route="POST /api/search",method="POST",code="499"} 1`
+			}
+			for i := 0; ; i++ {
+				m := string(readBody(t, e.do("GET", "/metrics", nil, nil)))
+				if strings.Contains(m, want) {
+					break
+				}
+				if i == 500 {
+					t.Fatalf("metrics lack %s:\n%s", want, m)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 		})
 	}
 }

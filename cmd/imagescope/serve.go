@@ -51,6 +51,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	maxSearches := fs.Int("max-searches", server.DefaultMaxSearches, "searches run at once (more wait in line)")
 	noCache := fs.Bool("no-cache", false, "do not use the model answer cache")
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
+	imageRoot := fs.String("image-root", "", "folder every served image must resolve into (default: the deepest folder holding all gallery files)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -193,6 +194,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	srv, err := server.New(server.Config{
 		Searcher:       searcher,
 		Images:         images,
+		ImageRoot:      *imageRoot,
 		Token:          *token,
 		CORSOrigins:    origins,
 		MaxUploadBytes: int64(*maxUploadMB) << 20,
