@@ -451,4 +451,24 @@ func TestBrowserRealPipeline(t *testing.T) {
 		t.Fatalf("chat ranking %s: coffee not in the top 2", names)
 	}
 	shoot(t, ctx, dir, "real-4-chat.png")
+
+	// Progress while stages run, and Stop: the verifier hangs until the
+	// search is stopped, which cancels its calls.
+	e.models.blockVerif.Store(true)
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("mode-text")),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('q').value = ''`),
+		chromedp.SendKeys(chromedp.ID("q"), "a cat looking to the side"),
+		chromedp.Click(chromedp.ID("go")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	<-e.models.verifIn
+	waitJS(t, ctx, "verify running", `document.querySelector('#stages li[data-stage=verify]').dataset.status === 'running' && document.querySelector('#stages li[data-stage=retrieve]').dataset.status === 'done' && !document.getElementById('stop').hidden`)
+	shoot(t, ctx, dir, "real-5-progress.png")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("stop"))); err != nil {
+		t.Fatal(err)
+	}
+	<-e.models.canceled // the verifier call in flight was canceled
+	waitJS(t, ctx, "stopped", `document.getElementById('status').textContent === 'Stopped.' && !document.getElementById('go').disabled`)
 }

@@ -121,7 +121,7 @@ const reasonerReply = "Thinking first.\n```json\n{\"step1\": [[\"Addition\", \"a
 const proposerReply = `{"step1": ["There is a dog.", "It is not night."], "step2": [["Is there a dog?", "True"], ["Is it night?", "False"]]}`
 
 func newScriptedModels(t *testing.T) *scriptedModels {
-	s := &scriptedModels{prompts: map[string][]string{}, canceled: make(chan struct{}, 16), verifIn: make(chan struct{}, 16)}
+	s := &scriptedModels{prompts: map[string][]string{}, canceled: make(chan struct{}, 256), verifIn: make(chan struct{}, 256)}
 	s.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/models" {
 			fmt.Fprint(w, `{"object":"list","data":[{"id":"reasoner"},{"id":"proposer"},{"id":"verifier"},{"id":"evaluator"}]}`)
