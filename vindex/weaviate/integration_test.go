@@ -119,6 +119,16 @@ func TestIntegrationSingleNode(t *testing.T) {
 	if err != nil || len(names) != n || names[17] != ix.Names[17] {
 		t.Fatalf("Names: %d names, err %v", len(names), err)
 	}
+	cat, err := st.Catalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := cat.Lookup(ix.Names[42]); !ok || i != 42 || !cat.HasCaptions() || cat.Len() != n {
+		t.Fatalf("catalog lookup %d %v, len %d", i, ok, cat.Len())
+	}
+	if c, ok := cat.Caption(ix.Names[42]); !ok || c != ix.Captions[42] {
+		t.Fatalf("catalog caption %q %v", c, ok)
+	}
 
 	// Fidelity at the default candidate-set size.
 	qs := g.Queries(100, 3, 0.15)

@@ -332,43 +332,9 @@ func (s *Store) convert(res []graphql.SearchResult) ([]stored, error) {
 // Names returns the gallery's image names in gallery order (position i
 // holds the name of ord i; "" where no object has that position).
 func (s *Store) Names(ctx context.Context) ([]string, error) {
-	var names []string
-	after := ""
-	for {
-		var page []graphql.SearchResult
-		err := s.do(ctx, "read names of "+s.class, func(c *wv.Client) error {
-			q := c.Experimental().Search().WithCollection(s.class).WithLimit(1000).
-				WithProperties(PropName, PropOrd).WithMetadata(&graphql.Metadata{ID: true})
-			if after != "" {
-				q = q.WithAfter(after)
-			}
-			var err error
-			page, err = q.Do(ctx)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range page {
-			name, _ := r.Properties[PropName].(string)
-			var ord int
-			switch v := r.Properties[PropOrd].(type) {
-			case int64:
-				ord = int(v)
-			case float64:
-				ord = int(v)
-			}
-			if ord < 0 || ord > 1<<31 {
-				return nil, fmt.Errorf("weaviate: object %q has gallery position %d", name, ord)
-			}
-			for len(names) <= ord {
-				names = append(names, "")
-			}
-			names[ord] = name
-		}
-		if len(page) < 1000 {
-			return names, nil
-		}
-		after = page[len(page)-1].ID
+	c, err := s.Catalog(ctx)
+	if err != nil {
+		return nil, err
 	}
+	return c.Names(), nil
 }
