@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,108 @@ func TestIntegrationWorkerIntoWeaviate(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "4/5 done") || !strings.Contains(out.String(), "broken.png") {
 		t.Fatalf("status:\n%s", out.String())
+	}
+}
+
+// TestIntegrationWeaviateDiesMidRun: Weaviate stops while workers write;
+// the worker retries with backoff, then stops with the remaining items
+// still queued; after a restart a new worker finishes and every image is in
+// the collection exactly once. Needs IMAGESCOPE_WEAVIATE_STOP and
+// IMAGESCOPE_WEAVIATE_START (shell commands for the single node).
+func TestIntegrationWeaviateDiesMidRun(t *testing.T) {
+	wvURL := os.Getenv("IMAGESCOPE_WEAVIATE_URL")
+	stopCmd, startCmd := os.Getenv("IMAGESCOPE_WEAVIATE_STOP"), os.Getenv("IMAGESCOPE_WEAVIATE_START")
+	if wvURL == "" || stopCmd == "" || startCmd == "" {
+		t.Skip("IMAGESCOPE_WEAVIATE_URL/_STOP/_START not set")
+	}
+	url := embeddedNATS(t)
+	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	src := copyFixtureImages(t, false)
+	dir := t.TempDir()
+	const copies = 40
+	ents, _ := os.ReadDir(src)
+	total := 0
+	for c := range copies {
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(src, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("c%02d_%s", c, e.Name())), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			total++
+		}
+	}
+	home := t.TempDir()
+	getenv := func(k string) string {
+		switch k {
+		case "HOME":
+			return home
+		case "IMAGESCOPE_CLIP_MODEL":
+			return model
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	coll := fmt.Sprintf("ItestDies_%d", time.Now().UnixNano())
+	var out, errb bytes.Buffer
+	if code := run(ctx, []string{"index", "--queue", url, "--gallery", dir, "--weaviate", wvURL, "--collection", coll, "--job", "dies"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("publish: exit %d\n%s", code, errb.String())
+	}
+	sh := func(c string) {
+		if b, err := exec.CommandContext(ctx, "sh", "-c", c).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", c, err, b)
+		}
+	}
+	status := func() string {
+		var o, e bytes.Buffer
+		run(ctx, []string{"index", "--queue", url, "--status", "--job", "dies"}, strings.NewReader(""), &o, &e, getenv)
+		return o.String()
+	}
+	var werr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		var o bytes.Buffer
+		done <- run(ctx, []string{"worker", "--queue", url, "--job", "dies", "--exit-when-idle"}, strings.NewReader(""), &o, &werr, getenv)
+	}()
+	// Stop Weaviate once some items are written.
+	for !strings.Contains(status(), "job dies: 1") && !strings.Contains(status(), "job dies: 2") {
+		select {
+		case code := <-done:
+			t.Fatalf("worker finished (exit %d) before Weaviate was stopped; status %s", code, status())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	sh(stopCmd)
+	code := <-done
+	mid := status()
+	t.Logf("worker after Weaviate stopped: exit %d\n%s", code, mid)
+	if code == 0 || !strings.Contains(werr.String(), "weaviate unavailable") {
+		t.Fatalf("worker exit %d; stderr:\n%s", code, werr.String())
+	}
+	if strings.Contains(mid, "finished") || strings.Contains(mid, " 0 pending") {
+		t.Fatalf("nothing left after the failure?\n%s", mid)
+	}
+	sh(startCmd)
+	if code := run(ctx, []string{"worker", "--queue", url, "--job", "dies", "--exit-when-idle"}, strings.NewReader(""), &out, &errb, getenv); code != 0 {
+		t.Fatalf("second worker exit %d\n%s", code, errb.String())
+	}
+	final := status()
+	if !strings.Contains(final, fmt.Sprintf("%d/%d done", total, total)) || !strings.Contains(final, "0 dead-lettered") {
+		t.Fatalf("final status:\n%s", final)
+	}
+	m, err := clip.Load(ctx, model, clip.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := weaviate.Open(ctx, weaviate.Config{URLs: strings.Split(wvURL, ","), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Drop(context.Background()) }()
+	if c, err := st.Count(ctx); err != nil || c != total {
+		t.Fatalf("collection holds %d objects (%v), want %d", c, err, total)
 	}
 }
