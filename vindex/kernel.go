@@ -19,25 +19,12 @@ type kernel struct {
 	kc   int // dimensions per block (keeps a panel slice in L1)
 	nb   int // gallery rows per block (keeps the block in L2)
 	fn   func(kdim int, a, g *float32, stride int, c *float32)
-	// max writes to out (w values) the lane-wise maximum over the mr rows
-	// of a tile c.
-	max func(c, out *float32)
+	// mask sets bit l of out[r] when row r, lane l of tile c is >= thr[l].
+	mask func(c, thr *float32, out *uint32)
 }
 
 // goKernel is the portable kernel (used when no assembly kernel fits the CPU).
-var goKernel = kernel{name: "go", mr: 4, w: 8, kc: 256, nb: 64, fn: kernGo4x8, max: tileMaxGo4x8}
-
-func tileMaxGo4x8(c, out *float32) {
-	const mr, w = 4, 8
-	cs := unsafe.Slice(c, mr*w)
-	os := unsafe.Slice(out, w)
-	copy(os, cs[:w])
-	for r := 1; r < mr; r++ {
-		for l := 0; l < w; l++ {
-			os[l] = max(os[l], cs[r*w+l])
-		}
-	}
-}
+var goKernel = kernel{name: "go", mr: 4, w: 8, kc: 256, nb: 64, fn: kernGo4x8, mask: tileMaskGo4x8}
 
 func kernGo4x8(kdim int, a, g *float32, stride int, c *float32) {
 	const mr, w = 4, 8
@@ -61,5 +48,21 @@ func kernGo4x8(kdim int, a, g *float32, stride int, c *float32) {
 			acc[7] += gv * ak[7]
 		}
 		copy(cs[r*w:r*w+w], acc[:])
+	}
+}
+
+func tileMaskGo4x8(c, thr *float32, out *uint32) {
+	const mr, w = 4, 8
+	cs := unsafe.Slice(c, mr*w)
+	ts := unsafe.Slice(thr, w)
+	os := unsafe.Slice(out, mr)
+	for r := 0; r < mr; r++ {
+		var m uint32
+		for l := 0; l < w; l++ {
+			if cs[r*w+l] >= ts[l] {
+				m |= 1 << l
+			}
+		}
+		os[r] = m
 	}
 }

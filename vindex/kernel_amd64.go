@@ -15,14 +15,14 @@ func kern6x16(kdim int, a, rows *float32, stride int, c *float32)
 func kern12x32(kdim int, a, rows *float32, stride int, c *float32)
 
 //go:noescape
-func tileMax6x16(c, out *float32)
+func tileMask6x16(c, thr *float32, out *uint32)
 
 //go:noescape
-func tileMax12x32(c, out *float32)
+func tileMask12x32(c, thr *float32, out *uint32)
 
 var (
-	avx2Kernel   = kernel{name: "avx2", mr: 6, w: 16, kc: 128, nb: 192, fn: kern6x16, max: tileMax6x16}
-	avx512Kernel = kernel{name: "avx512", mr: 12, w: 32, kc: 128, nb: 192, fn: kern12x32, max: tileMax12x32}
+	avx2Kernel   = kernel{name: "avx2", mr: 6, w: 16, kc: 128, nb: 192, fn: kern6x16, mask: tileMask6x16}
+	avx512Kernel = kernel{name: "avx512", mr: 12, w: 32, kc: 128, nb: 192, fn: kern12x32, mask: tileMask12x32}
 )
 
 func hasAVX2() bool   { return cpu.X86.HasAVX2 && cpu.X86.HasFMA }

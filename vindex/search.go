@@ -3,6 +3,8 @@ package vindex
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,7 +41,8 @@ type worker struct {
 	tailImg []float32 // zero-padded copies of a partial group of rows
 	tailCap []float32
 	heaps   []*topK // per query of the batch (top-k mode)
-	lmax    []float32
+	thr     []float32
+	masks   []uint32
 	groups  [][]float32
 }
 
@@ -134,7 +137,8 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 			tailImg: make([]float32, mr*d),
 			tailCap: make([]float32, mr*d),
 			heaps:   make([]*topK, nq),
-			lmax:    make([]float32, w),
+			thr:     make([]float32, w),
+			masks:   make([]uint32, mr),
 			groups:  make([][]float32, (nb+mr-1)/mr),
 		}
 		for i := range wk.heaps {
@@ -168,56 +172,50 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 	}
 	// Merge the workers' heaps.
 	for bi, qi := range batch {
-		var score []float32
-		var idx []int32
+		var keys []uint64
 		for _, wk := range workers {
-			h := wk.heaps[bi]
-			score = append(score, h.score...)
-			idx = append(idx, h.idx...)
+			keys = append(keys, wk.heaps[bi].keys...)
 		}
-		out[qi] = ix.hits(score, idx, k)
+		out[qi] = ix.hitsFromKeys(keys, k)
 	}
 	return nil
 }
 
 // collect pushes a block's scores into the worker's per-query heaps. A
-// tile's lane-wise maximum is checked first: most tiles hold nothing that
-// beats a query's current k-th best.
+// vector compare against each lane's current threshold (its k-th best
+// score) marks the few scores that can enter; only those are looked at.
 func (ix *Index) collect(kern kernel, wk *worker, preps []prepared, batch []int, groups, r0, r1 int) {
 	mr, w := kern.mr, kern.w
 	tile := mr * w
 	nq := len(batch)
 	np := (nq + w - 1) / w
-	lmax := wk.lmax
+	thr, masks := wk.thr, wk.masks
 	for p := 0; p < np; p++ {
 		for g := 0; g < groups; g++ {
-			t := wk.c[(p*groups+g)*tile:]
-			kern.max(&t[0], &lmax[0])
 			for l := 0; l < w; l++ {
-				bi := p*w + l
-				if bi >= nq {
+				if bi := p*w + l; bi < nq {
+					thr[l] = wk.heaps[bi].thr
+				} else {
+					thr[l] = float32(math.Inf(1))
+				}
+			}
+			t := wk.c[(p*groups+g)*tile:]
+			kern.mask(&t[0], &thr[0], &masks[0])
+			for i, m := range masks {
+				r := r0 + g*mr + i
+				if r >= r1 {
 					break
 				}
-				h := wk.heaps[bi]
-				if h.full() && lmax[l] < h.score[0] {
-					continue
-				}
-				ex := preps[batch[bi]].exclude
-				for i := 0; i < mr; i++ {
-					r := r0 + g*mr + i
-					if r >= r1 {
-						break
-					}
-					s := t[i*w+l]
-					if h.full() && !better(s, int32(r), h.score[0], h.idx[0]) {
-						continue
-					}
-					if len(ex) > 0 {
+				for m != 0 {
+					l := bits.TrailingZeros32(m)
+					m &= m - 1
+					bi := p*w + l
+					if ex := preps[batch[bi]].exclude; len(ex) > 0 {
 						if _, found := slices.BinarySearch(ex, int32(r)); found {
 							continue
 						}
 					}
-					h.push(s, int32(r))
+					wk.heaps[bi].push(t[i*w+l], int32(r))
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -33,15 +34,15 @@ func TestTune(t *testing.T) {
 	}
 	base := pickKernel()
 	var variants []kernel
-	for _, kc := range []int{64, 128, 256} {
-		for _, nb := range []int{base.mr * 8, base.mr * 16, base.mr * 32} {
+	for _, kc := range tuneList("VINDEX_TUNE_KC", []int{64, 128, 256}) {
+		for _, nb := range tuneList("VINDEX_TUNE_NB", []int{base.mr * 8, base.mr * 16, base.mr * 32}) {
 			k := base
 			k.kc, k.nb = kc, nb
 			variants = append(variants, k)
 		}
 	}
 	best := map[string]time.Duration{}
-	for rep := 0; rep < 4; rep++ {
+	for rep := 0; rep < tuneReps(); rep++ {
 		for _, k := range variants {
 			name := fmt.Sprintf("%s kc=%d nb=%d", k.name, k.kc, k.nb)
 			t0 := time.Now()
@@ -58,4 +59,24 @@ func TestTune(t *testing.T) {
 		name := fmt.Sprintf("%s kc=%d nb=%d", k.name, k.kc, k.nb)
 		t.Logf("%-28s %.0f qps", name, float64(nq)/best[name].Seconds())
 	}
+}
+
+func tuneReps() int {
+	if v, err := strconv.Atoi(os.Getenv("VINDEX_TUNE_REPS")); err == nil && v > 0 {
+		return v
+	}
+	return 4
+}
+
+func tuneList(env string, def []int) []int {
+	var out []int
+	for _, f := range strings.Split(os.Getenv(env), ",") {
+		if v, err := strconv.Atoi(f); err == nil && v > 0 {
+			out = append(out, v)
+		}
+	}
+	if out == nil {
+		return def
+	}
+	return out
 }

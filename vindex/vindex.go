@@ -166,6 +166,9 @@ func (ix *Index) search(ctx context.Context, kern kernel, qs []Query, k int) ([]
 		}
 		preps[qi] = p
 	}
+	if k > n {
+		k = n // also bounds the per-query heaps
+	}
 	threads := ix.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
@@ -299,59 +302,102 @@ func better(s1 float32, i1 int32, s2 float32, i2 int32) bool {
 	return s1 > s2 || (s1 == s2 && i1 < i2)
 }
 
-// topK is a bounded min-heap of the best hits seen (root = worst kept).
+// rankKey packs a hit into one integer that orders like the ranking:
+// higher score first, then lower gallery position. Comparing keys is one
+// integer comparison, which keeps the top-k heaps cheap.
+func rankKey(s float32, i int32) uint64 {
+	if s == 0 {
+		s = 0 // -0 ranks as +0
+	}
+	b := math.Float32bits(s)
+	if b&0x80000000 != 0 {
+		b = ^b
+	} else {
+		b |= 0x80000000
+	}
+	return uint64(b)<<32 | uint64(^uint32(i))
+}
+
+// unKey inverts rankKey.
+func unKey(k uint64) (float32, int32) {
+	b := uint32(k >> 32)
+	if b&0x80000000 != 0 {
+		b &^= 0x80000000
+	} else {
+		b = ^b
+	}
+	return math.Float32frombits(b), int32(^uint32(k))
+}
+
+// topK is a bounded min-heap of rank keys (root = worst kept hit).
 type topK struct {
-	k     int
-	score []float32
-	idx   []int32
+	k    int
+	keys []uint64
+	// thr is the root's score once the heap is full (-Inf before): a score
+	// below it cannot enter.
+	thr float32
 }
 
 func newTopK(k int) *topK {
-	return &topK{k: k, score: make([]float32, 0, k), idx: make([]int32, 0, k)}
+	return &topK{k: k, keys: make([]uint64, 0, k), thr: float32(math.Inf(-1))}
 }
 
-// threshold returns the worst kept hit once the heap is full.
-func (h *topK) full() bool { return len(h.score) == h.k }
-
 func (h *topK) push(s float32, i int32) {
-	if len(h.score) < h.k {
-		h.score = append(h.score, s)
-		h.idx = append(h.idx, i)
-		// sift up
-		c := len(h.score) - 1
+	key := rankKey(s, i)
+	ks := h.keys
+	if len(ks) < h.k {
+		ks = append(ks, key)
+		c := len(ks) - 1
 		for c > 0 {
 			p := (c - 1) / 2
-			if !better(h.score[p], h.idx[p], h.score[c], h.idx[c]) {
+			if ks[p] <= ks[c] {
 				break
 			}
-			h.score[p], h.score[c] = h.score[c], h.score[p]
-			h.idx[p], h.idx[c] = h.idx[c], h.idx[p]
+			ks[p], ks[c] = ks[c], ks[p]
 			c = p
+		}
+		h.keys = ks
+		if len(ks) == h.k {
+			h.thr, _ = unKey(ks[0])
 		}
 		return
 	}
-	if !better(s, i, h.score[0], h.idx[0]) {
+	if key <= ks[0] {
 		return
 	}
-	h.score[0], h.idx[0] = s, i
-	p := 0
-	n := len(h.score)
+	ks[0] = key
+	p, n := 0, len(ks)
 	for {
 		l := 2*p + 1
 		if l >= n {
 			break
 		}
 		w := l
-		if r := l + 1; r < n && better(h.score[l], h.idx[l], h.score[r], h.idx[r]) {
+		if r := l + 1; r < n && ks[r] < ks[l] {
 			w = r
 		}
-		if !better(h.score[p], h.idx[p], h.score[w], h.idx[w]) {
+		if ks[p] <= ks[w] {
 			break
 		}
-		h.score[p], h.score[w] = h.score[w], h.score[p]
-		h.idx[p], h.idx[w] = h.idx[w], h.idx[p]
+		ks[p], ks[w] = ks[w], ks[p]
 		p = w
 	}
+	h.thr, _ = unKey(ks[0])
+}
+
+// hitsFromKeys sorts rank keys best first and returns at most k hits.
+func (ix *Index) hitsFromKeys(keys []uint64, k int) []Hit {
+	slices.Sort(keys)
+	slices.Reverse(keys)
+	if k > 0 && len(keys) > k {
+		keys = keys[:k]
+	}
+	out := make([]Hit, len(keys))
+	for i, key := range keys {
+		s, j := unKey(key)
+		out[i] = Hit{Index: int(j), Name: ix.Names[j], Score: s}
+	}
+	return out
 }
 
 // hits turns scored positions into sorted hits, best first, at most k (k <= 0: all).

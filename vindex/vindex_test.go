@@ -336,3 +336,25 @@ func TestPosition(t *testing.T) {
 		t.Fatalf("Positions = %v, %v", pos, missing)
 	}
 }
+
+func TestRankKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vals := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 0.5, -0.5, 1e-30, -1e-30, float32(math.Inf(1)), float32(math.Inf(-1)), 3.4e38}
+	for range 200 {
+		vals = append(vals, float32(rng.NormFloat64()))
+	}
+	for _, s1 := range vals {
+		for _, i1 := range []int32{0, 1, 7, 1 << 30} {
+			if s, i := unKey(rankKey(s1, i1)); s != s1 || i != i1 {
+				t.Fatalf("unKey(rankKey(%v, %d)) = %v, %d", s1, i1, s, i)
+			}
+			for _, s2 := range vals[:20] {
+				for _, i2 := range []int32{0, 3, 1 << 30} {
+					if got, want := rankKey(s1, i1) > rankKey(s2, i2), better(s1, i1, s2, i2); got != want {
+						t.Fatalf("key order of (%v,%d) vs (%v,%d) = %v, want %v", s1, i1, s2, i2, got, want)
+					}
+				}
+			}
+		}
+	}
+}
