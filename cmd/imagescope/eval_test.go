@@ -79,6 +79,7 @@ func TestEvalEndToEndAllFixtures(t *testing.T) {
 		{"CIRCO", "val", false, false, nil, nil},
 		{"CIRCO", "test", false, true, []string{"stage2.circo.json"}, nil},
 		{"FashionIQ-dress", "val", false, false, nil, nil},
+		{"FashionIQ-dress", "val", false, false, nil, []string{"--barrier", "--run-name", "barrier"}},
 		{"FashionIQ-shirt", "val", false, false, nil, nil},
 		{"FashionIQ-toptee", "val", false, false, nil, nil},
 		{"Flickr30K", "test", false, false, nil, []string{"--limit", "6"}},
