@@ -146,10 +146,12 @@ func Connect(ctx context.Context, url string, opt Options) (*Queue, error) {
 	return q, nil
 }
 
-// Close closes the connection (pending acks are flushed first).
+// Close closes the connection. Acks and naks still buffered are flushed
+// first, so an item a stopping worker gave back is redelivered at once
+// rather than after the ack wait.
 func (q *Queue) Close() {
 	if q.nc != nil {
-		_ = q.nc.Drain()
+		_ = q.nc.FlushTimeout(5 * time.Second)
 		q.nc.Close()
 	}
 }

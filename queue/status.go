@@ -18,7 +18,7 @@ type Status struct {
 	Job         Job               `json:"job"`
 	Done        uint64            `json:"done"`         // distinct items written and acknowledged
 	Pending     uint64            `json:"pending"`      // items still in the queue (not yet acknowledged), in flight included
-	InFlight    int               `json:"in_flight"`    // delivered to a worker, not yet acknowledged
+	InFlight    int               `json:"in_flight"`    // delivered, not yet acknowledged (includes items given back and awaiting redelivery)
 	Redelivered int               `json:"redelivered"`  // in-flight items delivered more than once
 	Dead        uint64            `json:"dead_letters"` // dead-lettered items
 	Workers     map[string]uint64 `json:"workers"`      // processed deliveries per worker (redeliveries counted again)
@@ -170,7 +170,7 @@ func (s *Status) WriteText(w io.Writer) error {
 		pct = 100 * float64(s.Done) / float64(total)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "job %s: %d/%d done (%.1f%%), %d pending, %d in flight, %d dead-lettered\n",
+	fmt.Fprintf(&b, "job %s: %d/%d done (%.1f%%), %d pending, %d in flight or awaiting redelivery, %d dead-lettered\n",
 		s.Job.ID, s.Done, total, pct, s.Pending, s.InFlight, s.Dead)
 	if s.Job.Gallery != "" {
 		fmt.Fprintf(&b, "  gallery: %s\n", s.Job.Gallery)
