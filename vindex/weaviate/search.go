@@ -41,34 +41,58 @@ func graphqlMetaCount() graphql.Field {
 func (s *Store) Search(ctx context.Context, qs []vindex.Query, k int) ([][]vindex.Hit, error) {
 	out := make([][]vindex.Hit, len(qs))
 	var all []stored
-	for qi := range qs {
-		q := &qs[qi]
-		mean, err := s.meanDescription(q)
-		if err != nil {
-			return nil, fmt.Errorf("weaviate: query %d: %w", qi, err)
-		}
-		var cands []stored
-		switch {
-		case q.Restrict != nil:
-			cands, err = s.fetchOrds(ctx, q.Restrict)
-		case k <= 0:
-			if all == nil {
-				all, err = s.scanAll(ctx)
+	if k <= 0 {
+		for i := range qs {
+			if qs[i].Restrict == nil {
+				var err error
+				if all, err = s.scanAll(ctx); err != nil {
+					return nil, fmt.Errorf("weaviate: %w", err)
+				}
+				break
 			}
-			cands = all
-		default:
-			cands, err = s.nearest(ctx, mean, q.Tau, max(s.cfg.Candidates, k)+len(q.Exclude))
 		}
-		if err != nil {
-			return nil, fmt.Errorf("weaviate: query %d: %w", qi, err)
-		}
-		hits, err := s.rank(ctx, cands, q, k)
-		if err != nil {
-			return nil, fmt.Errorf("weaviate: query %d: %w", qi, err)
-		}
-		out[qi] = hits
+	}
+	errs := make([]error, len(qs))
+	sem := make(chan struct{}, s.cfg.QueryConcurrency)
+	var wg sync.WaitGroup
+	for qi := range qs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			hits, err := s.searchOne(ctx, &qs[qi], k, all)
+			if err != nil {
+				errs[qi] = fmt.Errorf("weaviate: query %d: %w", qi, err)
+				return
+			}
+			out[qi] = hits
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+func (s *Store) searchOne(ctx context.Context, q *vindex.Query, k int, all []stored) ([]vindex.Hit, error) {
+	mean, err := s.meanDescription(q)
+	if err != nil {
+		return nil, err
+	}
+	var cands []stored
+	switch {
+	case q.Restrict != nil:
+		cands, err = s.fetchOrds(ctx, q.Restrict)
+	case k <= 0:
+		cands = slices.Clone(all)
+	default:
+		cands, err = s.nearest(ctx, mean, q.Tau, max(s.cfg.Candidates, k)+len(q.Exclude))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.rank(ctx, cands, q, k)
 }
 
 // meanDescription is the normalised mean of the description vectors (the

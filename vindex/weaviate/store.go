@@ -95,6 +95,9 @@ type Config struct {
 	EfConstruction int
 	MaxConnections int
 	Ef             int
+	// QueryConcurrency bounds the queries of one Search call in flight at
+	// once (default 4).
+	QueryConcurrency int
 	// BatchSize is the number of objects per batch write.
 	BatchSize int
 	// Retries and RetryBase bound the retries with exponential backoff on
@@ -203,6 +206,9 @@ func Open(ctx context.Context, cfg Config, meta Meta, create bool) (*Store, erro
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.QueryConcurrency <= 0 {
+		cfg.QueryConcurrency = 4
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
