@@ -72,7 +72,7 @@ with later stages (--stages).`)
 	runName := fs.String("run-name", "run", "run name used in the folder name")
 	resume := fs.String("resume", "", "resume (or extend) the run in this folder")
 	barrier := fs.Bool("barrier", false, "finish each stage for every query before starting the next (for comparison)")
-	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	cf := addConfigFlags(fs)
 	dbPath := fs.String("db", "", "image DB file (default $IMAGESCOPE_HOME/db/<dataset>_<split>.db)")
 	runsRoot := fs.String("runs", "runs", "folder holding run folders")
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
@@ -141,13 +141,12 @@ with later stages (--stages).`)
 		}
 	}
 
-	cpath := *configPath
-	if cpath == "" {
-		cpath = e.getenv("IMAGESCOPE_CONFIG")
-	}
-	cfg, err := config.Load(cpath, e.getenv)
+	cfg, err := cf.load(e)
 	if err != nil {
 		return err
+	}
+	if prev, ok := saved["clip_model"].(string); ok && dir != "" && !set["clip"] {
+		cfg.CLIP.Model = prev // a resumed run keeps its CLIP model
 	}
 	ds, err := dataset.Load(ctx, settings.Dataset, settings.Data, settings.Split)
 	if err != nil {

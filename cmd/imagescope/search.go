@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/imagescope/imagescope/clip"
-	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/imageio"
@@ -35,7 +34,7 @@ searches an existing image DB.`)
 	galleryDir := fs.String("gallery", "", "image folder to search (indexed into an image DB first)")
 	dbPath := fs.String("db", "", "image DB to search")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	cf := addConfigFlags(fs)
 	stagesFlag := fs.String("stages", "s1,s2,s3", "stages to run: s1 | s1,s2 | s1,s2,s3")
 	tau := fs.Float64("tau", 0.15, "caption weight in the fused score")
 	topK := fs.Int("top-k", 20, "stage 2: candidates verified")
@@ -83,11 +82,7 @@ searches an existing image DB.`)
 			turns = append(turns, text)
 		}
 	}
-	cpath := *configPath
-	if cpath == "" {
-		cpath = e.getenv("IMAGESCOPE_CONFIG")
-	}
-	cfg, err := config.Load(cpath, e.getenv)
+	cfg, err := cf.load(e)
 	if err != nil {
 		return err
 	}
