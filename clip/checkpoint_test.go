@@ -506,3 +506,31 @@ func TestEOSPooling(t *testing.T) {
 		t.Error("pooling position does not matter?")
 	}
 }
+
+func TestOpenCLIPConfigOptions(t *testing.T) {
+	base := `{"model_cfg": {"embed_dim": 16, "quick_gelu": true,
+	  "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 8, "patch_size": 32 %s},
+	  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 3 %s}}}`
+	for _, tc := range []struct {
+		vision, text string
+		err          string
+	}{
+		{"", "", ""},
+		{`, "ls_init_value": null, "pool_type": "tok"`, `, "pool_type": "argmax", "proj_bias": false`, ""},
+		{`, "ls_init_value": 0.1`, "", "vision_cfg.ls_init_value"},
+		{`, "attentional_pool": true`, "", "vision_cfg.attentional_pool"},
+		{"", `, "pool_type": "last"`, "text_cfg.pool_type"},
+		{"", `, "no_causal_mask": true`, "text_cfg.no_causal_mask"},
+	} {
+		c, err := parseOpenCLIPConfig([]byte(fmt.Sprintf(base, tc.vision, tc.text)))
+		if tc.err == "" {
+			if err != nil || c.Vision.Heads != 4 || c.Text.Intermediate != 32 || c.Vision.Act != "quick_gelu" {
+				t.Errorf("%+v: %v %+v", tc, err, c)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%+v: error %v, want %q", tc, err, tc.err)
+		}
+	}
+}

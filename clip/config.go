@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // TowerConfig describes one transformer tower.
@@ -199,6 +200,9 @@ func parseOpenCLIPConfig(data []byte) (*Config, error) {
 	if mc.Vision == nil || mc.Text == nil {
 		return nil, fmt.Errorf("missing vision_cfg or text_cfg")
 	}
+	if err := checkOpenCLIPOptions(data); err != nil {
+		return nil, err
+	}
 	if mc.Vision.TimmModel != "" || mc.Text.HFModel != "" {
 		return nil, fmt.Errorf("only the standard ViT/transformer CLIP towers are supported, not timm/HF tower %q%q", mc.Vision.TimmModel, mc.Text.HFModel)
 	}
@@ -262,4 +266,47 @@ func readConfig(path string, parse func([]byte) (*Config, error)) (*Config, erro
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// checkOpenCLIPOptions refuses open_clip tower options that change the
+// forward pass and are not implemented (layer scale, attentional pooling,
+// other pooling rules, projection bias, ...), rather than silently
+// computing something else.
+func checkOpenCLIPOptions(data []byte) error {
+	var raw struct {
+		Model map[string]json.RawMessage `json:"model_cfg"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	mc := raw.Model
+	if mc == nil {
+		if err := json.Unmarshal(data, &mc); err != nil {
+			return err
+		}
+	}
+	allowed := map[string]map[string]string{
+		// option -> the only accepted JSON value(s) besides absence
+		"vision_cfg": {"ls_init_value": "null", "attentional_pool": "false", "no_ln_pre": "false",
+			"pool_type": `"tok"`, "final_ln_after_pool": "false", "input_patchnorm": "false", "global_average_pool": "false"},
+		"text_cfg": {"ls_init_value": "null", "pool_type": `"argmax"`, "proj_bias": "false",
+			"no_causal_mask": "false", "embed_cls": "false", "attentional_pool": "false", "final_ln_after_pool": "false"},
+	}
+	for tower, opts := range allowed {
+		var cfg map[string]json.RawMessage
+		if err := json.Unmarshal(mc[tower], &cfg); err != nil {
+			return fmt.Errorf("%s: %w", tower, err)
+		}
+		for k, want := range opts {
+			v, ok := cfg[k]
+			if !ok {
+				continue
+			}
+			got := strings.TrimSpace(string(v))
+			if got != want && !(tower == "text_cfg" && k == "pool_type" && got == "null") {
+				return fmt.Errorf("%s.%s = %s is not supported (only %s)", tower, k, got, want)
+			}
+		}
+	}
+	return nil
 }

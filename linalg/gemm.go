@@ -60,16 +60,32 @@ func Pack(b []float32, k, n int) *Packed {
 func packPanels(p *Packed, at func(row, col int) float32) {
 	nr := p.spec.nr
 	np := (p.N + nr - 1) / nr
-	p.panels = make([]float32, np*p.K*nr)
-	for j := 0; j < np; j++ {
-		dst := p.panels[j*p.K*nr : (j+1)*p.K*nr]
-		for c := 0; c < nr; c++ {
-			col := j*nr + c
-			if col >= p.N {
-				break
-			}
-			for r := 0; r < p.K; r++ {
-				dst[r*nr+c] = at(r, col)
+	packPanelsInto(make([]float32, np*p.K*nr), p, at)
+}
+
+// packPanelsInto packs into buf (np*K*nr values), blocked by the kernel's
+// kc: for each depth block, the kc x nr slices of all panels lie one after
+// another, so a task sweeping the panels of one block reads memory
+// sequentially (and the hardware prefetcher keeps up).
+func packPanelsInto(buf []float32, p *Packed, at func(row, col int) float32) {
+	nr, kc := p.spec.nr, p.spec.kc
+	np := (p.N + nr - 1) / nr
+	p.panels = buf[:np*p.K*nr]
+	for k0 := 0; k0 < p.K; k0 += kc {
+		kk := min(kc, p.K-k0)
+		for j := 0; j < np; j++ {
+			dst := p.panels[k0*np*nr+j*kk*nr : k0*np*nr+(j+1)*kk*nr]
+			for c := 0; c < nr; c++ {
+				col := j*nr + c
+				if col >= p.N {
+					for r := 0; r < kk; r++ {
+						dst[r*nr+c] = 0
+					}
+					continue
+				}
+				for r := 0; r < kk; r++ {
+					dst[r*nr+c] = at(k0+r, col)
+				}
 			}
 		}
 	}
@@ -154,26 +170,9 @@ func (s *Scratch) LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, 
 // calling goroutine, with the Go kernels (no BLAS call): for the small
 // per-head attention products.
 func (s *Scratch) MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
-	sp := bestKernel
-	p := Packed{K: k, N: n, spec: sp}
-	np := (n + sp.nr - 1) / sp.nr
-	p.panels = s.grow(&s.bpack, np*k*sp.nr)
-	nr := sp.nr
-	for j := 0; j < np; j++ {
-		dstp := p.panels[j*k*nr : (j+1)*k*nr]
-		for c := 0; c < nr; c++ {
-			col := j*nr + c
-			if col >= n {
-				for r := 0; r < k; r++ {
-					dstp[r*nr+c] = 0
-				}
-				continue
-			}
-			for r, v := range b[col*k : col*k+k] {
-				dstp[r*nr+c] = v
-			}
-		}
-	}
+	p := Packed{K: k, N: n, spec: bestKernel}
+	np := (n + p.spec.nr - 1) / p.spec.nr
+	packPanelsInto(s.grow(&s.bpack, np*k*p.spec.nr), &p, func(row, col int) float32 { return b[col*k+row] })
 	clear(dst[:m*n])
 	gemmPure(dst, a, m, &p, 1, s)
 }
@@ -181,20 +180,9 @@ func (s *Scratch) MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
 // MatMulNN computes dst (m x n) = a (m x k) · b (k x n) on the calling
 // goroutine with the Go kernels.
 func (s *Scratch) MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
-	sp := bestKernel
-	p := Packed{K: k, N: n, spec: sp}
-	np := (n + sp.nr - 1) / sp.nr
-	p.panels = s.grow(&s.bpack, np*k*sp.nr)
-	nr := sp.nr
-	for j := 0; j < np; j++ {
-		dstp := p.panels[j*k*nr : (j+1)*k*nr]
-		c0, c1 := j*nr, min(j*nr+nr, n)
-		for r := 0; r < k; r++ {
-			row := dstp[r*nr : r*nr+nr]
-			copy(row, b[r*n+c0:r*n+c1])
-			clear(row[c1-c0:])
-		}
-	}
+	p := Packed{K: k, N: n, spec: bestKernel}
+	np := (n + p.spec.nr - 1) / p.spec.nr
+	packPanelsInto(s.grow(&s.bpack, np*k*p.spec.nr), &p, func(row, col int) float32 { return b[row*n+col] })
 	clear(dst[:m*n])
 	gemmPure(dst, a, m, &p, 1, s)
 }
@@ -256,7 +244,7 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
 		for k0 := 0; k0 < K; k0 += kc {
 			kk := min(kc, K-k0)
 			for j := j0; j < j1; j++ {
-				bp := b.panels[j*K*nr+k0*nr:]
+				bp := b.panels[k0*np*nr+j*kk*nr:]
 				col := j * nr
 				fullN := col+nr <= N
 				for i := i0; i < i1; i++ {
