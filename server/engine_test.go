@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"image"
 	"io"
 	"math"
@@ -294,7 +295,8 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 		ix.Caption = append(ix.Caption, caps[i].Vector...)
 	}
 	ix.Names, ix.Paths, ix.Captions = names, paths, captions
-	backend := NewIndexBackend(ix)
+	backend := adapt.Index{Index: ix}
+	images := adapt.ImagesOf(ix)
 
 	models := newScriptedModels(t)
 	models.gallery, models.replies = gal, replies
@@ -307,7 +309,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 	}
 	opts := pipeline.DefaultOptions()
 	opts.TopK, opts.Alpha = topK, 3
-	cfg := pipeline.Config{Embedder: CLIPEmbedder{model}, Searcher: backend, Gallery: backend, Images: backend, Options: opts}
+	cfg := pipeline.Config{Embedder: adapt.CLIP{Model: model}, Searcher: backend, Gallery: backend, Images: images, Options: opts}
 	if roles {
 		conf := config.Default(nil)
 		for _, name := range []string{"reasoner", "proposer", "verifier", "evaluator"} {
@@ -326,7 +328,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 			if err != nil {
 				t.Fatalf("llm client %s: %v", name, err)
 			}
-			return LLMChatter{Client: c, Role: name}
+			return adapt.Chatter{Role: name, Client: c}
 		}
 		cfg.Roles = pipeline.Roles{Reasoner: role("reasoner"), Proposer: role("proposer"), Verifier: role("verifier"), Evaluator: role("evaluator")}
 	}
@@ -336,7 +338,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 	}
 	srv, err := New(Config{
 		Searcher:   NewEngineSearcher(engine, ""),
-		Images:     backend.Images(),
+		Images:     images,
 		Stages:     EngineStages(engine),
 		ModelStats: func() []RoleStats { return EngineStats(engine) },
 	})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"io"
 	"log/slog"
 	"os"
@@ -189,7 +190,7 @@ with later stages (--stages).`)
 	log.Info("eval", "dir", dir, "dataset", ds.Name, "split", ds.Split, "queries", len(ds.Queries), "gallery", len(ds.Gallery), "clip", model.ID())
 
 	items := make([]gallery.Item, len(ds.Gallery))
-	images := fileImages{}
+	images := adapt.FileImages{}
 	for i, im := range ds.Gallery {
 		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
 		images[im.Name] = im.Path

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,7 +149,7 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		if err != nil {
 			return err
 		}
-		emb = clipGalleryEmbedder{m}
+		emb = adapt.CLIP{Model: m}
 	}
 
 	db, err := gallery.Open(ctx, path)
@@ -190,7 +191,7 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		if err != nil {
 			return err
 		}
-		opt.Captioner = chatCaptioner{c: c, instruction: instr}
+		opt.Captioner = adapt.Captioner{Client: c, Instruction: instr}
 		opt.CaptionModel = rcfg.CacheModelID()
 		opt.CaptionPrompt = instr
 		opt.CaptionWorkers = *capWorkers
@@ -280,62 +281,4 @@ func (r *remoteEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([
 	}
 	wg.Wait()
 	return vecs, errs, ctx.Err()
-}
-
-// clipGalleryEmbedder makes an in-process clip.Model a gallery.Embedder.
-type clipGalleryEmbedder struct{ m *clip.Model }
-
-func (c clipGalleryEmbedder) ModelID() string { return c.m.ID() }
-func (c clipGalleryEmbedder) Dim() int        { return c.m.Dim() }
-
-func (c clipGalleryEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
-	res, err := c.m.EmbedImageFiles(ctx, paths)
-	if err != nil {
-		return nil, nil, err
-	}
-	vecs := make([][]float32, len(res))
-	errs := make([]error, len(res))
-	for i, r := range res {
-		vecs[i], errs[i] = r.Vector, r.Err
-	}
-	return vecs, errs, nil
-}
-
-func (c clipGalleryEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	res, err := c.m.EmbedTexts(ctx, texts)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]float32, len(res))
-	for i, r := range res {
-		if r.Err != nil {
-			return nil, fmt.Errorf("embed caption %q: %w", texts[i], r.Err)
-		}
-		out[i] = r.Vector
-	}
-	return out, nil
-}
-
-// chatCaptioner makes the captioner role a gallery.Captioner: the image
-// file and the domain's caption instruction, up to 256 new tokens with the
-// method's light repetition penalty.
-type chatCaptioner struct {
-	c           *llm.Client
-	instruction string
-}
-
-func (l chatCaptioner) Caption(ctx context.Context, path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	resp, err := l.c.Chat(ctx, llm.ChatRequest{
-		Messages:  []llm.Message{llm.UserImages(l.instruction, llm.ImageBytes(b, ""))},
-		MaxTokens: 256,
-		Extra:     map[string]any{"repetition_penalty": 1.05},
-	})
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(resp.Text), nil
 }

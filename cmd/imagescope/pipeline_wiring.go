@@ -6,179 +6,22 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	"log/slog"
-	"mime"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/prompt"
 	"github.com/imagescope/imagescope/vindex"
 )
-
-// chatAdapter makes an llm.Client a pipeline.Chatter.
-type chatAdapter struct {
-	role string
-	c    *llm.Client
-}
-
-func (a chatAdapter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeline.ChatResponse, error) {
-	lr := llm.ChatRequest{MaxTokens: req.MaxTokens, Stop: req.Stop, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs, Extra: req.Extra}
-	for _, m := range req.Messages {
-		lm := llm.Message{Role: m.Role}
-		for _, p := range m.Parts {
-			if p.Image != nil {
-				img := p.Image
-				var li *llm.ImageData
-				if img.Memo != nil {
-					// One *llm.ImageData per image, so the client encodes it once.
-					li = img.Memo.Get(func() any { return llm.ImageBytes(img.Bytes, img.MIME) }).(*llm.ImageData)
-				} else {
-					li = llm.ImageBytes(img.Bytes, img.MIME)
-				}
-				lm.Parts = append(lm.Parts, llm.ImagePart(li))
-			} else {
-				lm.Parts = append(lm.Parts, llm.TextPart(p.Text))
-			}
-		}
-		lr.Messages = append(lr.Messages, lm)
-	}
-	resp, err := a.c.Chat(ctx, lr)
-	if err != nil {
-		if errors.Is(err, llm.ErrRoleDown) {
-			return nil, &pipeline.RoleDownError{Role: a.role, Last: err}
-		}
-		return nil, err
-	}
-	out := &pipeline.ChatResponse{Text: resp.Text, FinishReason: resp.FinishReason, Cached: resp.Cached,
-		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens}
-	if p, ok := resp.YesNo(); ok {
-		out.PYes = &p
-	}
-	return out, nil
-}
-
-// clipText makes a clip.Model a pipeline.TextEmbedder.
-type clipText struct{ m *clip.Model }
-
-func (c clipText) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	res, err := c.m.EmbedTexts(ctx, texts)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]float32, len(res))
-	for i, r := range res {
-		if r.Err != nil {
-			return nil, fmt.Errorf("embed text %q: %w", texts[i], r.Err)
-		}
-		out[i] = r.Vector
-	}
-	return out, nil
-}
-
-// clipIndexer makes a clip.Model a gallery.Embedder.
-type clipIndexer struct{ m *clip.Model }
-
-func (c clipIndexer) ModelID() string { return c.m.ID() }
-func (c clipIndexer) Dim() int        { return c.m.Dim() }
-func (c clipIndexer) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
-	res, err := c.m.EmbedImageFiles(ctx, paths)
-	if err != nil {
-		return nil, nil, err
-	}
-	vecs := make([][]float32, len(res))
-	errs := make([]error, len(res))
-	for i, r := range res {
-		vecs[i], errs[i] = r.Vector, r.Err
-	}
-	return vecs, errs, nil
-}
-func (c clipIndexer) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	return clipText(c).EmbedTexts(ctx, texts)
-}
-
-// llmCaptioner makes the captioner role a gallery.Captioner.
-type llmCaptioner struct {
-	c           *llm.Client
-	instruction string
-}
-
-func (l llmCaptioner) Caption(ctx context.Context, path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	resp, err := l.c.Chat(ctx, llm.ChatRequest{
-		Messages:  []llm.Message{llm.UserImages(l.instruction, llm.ImageBytes(b, ""))},
-		MaxTokens: 256,
-		Extra:     map[string]any{"repetition_penalty": 1.05},
-	})
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(resp.Text), nil
-}
-
-// indexAdapter makes a vindex.Index a pipeline.Searcher and Gallery.
-type indexAdapter struct{ ix *vindex.Index }
-
-func (a indexAdapter) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
-	vq := make([]vindex.Query, len(qs))
-	for i, q := range qs {
-		vq[i] = vindex.Query{Descriptions: q.Descriptions, Tau: q.Tau, Restrict: q.Restrict, Exclude: q.Exclude}
-	}
-	res, err := a.ix.Search(ctx, vq, k)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]pipeline.Hit, len(res))
-	for i, hs := range res {
-		out[i] = make([]pipeline.Hit, len(hs))
-		for j, h := range hs {
-			out[i][j] = pipeline.Hit{Index: h.Index, Name: h.Name, Score: h.Score}
-		}
-	}
-	return out, nil
-}
-
-func (a indexAdapter) Lookup(name string) (int, bool) { return a.ix.Position(name) }
-func (a indexAdapter) HasCaptions() bool              { return a.ix.HasCaption }
-func (a indexAdapter) Caption(name string) (string, bool) {
-	i, ok := a.ix.Position(name)
-	if !ok || i >= len(a.ix.Captions) || a.ix.Captions[i] == "" {
-		return "", false
-	}
-	return a.ix.Captions[i], true
-}
-
-// fileImages serves images from files by gallery name.
-type fileImages map[string]string
-
-func (f fileImages) Image(ctx context.Context, name string) (pipeline.ImageData, error) {
-	p, ok := f[name]
-	if !ok {
-		return pipeline.ImageData{}, fmt.Errorf("image %q: not in the gallery", name)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return pipeline.ImageData{}, fmt.Errorf("image %q: %w", name, err)
-	}
-	mt := mime.TypeByExtension(strings.ToLower(filepath.Ext(p)))
-	if mt == "" {
-		mt = http.DetectContentType(b)
-	}
-	return pipeline.ImageData{Bytes: b, MIME: mt}, nil
-}
 
 func decodeImage(b []byte) (image.Image, error) {
 	img, _, err := imageio.Decode(bytes.NewReader(b), imageio.Limits{})
@@ -202,7 +45,7 @@ func (r *roleClients) chatter(name string) pipeline.Chatter {
 	if !ok {
 		return nil
 	}
-	return chatAdapter{role: name, c: c}
+	return adapt.Chatter{Role: name, Client: c}
 }
 
 // Stats returns the llm clients' counters.
@@ -258,9 +101,9 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	ad := indexAdapter{s.index}
+	ad := adapt.Index{Index: s.index}
 	return pipeline.New(pipeline.Config{
-		Embedder: clipText{s.model},
+		Embedder: adapt.CLIP{Model: s.model},
 		Searcher: ad,
 		Gallery:  ad,
 		Images:   s.images,
@@ -303,7 +146,7 @@ func loadGallery(ctx context.Context, e *env, cfg *config.Config, roles *roleCli
 		return nil, gallery.LoadInfo{}, err
 	}
 	defer db.Close()
-	opt := gallery.IndexOptions{Embedder: clipIndexer{model}, Logger: e.log}
+	opt := gallery.IndexOptions{Embedder: adapt.CLIP{Model: model}, Logger: e.log}
 	captionKey := gallery.NoCaptions
 	if c, ok := roles.clients[pipeline.RoleCaptioner]; ok {
 		instr, err := lib.CaptionInstruction(domain)
@@ -311,7 +154,7 @@ func loadGallery(ctx context.Context, e *env, cfg *config.Config, roles *roleCli
 			return nil, gallery.LoadInfo{}, err
 		}
 		rcfg, _ := cfg.Role(pipeline.RoleCaptioner)
-		opt.Captioner = llmCaptioner{c: c, instruction: instr}
+		opt.Captioner = adapt.Captioner{Client: c, Instruction: instr}
 		opt.CaptionModel = rcfg.CacheModelID()
 		opt.CaptionPrompt = instr
 		captionKey = gallery.CaptionKey(opt.CaptionModel, instr)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +128,7 @@ searches an existing image DB.`)
 			return err
 		}
 	}
-	images := fileImages{}
+	images := adapt.FileImages{}
 	for i, n := range ix.Names {
 		if i < len(ix.Paths) {
 			images[n] = ix.Paths[i]
@@ -213,7 +214,7 @@ func readDialog(path string) ([]string, error) {
 	return turns, nil
 }
 
-func printSearch(e *env, res *pipeline.Result, images fileImages) {
+func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 	w := e.stdout
 	for _, k := range []string{"reasoning", "captions", "stage2", "stage3"} {
 		if why, ok := res.Skipped[k]; ok {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -164,13 +165,13 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		ix.Threads = cfg.CLIP.Threads
 	}
 	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "")
-	images := server.NewIndexBackend(ix).Images()
+	images := adapt.ImagesOf(ix)
 
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
 	opts.InFlight = inFlightFromConfig(cfg)
 	engine, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix,
-		images: fileImages(images), promptDir: *promptDir, opt: opts, log: e.log})
+		images: images, promptDir: *promptDir, opt: opts, log: e.log})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"math"
 	"strconv"
 	"strings"
@@ -180,7 +181,7 @@ func (p *indexProcessor) captioner(ctx context.Context, job *queue.Job) (gallery
 	if got := rc.CacheModelID(); got != want {
 		return nil, queue.Fatal(fmt.Errorf("job %s needs captions from %q, this worker's captioner is %q", job.ID, want, got))
 	}
-	return llmCaptioner{c: c, instruction: job.Params[paramCaptionPrompt]}, nil
+	return adapt.Captioner{Client: c, Instruction: job.Params[paramCaptionPrompt]}, nil
 }
 
 func (p *indexProcessor) sink(ctx context.Context, job *queue.Job, m *clip.Model) (itemSink, error) {

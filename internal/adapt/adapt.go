@@ -1,0 +1,200 @@
+// Package adapt connects the concrete packages (clip, llm, vindex) to the
+// small interfaces their consumers define (pipeline, gallery), so the
+// commands and the server wire one engine the same way.
+package adapt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imagescope/imagescope/clip"
+	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/vindex"
+)
+
+// Chatter makes an llm.Client a pipeline.Chatter; a role that is down is
+// reported as *pipeline.RoleDownError.
+type Chatter struct {
+	Role   string
+	Client *llm.Client
+}
+
+// Chat implements pipeline.Chatter.
+func (a Chatter) Chat(ctx context.Context, req pipeline.ChatRequest) (*pipeline.ChatResponse, error) {
+	lr := llm.ChatRequest{MaxTokens: req.MaxTokens, Stop: req.Stop, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs, Extra: req.Extra}
+	for _, m := range req.Messages {
+		lm := llm.Message{Role: m.Role}
+		for _, p := range m.Parts {
+			if p.Image == nil {
+				lm.Parts = append(lm.Parts, llm.TextPart(p.Text))
+				continue
+			}
+			img := p.Image
+			var li *llm.ImageData
+			if img.Memo != nil {
+				// One *llm.ImageData per image, so the client encodes it once.
+				li = img.Memo.Get(func() any { return llm.ImageBytes(img.Bytes, img.MIME) }).(*llm.ImageData)
+			} else {
+				li = llm.ImageBytes(img.Bytes, img.MIME)
+			}
+			lm.Parts = append(lm.Parts, llm.ImagePart(li))
+		}
+		lr.Messages = append(lr.Messages, lm)
+	}
+	resp, err := a.Client.Chat(ctx, lr)
+	if err != nil {
+		if errors.Is(err, llm.ErrRoleDown) {
+			return nil, &pipeline.RoleDownError{Role: a.Role, Last: err}
+		}
+		return nil, err
+	}
+	out := &pipeline.ChatResponse{Text: resp.Text, FinishReason: resp.FinishReason, Cached: resp.Cached,
+		PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens}
+	if p, ok := resp.YesNo(); ok {
+		out.PYes = &p
+	}
+	return out, nil
+}
+
+// CLIP makes an in-process clip.Model a pipeline.TextEmbedder and a
+// gallery.Embedder.
+type CLIP struct{ Model *clip.Model }
+
+// ModelID implements gallery.Embedder.
+func (c CLIP) ModelID() string { return c.Model.ID() }
+
+// Dim implements gallery.Embedder.
+func (c CLIP) Dim() int { return c.Model.Dim() }
+
+// EmbedTexts embeds texts; any per-text failure fails the call, naming the
+// text.
+func (c CLIP) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
+	res, err := c.Model.EmbedTexts(ctx, texts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(res))
+	for i, r := range res {
+		if r.Err != nil {
+			return nil, fmt.Errorf("embed text %q: %w", texts[i], r.Err)
+		}
+		out[i] = r.Vector
+	}
+	return out, nil
+}
+
+// EmbedImageFiles implements gallery.Embedder: per-file vectors and errors.
+func (c CLIP) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
+	res, err := c.Model.EmbedImageFiles(ctx, paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	vecs := make([][]float32, len(res))
+	errs := make([]error, len(res))
+	for i, r := range res {
+		vecs[i], errs[i] = r.Vector, r.Err
+	}
+	return vecs, errs, nil
+}
+
+// Captioner makes the captioner role a gallery.Captioner: the image file
+// and the domain's caption instruction, up to 256 new tokens with the
+// method's light repetition penalty (1.05).
+type Captioner struct {
+	Client      *llm.Client
+	Instruction string
+}
+
+// Caption implements gallery.Captioner.
+func (l Captioner) Caption(ctx context.Context, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	resp, err := l.Client.Chat(ctx, llm.ChatRequest{
+		Messages:  []llm.Message{llm.UserImages(l.Instruction, llm.ImageBytes(b, ""))},
+		MaxTokens: 256,
+		Extra:     map[string]any{"repetition_penalty": 1.05},
+	})
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(resp.Text), nil
+}
+
+// Index makes an in-memory vindex.Index the pipeline's Searcher and
+// Gallery.
+type Index struct{ Index *vindex.Index }
+
+// Search implements pipeline.Searcher.
+func (a Index) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
+	vq := make([]vindex.Query, len(qs))
+	for i, q := range qs {
+		vq[i] = vindex.Query{Descriptions: q.Descriptions, Tau: q.Tau, Restrict: q.Restrict, Exclude: q.Exclude}
+	}
+	res, err := a.Index.Search(ctx, vq, k)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]pipeline.Hit, len(res))
+	for i, hs := range res {
+		out[i] = make([]pipeline.Hit, len(hs))
+		for j, h := range hs {
+			out[i][j] = pipeline.Hit{Index: h.Index, Name: h.Name, Score: h.Score}
+		}
+	}
+	return out, nil
+}
+
+// Lookup implements pipeline.Gallery.
+func (a Index) Lookup(name string) (int, bool) { return a.Index.Position(name) }
+
+// HasCaptions implements pipeline.Gallery.
+func (a Index) HasCaptions() bool { return a.Index.HasCaption }
+
+// Caption implements pipeline.Gallery.
+func (a Index) Caption(name string) (string, bool) {
+	i, ok := a.Index.Position(name)
+	if !ok || i >= len(a.Index.Captions) || a.Index.Captions[i] == "" {
+		return "", false
+	}
+	return a.Index.Captions[i], true
+}
+
+// FileImages serves image files by gallery name (pipeline.ImageSource).
+type FileImages map[string]string
+
+// ImagesOf returns the name -> file map of an index's images.
+func ImagesOf(ix *vindex.Index) FileImages {
+	m := make(FileImages, len(ix.Names))
+	for i, n := range ix.Names {
+		if i < len(ix.Paths) && ix.Paths[i] != "" {
+			m[n] = ix.Paths[i]
+		}
+	}
+	return m
+}
+
+// Image implements pipeline.ImageSource.
+func (f FileImages) Image(ctx context.Context, name string) (pipeline.ImageData, error) {
+	p, ok := f[name]
+	if !ok {
+		return pipeline.ImageData{}, fmt.Errorf("image %q: not in the gallery", name)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return pipeline.ImageData{}, fmt.Errorf("image %q: %w", name, err)
+	}
+	mt := mime.TypeByExtension(strings.ToLower(filepath.Ext(p)))
+	if mt == "" {
+		mt = http.DetectContentType(b)
+	}
+	return pipeline.ImageData{Bytes: b, MIME: mt}, nil
+}
