@@ -90,6 +90,10 @@ type engineSetup struct {
 	roles     *roleClients
 	model     *clip.Model
 	index     *vindex.Index
+	// searcher and gallery, when set, replace the index (an external
+	// vector engine such as Weaviate).
+	searcher pipeline.Searcher
+	gallery  pipeline.Gallery
 	images    pipeline.ImageSource
 	promptDir string
 	opt       pipeline.Options
@@ -101,11 +105,18 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	ad := adapt.Index{Index: s.index}
+	var searcher pipeline.Searcher
+	var gal pipeline.Gallery
+	if s.searcher != nil {
+		searcher, gal = s.searcher, s.gallery
+	} else {
+		ad := adapt.Index{Index: s.index}
+		searcher, gal = ad, ad
+	}
 	return pipeline.New(pipeline.Config{
 		Embedder: adapt.CLIP{Model: s.model},
-		Searcher: ad,
-		Gallery:  ad,
+		Searcher: searcher,
+		Gallery:  gal,
 		Images:   s.images,
 		Decode:   decodeImage,
 		Roles: pipeline.Roles{

@@ -21,7 +21,7 @@ import (
 
 // runSearch implements 'imagescope search'.
 func runSearch(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "search", `"TEXT" [--ref IMAGE] [--dialog FILE] (--gallery DIR | --db PATH) [--json]`,
+	fs := newFlagSet(e, "search", `"TEXT" [--ref IMAGE] [--dialog FILE] (--gallery DIR | --db PATH | --weaviate COLLECTION) [--json]`,
 		`Run one query through the configured stages and print the ranking with each
 stage's reasoning. TEXT is a description (text-to-image), or with --ref the
 change to make to the reference image (composed retrieval). --dialog FILE
@@ -34,6 +34,7 @@ searches an existing image DB.`)
 	dialog := fs.String("dialog", "", "chat file (JSON array of turns, or one turn per line)")
 	galleryDir := fs.String("gallery", "", "image folder to search (indexed into an image DB first)")
 	dbPath := fs.String("db", "", "image DB to search")
+	wvCollection := fs.String("weaviate", "", "search this Weaviate collection (filled by 'index --queue ... --weaviate'; server from the config's weaviate.url or $IMAGESCOPE_WEAVIATE_URL) instead of an image DB")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cf := addConfigFlags(fs)
 	stagesFlag := fs.String("stages", "s1,s2,s3", "stages to run: s1 | s1,s2 | s1,s2,s3")
@@ -61,8 +62,8 @@ searches an existing image DB.`)
 		words, rest = append(words, rest[0]), rest[1:]
 	}
 	text := strings.TrimSpace(strings.Join(words, " "))
-	if (*galleryDir == "") == (*dbPath == "") {
-		return usagef("give exactly one of --gallery DIR and --db PATH")
+	if n := btoi(*galleryDir != "") + btoi(*dbPath != "") + btoi(*wvCollection != ""); n != 1 {
+		return usagef("give exactly one of --gallery DIR, --db PATH and --weaviate COLLECTION")
 	}
 	if text == "" && *dialog == "" {
 		return usagef("nothing to search: give TEXT or --dialog FILE")
@@ -105,7 +106,21 @@ searches an existing image DB.`)
 		dom = "general"
 	}
 	var ix *vindex.Index
-	if *galleryDir != "" {
+	var setup engineSetup
+	if *wvCollection != "" {
+		st, cat, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		setup.searcher, setup.gallery = adapt.Searcher{S: st}, cat
+		// Names and paths only: the vectors stay in Weaviate.
+		ix = &vindex.Index{Names: cat.Names(), Dim: model.Dim()}
+		paths := cat.Paths()
+		for _, n := range ix.Names {
+			ix.Paths = append(ix.Paths, paths[n])
+		}
+	} else if *galleryDir != "" {
 		ds, err := dataset.LoadFolder(ctx, *galleryDir)
 		if err != nil {
 			return err
@@ -137,7 +152,8 @@ searches an existing image DB.`)
 	opt := pipeline.DefaultOptions()
 	opt.Tau, opt.TopK, opt.Alpha = float32(*tau), *topK, *alpha
 	opt.InFlight = inFlightFromConfig(cfg)
-	eng, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix, images: images, promptDir: *promptDir, opt: opt, log: e.log})
+	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, e.log
+	eng, err := buildEngine(setup)
 	if err != nil {
 		return err
 	}
@@ -302,4 +318,11 @@ func oneLine(s string) string {
 		s = s[:117] + "..."
 	}
 	return s
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -129,17 +129,22 @@ func (l Captioner) Caption(ctx context.Context, path string) (string, error) {
 	return strings.TrimSpace(resp.Text), nil
 }
 
-// Index makes an in-memory vindex.Index the pipeline's Searcher and
-// Gallery.
-type Index struct{ Index *vindex.Index }
+// VectorSearcher is the search shape shared by the in-memory vindex.Index
+// and the Weaviate store.
+type VectorSearcher interface {
+	Search(ctx context.Context, qs []vindex.Query, k int) ([][]vindex.Hit, error)
+}
+
+// Searcher makes a VectorSearcher the pipeline's Searcher.
+type Searcher struct{ S VectorSearcher }
 
 // Search implements pipeline.Searcher.
-func (a Index) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
+func (a Searcher) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
 	vq := make([]vindex.Query, len(qs))
 	for i, q := range qs {
 		vq[i] = vindex.Query{Descriptions: q.Descriptions, Tau: q.Tau, Restrict: q.Restrict, Exclude: q.Exclude}
 	}
-	res, err := a.Index.Search(ctx, vq, k)
+	res, err := a.S.Search(ctx, vq, k)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +156,15 @@ func (a Index) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([]
 		}
 	}
 	return out, nil
+}
+
+// Index makes an in-memory vindex.Index the pipeline's Searcher and
+// Gallery.
+type Index struct{ Index *vindex.Index }
+
+// Search implements pipeline.Searcher.
+func (a Index) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
+	return Searcher{a.Index}.Search(ctx, qs, k)
 }
 
 // Lookup implements pipeline.Gallery.

@@ -8,12 +8,13 @@ import (
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/graphql"
 )
 
-// Catalog is a collection's names and captions by gallery position,
+// Catalog is a collection's names, paths and captions by gallery position,
 // without vectors: what a search front end needs beside Search (the
 // pipeline's Gallery: name -> position, captions, whether captioned).
 type Catalog struct {
 	names    []string // by gallery position ("" where none)
 	captions []string
+	paths    []string
 	pos      map[string]int
 	captured bool
 }
@@ -26,7 +27,7 @@ func (s *Store) Catalog(ctx context.Context) (*Catalog, error) {
 		var page []graphql.SearchResult
 		err := s.do(ctx, "read names of "+s.class, func(cl *wv.Client) error {
 			q := cl.Experimental().Search().WithCollection(s.class).WithLimit(1000).
-				WithProperties(PropName, PropOrd, PropCaption).WithMetadata(&graphql.Metadata{ID: true})
+				WithProperties(PropName, PropOrd, PropCaption, PropPath).WithMetadata(&graphql.Metadata{ID: true})
 			if after != "" {
 				q = q.WithAfter(after)
 			}
@@ -40,6 +41,7 @@ func (s *Store) Catalog(ctx context.Context) (*Catalog, error) {
 		for _, r := range page {
 			name, _ := r.Properties[PropName].(string)
 			caption, _ := r.Properties[PropCaption].(string)
+			path, _ := r.Properties[PropPath].(string)
 			var ord int
 			switch v := r.Properties[PropOrd].(type) {
 			case int64:
@@ -58,8 +60,9 @@ func (s *Store) Catalog(ctx context.Context) (*Catalog, error) {
 			for len(c.names) <= ord {
 				c.names = append(c.names, "")
 				c.captions = append(c.captions, "")
+				c.paths = append(c.paths, "")
 			}
-			c.names[ord], c.captions[ord] = name, caption
+			c.names[ord], c.captions[ord], c.paths[ord] = name, caption, path
 			c.pos[name] = ord
 		}
 		if len(page) < 1000 {
@@ -82,6 +85,18 @@ func (c *Catalog) Caption(name string) (string, bool) {
 		return "", false
 	}
 	return c.captions[i], true
+}
+
+// Paths returns the image name -> file path map of every stored image
+// that has a path.
+func (c *Catalog) Paths() map[string]string {
+	m := make(map[string]string, len(c.pos))
+	for name, i := range c.pos {
+		if c.paths[i] != "" {
+			m[name] = c.paths[i]
+		}
+	}
+	return m
 }
 
 // HasCaptions reports whether the collection stores captions.
