@@ -86,14 +86,14 @@ func openRoles(ctx context.Context, cfg *config.Config, log *slog.Logger) (*role
 
 // engineSetup is what buildEngine needs.
 type engineSetup struct {
-	cfg       *config.Config
-	roles     *roleClients
-	model     *clip.Model
-	index     *vindex.Index
+	cfg   *config.Config
+	roles *roleClients
+	model *clip.Model
+	index *vindex.Index
 	// searcher and gallery, when set, replace the index (an external
 	// vector engine such as Weaviate).
-	searcher pipeline.Searcher
-	gallery  pipeline.Gallery
+	searcher  pipeline.Searcher
+	gallery   pipeline.Gallery
 	images    pipeline.ImageSource
 	promptDir string
 	opt       pipeline.Options
