@@ -20,7 +20,7 @@ var avx2Kernel = &kernelSpec{name: "avx2", mr: 6, nr: 16, kc: 256, mcPanels: 16,
 		kernel6x16AVX2(k, &a[0], &b[0], &c[0], ldc)
 	}}
 
-var avx512Kernel = &kernelSpec{name: "avx512", mr: 12, nr: 32, kc: 128, mcPanels: 8,
+var avx512Kernel = &kernelSpec{name: "avx512", mr: 12, nr: 32, kc: 384, mcPanels: 16,
 	fn: func(k int, a, b, c []float32, ldc int) {
 		if k <= 0 {
 			return
