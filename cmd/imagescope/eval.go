@@ -169,7 +169,8 @@ with later stages (--stages).`)
 	}
 	defer roles.close()
 
-	if dir == "" {
+	fresh := dir == ""
+	if fresh {
 		clipTag := model.ID()
 		if filepath.IsAbs(clipTag) || strings.HasPrefix(clipTag, ".") {
 			clipTag = filepath.Base(clipTag) // a local checkpoint folder
@@ -231,6 +232,11 @@ with later stages (--stages).`)
 		},
 	})
 	if err != nil {
+		if fresh {
+			// Nothing ran: leave no half-made run folder behind.
+			logf.Close()
+			_ = os.RemoveAll(dir)
+		}
 		return err
 	}
 	runErr := r.Run(ctx)
