@@ -175,3 +175,41 @@ func TestLoadAndEmbedEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentUse: one Model serves concurrent callers (run under -race).
+func TestConcurrentUse(t *testing.T) {
+	m, err := Load(context.Background(), testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := [][]float32{cropPixels(t, "preprocess/square_224x224.open_clip.crop.png")}
+	want, _ := m.EmbedPixels(context.Background(), px)
+	wantT, _ := m.EmbedTexts(context.Background(), []string{"a photo of a cat"})
+	done := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			e, err := m.EmbedPixels(context.Background(), px)
+			if err == nil && maxAbsDiff(e[0], want[0]) != 0 {
+				err = errors.New("image embedding differs under concurrency")
+			}
+			if err == nil {
+				r, err2 := m.EmbedTexts(context.Background(), []string{"a photo of a cat"})
+				if err2 != nil || maxAbsDiff(r[0].Vector, wantT[0].Vector) != 0 {
+					err = errors.New("text embedding differs under concurrency")
+				}
+			}
+			done <- err
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	// A cancelled context stops the call.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.EmbedPixels(ctx, px); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+}

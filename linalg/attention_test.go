@@ -1,7 +1,6 @@
 package linalg
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -53,7 +52,7 @@ func TestAttentionHead(t *testing.T) {
 			}
 			for d := tc.dh; d < ldo && i*ldo+d < len(out); d++ {
 				if out[i*ldo+d] != keep[i*ldo+d] {
-					t.Fatal(fmt.Sprintf("%+v: wrote outside the head at [%d][%d]", tc, i, d))
+					t.Fatalf("%+v: wrote outside the head at [%d][%d]", tc, i, d)
 				}
 			}
 		}
