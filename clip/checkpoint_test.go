@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/half"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -130,14 +131,14 @@ func TestHalfConversionExact(t *testing.T) {
 		{0x0000, 0}, {0x3c00, 1}, {0xc000, -2}, {0x7bff, 65504}, {0x0001, 5.960464477539063e-08},
 		{0x0400, 6.103515625e-05}, {0x3555, 0.333251953125},
 	} {
-		if got := f16ToF32(c.h); got != c.f {
-			t.Errorf("f16ToF32(%#x) = %v, want %v", c.h, got, c.f)
+		if got := half.ToFloat32(c.h); got != c.f {
+			t.Errorf("half.ToFloat32(%#x) = %v, want %v", c.h, got, c.f)
 		}
-		if got := f32ToF16(c.f); got != c.h {
-			t.Errorf("f32ToF16(%v) = %#x, want %#x", c.f, got, c.h)
+		if got := half.FromFloat32(c.f); got != c.h {
+			t.Errorf("half.FromFloat32(%v) = %#x, want %#x", c.f, got, c.h)
 		}
 	}
-	if !math.IsInf(float64(f16ToF32(0x7c00)), 1) || !math.IsNaN(float64(f16ToF32(0x7e00))) {
+	if !math.IsInf(float64(half.ToFloat32(0x7c00)), 1) || !math.IsNaN(float64(half.ToFloat32(0x7e00))) {
 		t.Error("inf/nan")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/half"
 	"io"
 	"math"
 	"os"
@@ -166,7 +167,7 @@ func (s *safetensorsFile) float32s(name string) ([]float32, []int, error) {
 		}
 	case "F16":
 		for i := range out {
-			out[i] = f16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+			out[i] = half.ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
 	case "BF16":
 		for i := range out {
@@ -180,69 +181,6 @@ func (s *safetensorsFile) float32s(name string) ([]float32, []int, error) {
 		return nil, nil, fmt.Errorf("tensor %q: dtype %s is not a floating-point type", name, t.DType)
 	}
 	return out, t.Shape, nil
-}
-
-// f16ToF32 converts an IEEE 754 half-precision value.
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0 && mant == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal: renormalise
-		e := uint32(127 - 15 + 1)
-		for mant&0x400 == 0 {
-			mant <<= 1
-			e--
-		}
-		mant &= 0x3ff
-		return math.Float32frombits(sign | e<<23 | mant<<13)
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | mant<<13)
-	default:
-		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
-	}
-}
-
-// f32ToF16 rounds a float32 to the nearest half (ties to even); used by tests
-// and tools that write float16 checkpoints.
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int((b >> 23) & 0xff)
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint32(14 - e)
-		half := uint32(1) << (shift - 1)
-		r := mant >> shift
-		rem := mant & (1<<shift - 1)
-		if rem > half || (rem == half && r&1 == 1) {
-			r++
-		}
-		return sign | uint16(r)
-	}
-	r := mant >> 13
-	rem := mant & 0x1fff
-	out := uint32(e)<<10 | r
-	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		out++
-	}
-	return sign | uint16(out)
 }
 
 // Tensor is one named tensor for WriteSafetensors (checkpoint tools, tests).
@@ -303,7 +241,7 @@ func WriteSafetensors(w io.Writer, tensors []Tensor) error {
 		case "F16":
 			buf = make([]byte, 2*len(t.Data))
 			for i, v := range t.Data {
-				binary.LittleEndian.PutUint16(buf[2*i:], f32ToF16(v))
+				binary.LittleEndian.PutUint16(buf[2*i:], half.FromFloat32(v))
 			}
 		case "BF16":
 			buf = make([]byte, 2*len(t.Data))

@@ -22,14 +22,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/half"
 	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"unsafe"
-
-	"github.com/imagescope/imagescope/internal/npy"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -264,7 +263,7 @@ func encodeVec(v []float32, f16 bool) (dtype string, b []byte) {
 	if f16 {
 		b = make([]byte, 2*len(v))
 		for i, x := range v {
-			binary.LittleEndian.PutUint16(b[2*i:], npy.F32ToF16(x))
+			binary.LittleEndian.PutUint16(b[2*i:], half.FromFloat32(x))
 		}
 		return "f16", b
 	}
@@ -295,7 +294,7 @@ func decodeVec(dtype string, b []byte, dst []float32) error {
 			return fmt.Errorf("float16 vector of %d bytes, want %d", len(b), 2*len(dst))
 		}
 		for i := range dst {
-			dst[i] = npy.F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+			dst[i] = half.ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 	default:
 		return fmt.Errorf("unknown vector type %q", dtype)
