@@ -29,18 +29,7 @@ func TestIntegrationSearchWeaviate(t *testing.T) {
 	url := embeddedNATS(t)
 	model := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
 	dir := copyFixtureImages(t, false)
-	home := t.TempDir()
-	getenv := func(k string) string {
-		switch k {
-		case "HOME":
-			return home
-		case "IMAGESCOPE_CLIP_MODEL":
-			return model
-		case "IMAGESCOPE_WEAVIATE_URL":
-			return wvURL
-		}
-		return ""
-	}
+	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model, "IMAGESCOPE_WEAVIATE_URL": wvURL})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	coll := fmt.Sprintf("ItestSearch_%d", time.Now().UnixNano())

@@ -29,16 +29,7 @@ func TestIntegrationWorkerIntoWeaviate(t *testing.T) {
 	url := embeddedNATS(t)
 	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
 	dir := copyFixtureImages(t, true)
-	home := t.TempDir()
-	getenv := func(k string) string {
-		switch k {
-		case "HOME":
-			return home
-		case "IMAGESCOPE_CLIP_MODEL":
-			return model
-		}
-		return ""
-	}
+	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	coll := fmt.Sprintf("ItestCli_%d", time.Now().UnixNano())
@@ -133,16 +124,7 @@ func TestIntegrationWeaviateDiesMidRun(t *testing.T) {
 			total++
 		}
 	}
-	home := t.TempDir()
-	getenv := func(k string) string {
-		switch k {
-		case "HOME":
-			return home
-		case "IMAGESCOPE_CLIP_MODEL":
-			return model
-		}
-		return ""
-	}
+	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	coll := fmt.Sprintf("ItestDies_%d", time.Now().UnixNano())

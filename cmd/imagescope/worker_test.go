@@ -30,6 +30,11 @@ func embeddedNATS(t *testing.T) string {
 	return s.ClientURL()
 }
 
+// fakeEnv is a getenv that knows only vars.
+func fakeEnv(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
 // TestQueueIndexIntoDB publishes a folder, runs two workers into the
 // embedded DB and checks the DB, the status and the dead letter of a
 // corrupt file.
@@ -151,16 +156,7 @@ func TestWorkerWeaviateUnreachable(t *testing.T) {
 	url := embeddedNATS(t)
 	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
 	dir := copyFixtureImages(t, false)
-	home := t.TempDir()
-	getenv := func(k string) string {
-		switch k {
-		case "HOME":
-			return home
-		case "IMAGESCOPE_CLIP_MODEL":
-			return model
-		}
-		return ""
-	}
+	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
