@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/progress"
+	"sync"
 
 	"github.com/imagescope/imagescope/clip"
 )
@@ -117,12 +119,35 @@ non-zero when any item failed.`)
 	return nil
 }
 
-// progressPrinter reports hub downloads on stderr, one line per file when it
-// completes.
+// progressPrinter reports hub downloads on stderr: a bar per file with
+// bytes, rate and ETA on a terminal, periodic log lines otherwise. A file
+// already in the cache (reported complete at once) prints nothing.
 func progressPrinter(e *env) func(file string, done, total int64) {
+	var mu sync.Mutex
+	type state struct {
+		bar  *progress.Bar
+		seen int64
+	}
+	bars := map[string]*state{}
 	return func(file string, done, total int64) {
-		if total > 0 && done == total {
-			fmt.Fprintf(e.stderr, "downloaded %s (%d bytes)\n", file, total)
+		mu.Lock()
+		defer mu.Unlock()
+		st, ok := bars[file]
+		if !ok {
+			if total > 0 && done == total {
+				return // cached
+			}
+			st = &state{bar: progress.New(e.stderr, "download "+file, total, progress.Options{Unit: "bytes", Logger: e.log}), seen: done}
+			st.bar.Add(done)
+			bars[file] = st
+		}
+		if done > st.seen {
+			st.bar.Add(done - st.seen)
+			st.seen = done
+		}
+		if total > 0 && done >= total {
+			st.bar.Finish()
+			delete(bars, file)
 		}
 	}
 }
