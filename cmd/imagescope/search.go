@@ -143,12 +143,7 @@ searches an existing image DB.`)
 			return err
 		}
 	}
-	images := adapt.FileImages{}
-	for i, n := range ix.Names {
-		if i < len(ix.Paths) {
-			images[n] = ix.Paths[i]
-		}
-	}
+	images := adapt.ImagesOf(ix)
 	opt := pipeline.DefaultOptions()
 	opt.Tau, opt.TopK, opt.Alpha = float32(*tau), *topK, *alpha
 	opt.InFlight = inFlightFromConfig(cfg)
