@@ -112,6 +112,10 @@ type Config struct {
 	Searcher Searcher
 	Gallery  Gallery
 	Images   ImageSource
+	// ImageEmbedder embeds reference images that are not in the gallery
+	// (or whose vectors the gallery does not hold) for image-only queries;
+	// nil refuses such queries with an error that says so.
+	ImageEmbedder ImageEmbedder
 	// Decode decodes image bytes (stage 3 composition, resizing); nil uses
 	// the standard library decoders registered in the binary.
 	Decode func(b []byte) (image.Image, error)

@@ -26,6 +26,22 @@ func (m *memIndex) Lookup(name string) (int, bool) {
 	return 0, false
 }
 
+func (m *memIndex) ImageVector(name string) ([]float32, bool) {
+	i, ok := m.Lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return Normalize(m.img[i]), true
+}
+
+func (m *memIndex) CaptionSimilarity(name string) (float32, bool) {
+	i, ok := m.Lookup(name)
+	if !ok || m.noCaps {
+		return 0, false
+	}
+	return dot(Normalize(m.img[i]), Normalize(m.cap[i])), true
+}
+
 func (m *memIndex) Caption(name string) (string, bool) { s, ok := m.captions[name]; return s, ok }
 func (m *memIndex) HasCaptions() bool                  { return !m.noCaps }
 

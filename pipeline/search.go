@@ -44,6 +44,9 @@ type Request struct {
 	NoReason   bool `json:"no_reason,omitempty"`
 	NoVerify   bool `json:"no_verify,omitempty"`
 	NoEvaluate bool `json:"no_evaluate,omitempty"`
+	// Resume is the state a chat's previous turn returned (Result.Chat):
+	// when its turns begin the dialogue, only the new rounds run.
+	Resume *ChatState `json:"-"`
 }
 
 // Candidate is one ranked result.
@@ -58,6 +61,20 @@ type Candidate struct {
 	Soft *float64 `json:"soft,omitempty"`
 	// Verdict is the stage-3 decision ("yes", "no", "failed"; "" when not evaluated).
 	Verdict string `json:"verdict,omitempty"`
+	// Caption is the image's stored caption ("" without one).
+	Caption string `json:"caption,omitempty"`
+	// CaptionSimilarity is the cosine similarity between the image and its
+	// caption (nil when the gallery cannot tell).
+	CaptionSimilarity *float32 `json:"caption_similarity,omitempty"`
+	// Ranks is the image's rank after each stage that ran, with why.
+	Ranks []StageRank `json:"ranks,omitempty"`
+}
+
+// StageRank is a result's 1-based rank after one stage and why it is there.
+type StageRank struct {
+	Stage int    `json:"stage"`
+	Rank  int    `json:"rank"`
+	Why   string `json:"why"`
 }
 
 // StageTrace is what one stage did for one query (or chat round).
@@ -82,6 +99,9 @@ type StageEvent struct {
 	Started bool `json:"started,omitempty"`
 	// Rounds is the number of chat rounds (0 for other queries).
 	Rounds int `json:"rounds,omitempty"`
+	// Ranking is, when a stage of the final round finishes, the results as
+	// that stage left them (first results at once, refined by later stages).
+	Ranking []Candidate `json:"ranking,omitempty"`
 }
 
 // Result is the outcome of Engine.Search.
@@ -92,11 +112,47 @@ type Result struct {
 	Stages []StageTrace `json:"stages"`
 	// Skipped maps a stage ("stage2", "stage3") to why it did not run.
 	Skipped map[string]string `json:"skipped,omitempty"`
+	// Chat is the state to resume the chat from on its next turn.
+	Chat *ChatState `json:"chat,omitempty"`
+	// Resumed is the number of chat rounds taken from Request.Resume
+	// instead of being run again.
+	Resumed int `json:"resumed,omitempty"`
+}
+
+// ChatState is what a chat keeps between turns, so that the next turn
+// runs its own round only (no replay): the turns already run (the caption
+// first) and the description carried into the next round.
+type ChatState struct {
+	Turns []string `json:"turns"`
+	Carry string   `json:"carry,omitempty"`
+}
+
+// continues reports whether the dialogue extends the turns of st.
+func (st *ChatState) continues(dialogue []string) bool {
+	if st == nil || len(st.Turns) == 0 || len(st.Turns) >= len(dialogue) {
+		return false
+	}
+	for i, t := range st.Turns {
+		if dialogue[i] != t {
+			return false
+		}
+	}
+	return true
 }
 
 // Search runs one query through stages 1..MaxStage, calling observe (if
-// not nil) after each stage. Stages whose roles are not configured are
-// skipped and the reason is recorded in Result.Skipped.
+// not nil) as each stage starts and finishes. Stages whose roles are not
+// configured are skipped and the reason is recorded in Result.Skipped.
+//
+// A chat continues from req.Resume when its turns are a prefix of the
+// dialogue: only the new rounds run. Without it, earlier rounds run stage 1
+// only (all a later round takes from them is the carried description);
+// the last round runs every stage.
+//
+// A query with a reference image and no instruction searches by the image
+// alone ("more like this"): stage 1 ranks by CLIP image-to-image
+// similarity fused with caption similarity, the reference left out, and
+// stages 2 and 3 are skipped (NoTextToVerify).
 func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEvent)) (*Result, error) {
 	maxStage := req.MaxStage
 	if maxStage == 0 {
@@ -109,10 +165,15 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	if err != nil {
 		return nil, err
 	}
+	domain := req.Domain
+	chat := len(req.Dialogue) > 0
+	byImage := !chat && strings.TrimSpace(req.Instruction) == "" && (req.Reference != "" || req.ReferenceImage != nil)
 	res := &Result{Skipped: map[string]string{}}
 	for st := 2; st <= 3; st++ {
 		key := fmt.Sprintf("stage%d", st)
-		if (st == 2 && req.NoVerify) || (st == 3 && req.NoEvaluate) {
+		if byImage {
+			res.Skipped[key] = NoTextToVerify
+		} else if (st == 2 && req.NoVerify) || (st == 3 && req.NoEvaluate) {
 			res.Skipped[key] = "switched off for this query"
 		} else if st > maxStage {
 			res.Skipped[key] = fmt.Sprintf("not requested (last stage %d)", maxStage)
@@ -120,14 +181,14 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 			res.Skipped[key] = r
 		}
 	}
-	if !e.Has(RoleReasoner) {
+	if byImage {
+		res.Skipped["reasoning"] = "search by image: the reference image's embedding is the query"
+	} else if !e.Has(RoleReasoner) {
 		res.Skipped["reasoning"] = "no reasoner configured: stage 1 embeds the raw query text"
 	}
 	if !e.cfg.Gallery.HasCaptions() {
 		res.Skipped["captions"] = "the gallery has no captions: the caption term is dropped (tau treated as 0)"
 	}
-	domain := req.Domain
-	chat := len(req.Dialogue) > 0
 	if domain == "" {
 		domain = "general"
 		if chat {
@@ -137,24 +198,35 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	if !e.cfg.Prompts.HasDomain(domain) {
 		return nil, fmt.Errorf("unknown prompt domain %q (known: %s)", domain, strings.Join(prompt.Domains(), ", "))
 	}
-	if !chat && strings.TrimSpace(req.Instruction) == "" {
-		return nil, fmt.Errorf("empty query: give an instruction or a dialogue")
+	if !chat && !byImage && strings.TrimSpace(req.Instruction) == "" {
+		return nil, fmt.Errorf("empty query: give an instruction, a reference image or a dialogue")
 	}
 	depth := req.Depth
 	if depth <= 0 {
 		depth = e.opt.Depth
 	}
 	var queries []Query
+	first := 0
+	carry := ""
 	if chat {
-		for r, turn := range req.Dialogue {
-			queries = append(queries, Query{ID: "query", Round: r, Chat: true, Domain: domain, Instruction: turn, Subset: req.Subset})
+		if req.Resume.continues(req.Dialogue) {
+			first, carry = len(req.Resume.Turns), req.Resume.Carry
+			res.Resumed = first
+		}
+		for r := first; r < len(req.Dialogue); r++ {
+			queries = append(queries, Query{ID: "query", Round: r, Chat: true, Domain: domain, Instruction: req.Dialogue[r], Subset: req.Subset})
 		}
 	} else {
 		queries = []Query{{
 			ID: "query", Round: -1, Domain: domain, Instruction: req.Instruction,
 			Reference: req.Reference, ReferenceImage: req.ReferenceImage, ReferenceCaption: req.ReferenceCaption,
-			Subset: req.Subset, ExcludeReference: req.ExcludeReference,
+			Subset: req.Subset, ExcludeReference: req.ExcludeReference || byImage,
 		}}
+	}
+	var cur Outcome
+	lastRound := len(req.Dialogue) - 1
+	if !chat {
+		lastRound = -1
 	}
 	emit := func(t StageTrace) {
 		if t.Started {
@@ -165,25 +237,46 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 			return
 		}
 		res.Stages = append(res.Stages, t)
-		if observe != nil {
-			observe(StageEvent{StageTrace: t, Rounds: len(req.Dialogue)})
+		if observe == nil {
+			return
 		}
+		ev := StageEvent{StageTrace: t, Rounds: len(req.Dialogue)}
+		if t.Round == lastRound {
+			switch {
+			case t.Stage1 != nil:
+				cur = Outcome{S1: t.Stage1}
+			case t.Stage2 != nil:
+				cur.S2 = t.Stage2
+			case t.Stage3 != nil:
+				cur.S3 = t.Stage3
+			}
+			if cur.S1 != nil {
+				ev.Ranking = e.candidates(&cur, depth)
+			}
+		}
+		observe(ev)
 	}
-	carry := ""
 	var last []Candidate
 	for qi := range queries {
 		q := queries[qi]
+		stages := maxStage
 		if chat {
 			q.Previous = ChatPrevious(q.Round, req.Dialogue, carry)
+			if q.Round < lastRound {
+				stages = 1
+			}
 		}
-		out, err := e.RunQuery(ctx, q, maxStage, emit)
+		out, err := e.RunQuery(ctx, q, stages, emit)
 		if err != nil {
 			return nil, err
 		}
 		if chat {
 			carry = NextCarry(q.Round, req.Dialogue, carry, out.S1)
 		}
-		last = candidates(out, depth)
+		last = e.candidates(out, depth)
+	}
+	if chat {
+		res.Chat = &ChatState{Turns: append([]string(nil), req.Dialogue...), Carry: carry}
 	}
 	res.Ranking = last
 	return res, nil
@@ -296,23 +389,33 @@ func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(
 	return out, nil
 }
 
-func candidates(o *Outcome, depth int) []Candidate {
+// candidates turns an outcome into the first depth results with the facts
+// that explain each one's place: its caption and image-vs-caption
+// similarity, and its rank after each stage with why it moved.
+func (e *Engine) candidates(o *Outcome, depth int) []Candidate {
 	names := o.Final()
 	if len(names) > depth {
 		names = names[:depth]
 	}
 	score := map[string]float32{}
-	for _, r := range o.S1.Ranking {
+	rank1 := map[string]int{}
+	for i, r := range o.S1.Ranking {
 		score[r.Name] = r.Score
+		rank1[r.Name] = i + 1
 	}
 	agree := map[string]CandidateScore{}
-	if o.S2 != nil {
+	var rank2, rank3 map[string]int
+	nprops := 0
+	if o.S2 != nil && o.S2.Skipped == "" {
 		for _, cs := range o.S2.Scores {
 			agree[cs.Name] = cs
 		}
+		rank2 = positions(o.S2.Ranking)
+		nprops = len(o.S2.Propositions)
 	}
 	verdict := map[string]string{}
-	if o.S3 != nil {
+	chosen := ""
+	if o.S3 != nil && o.S3.Skipped == "" {
 		for _, ev := range o.S3.Evaluations {
 			switch {
 			case ev.Error != "":
@@ -323,7 +426,10 @@ func candidates(o *Outcome, depth int) []Candidate {
 				verdict[ev.Candidate] = "no"
 			}
 		}
+		rank3 = positions(o.S3.Ranking)
+		chosen = o.S3.Chosen
 	}
+	gv, _ := e.cfg.Gallery.(GalleryVectors)
 	out := make([]Candidate, len(names))
 	for i, n := range names {
 		c := Candidate{Name: n, Score: score[n], Verdict: verdict[n]}
@@ -332,9 +438,68 @@ func candidates(o *Outcome, depth int) []Candidate {
 			c.Agreement = &a
 			c.Soft = cs.Soft
 		}
+		if cap, ok := e.cfg.Gallery.Caption(n); ok {
+			c.Caption = cap
+		}
+		if gv != nil {
+			if sim, ok := gv.CaptionSimilarity(n); ok {
+				c.CaptionSimilarity = &sim
+			}
+		}
+		r1 := rank1[n]
+		c.Ranks = []StageRank{{Stage: 1, Rank: r1, Why: fmt.Sprintf("fused similarity %.4f", score[n])}}
+		prev := r1
+		if rank2 != nil {
+			r := rank2[n]
+			why := "not verified (below the top K): keeps its place"
+			if cs, ok := agree[n]; ok {
+				why = fmt.Sprintf("agreed with %d of %d propositions", cs.Agreement, nprops)
+				if cs.Failed {
+					why = "verification failed: scored 0"
+				}
+			}
+			c.Ranks = append(c.Ranks, StageRank{Stage: 2, Rank: r, Why: why + movedText(prev, r)})
+			prev = r
+		}
+		if rank3 != nil {
+			r := rank3[n]
+			var why string
+			switch {
+			case n == chosen:
+				why = "judged yes: moved to the front"
+			case verdict[n] == "no":
+				why = "judged no"
+			case verdict[n] == "failed":
+				why = "judgement failed (counts as no)"
+			case chosen != "" && r > prev:
+				why = "the judged-yes image moved ahead of it"
+			default:
+				why = "not judged"
+			}
+			c.Ranks = append(c.Ranks, StageRank{Stage: 3, Rank: r, Why: why + movedText(prev, r)})
+		}
 		out[i] = c
 	}
 	return out
+}
+
+func positions(names []string) map[string]int {
+	m := make(map[string]int, len(names))
+	for i, n := range names {
+		m[n] = i + 1
+	}
+	return m
+}
+
+// movedText says how a rank changed: "" when it did not.
+func movedText(from, to int) string {
+	switch {
+	case from == 0 || from == to:
+		return ""
+	case to < from:
+		return fmt.Sprintf(" (up from #%d)", from)
+	}
+	return fmt.Sprintf(" (down from #%d)", from)
 }
 
 // override returns an engine with the request's per-query options; it

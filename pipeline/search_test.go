@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"image"
 	"reflect"
 	"strings"
 	"testing"
@@ -41,7 +42,9 @@ func TestSearchChatCarriesDescriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(prompts) != 4 || len(events) != 12 || len(res.Stages) != 12 || res.Stages[3].Stage1 == nil || res.Stages[4].Skipped == "" {
+	// Earlier rounds run stage 1 only (the carried description is all a
+	// later round takes from them); the last round runs every stage.
+	if len(prompts) != 4 || len(events) != 6 || len(res.Stages) != 6 || res.Stages[3].Stage1 == nil || res.Stages[3].Round != 3 || res.Stages[4].Skipped == "" {
 		t.Fatalf("prompts %d events %d stages %d", len(prompts), len(events), len(res.Stages))
 	}
 	wantPrev := []string{"a blank image", "caption", "desc after t1", "desc after t1"}
@@ -53,9 +56,125 @@ func TestSearchChatCarriesDescriptions(t *testing.T) {
 	if res.Skipped["stage2"] == "" || res.Skipped["stage3"] == "" {
 		t.Errorf("skipped stages not reported: %v", res.Skipped)
 	}
-	if fb := res.Stages[6].Stage1.Fallbacks; !reflect.DeepEqual(fb, []string{FallbackUnparseable}) {
+	if fb := res.Stages[2].Stage1.Fallbacks; !reflect.DeepEqual(fb, []string{FallbackUnparseable}) {
 		t.Errorf("round 2 fallbacks %v", fb)
 	}
+}
+
+func TestSearchChatResumes(t *testing.T) {
+	// Each turn continues from the state the previous turn returned: it
+	// asks the reasoner once (its own round) whatever the dialogue's
+	// length, and ends where a full replay ends.
+	var prompts []string
+	reasoner := &scripted{reply: func(req ChatRequest) (string, error) {
+		p := textOf(req)
+		prompts = append(prompts, p)
+		instr := ""
+		for _, l := range strings.Split(p, "\n") {
+			if s, ok := strings.CutPrefix(l, "New piece of the conversation: "); ok {
+				instr = s
+				break
+			}
+		}
+		return `{"step1": [["Addition", "x"]], "step2": ["desc after ` + instr + `"]}`, nil
+	}}
+	vec := map[string][]float32{}
+	for _, s := range []string{"desc after caption", "desc after t1", "desc after t2", "desc after t3", "desc after other"} {
+		vec[s] = []float32{1, 0}
+	}
+	e := newTestEngine(t, handIndex(), &tableEmbedder{vec: vec}, Roles{Reasoner: reasoner}, Options{})
+	dialogue := []string{"caption", "t1", "t2", "t3"}
+	var state *ChatState
+	var res *Result
+	for n := 1; n <= len(dialogue); n++ {
+		prompts = nil
+		var err error
+		res, err = e.Search(context.Background(), Request{Dialogue: dialogue[:n], Resume: state}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(prompts) != 1 || len(res.Stages) != 3 || res.Resumed != n-1 {
+			t.Fatalf("turn %d: %d reasoner calls, %d stage traces, resumed %d; want 1, 3, %d", n, len(prompts), len(res.Stages), res.Resumed, n-1)
+		}
+		state = res.Chat
+	}
+	if state.Carry != "desc after t3" || len(state.Turns) != 4 {
+		t.Fatalf("state after 4 turns: %+v", state)
+	}
+	prompts = nil
+	full, err := e.Search(context.Background(), Request{Dialogue: dialogue}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(full.Ranking, res.Ranking) || !reflect.DeepEqual(full.Chat, res.Chat) || len(prompts) != 4 {
+		t.Fatalf("replay differs from the resumed chat (%d prompts):\n%+v\n%+v", len(prompts), full.Chat, res.Chat)
+	}
+	// A state from another conversation is not used: the dialogue is replayed.
+	prompts = nil
+	other, err := e.Search(context.Background(), Request{Dialogue: []string{"other", "t1"}, Resume: &ChatState{Turns: []string{"caption"}, Carry: "desc after caption"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Resumed != 0 || len(prompts) != 2 {
+		t.Fatalf("mismatched state used: resumed %d, %d prompts", other.Resumed, len(prompts))
+	}
+}
+
+func TestSearchByImage(t *testing.T) {
+	// No instruction, a gallery reference: stage 1 ranks by the reference's
+	// image vector (from a = (1,0), c = (1,1) scores .85*.71+.15*1 and b = (0,1) .15),
+	// the reference left out; stages 2 and 3 are skipped and no model is asked.
+	calls := 0
+	any := &scripted{reply: func(req ChatRequest) (string, error) { calls++; return "yes", nil }}
+	ix := handIndex()
+	e, err := New(Config{Embedder: &tableEmbedder{}, Searcher: ix, Gallery: ix, Images: pngImages{},
+		Roles: Roles{Reasoner: any, Verifier: any, Evaluator: any}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []StageEvent
+	res, err := e.Search(context.Background(), Request{Reference: "a"}, func(ev StageEvent) {
+		if !ev.Started {
+			events = append(events, ev)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 0 {
+		t.Errorf("%d model calls for an image-only query", calls)
+	}
+	for _, k := range []string{"stage2", "stage3"} {
+		if res.Skipped[k] != NoTextToVerify {
+			t.Errorf("%s skipped %q, want %q", k, res.Skipped[k], NoTextToVerify)
+		}
+	}
+	var names []string
+	for _, c := range res.Ranking {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 || names[0] != "c" || slicesContains(names, "a") {
+		t.Fatalf("ranking %v: want c first and no a", names)
+	}
+	if s1 := res.Stages[0].Stage1; !s1.ByImage || !s1.ReferenceExcluded {
+		t.Errorf("stage 1 trace %+v", s1)
+	}
+	if len(events) != 3 || len(events[0].Ranking) == 0 || events[1].Skipped != NoTextToVerify {
+		t.Errorf("events %+v", events)
+	}
+	// An upload needs the image embedder.
+	if _, err := e.Search(context.Background(), Request{ReferenceImage: image.NewGray(image.Rect(0, 0, 2, 2))}, nil); err == nil || !strings.Contains(err.Error(), "image embedder") {
+		t.Errorf("upload without an image embedder: %v", err)
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 func TestSearchComposedAllStages(t *testing.T) {

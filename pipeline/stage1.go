@@ -167,6 +167,9 @@ func (e *Engine) captionReference(ctx context.Context, q Query, c *Calls) (strin
 
 // Stage1 reasons about the query and ranks the gallery.
 func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
+	if q.ImageOnly() {
+		return e.stage1ByImage(ctx, q)
+	}
 	s := &Stage1{}
 	ref, err := e.referenceCaption(ctx, q, &s.Calls)
 	if err != nil {
@@ -333,4 +336,78 @@ func Normalize(v []float32) []float32 {
 		out[i] = float32(float64(x) * inv)
 	}
 	return out
+}
+
+// stage1ByImage ranks the gallery for an image-only query ("more like
+// this"): the reference image's normalised CLIP embedding is the one query
+// vector of the fused score, so each gallery image scores
+// (1-tau)*image.image + tau*image.caption (the caption term only when the
+// gallery has captions), exactly as a text description would. The
+// reference itself is always left out of the ranking.
+func (e *Engine) stage1ByImage(ctx context.Context, q Query) (*Stage1, error) {
+	s := &Stage1{ByImage: true, Atomic: []Atomic{}, Descriptions: []string{}}
+	vec, err := e.referenceVector(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+	}
+	if q.Reference != "" {
+		s.Embedded = []string{"reference image " + q.Reference}
+		if c, ok := e.cfg.Gallery.Caption(q.Reference); ok {
+			s.ReferenceCaption = c
+		}
+	} else {
+		s.Embedded = []string{"uploaded reference image"}
+	}
+	q.ExcludeReference = true
+	hits, tau, restricted, excluded, err := e.search(ctx, q, [][]float32{vec}, e.rankDepth(q))
+	if err != nil {
+		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+	}
+	s.Tau, s.Restricted, s.ReferenceExcluded = tau, restricted, excluded
+	s.Ranking = make([]Scored, len(hits))
+	for i, h := range hits {
+		s.Ranking[i] = Scored{Name: h.Name, Score: h.Score}
+	}
+	return s, nil
+}
+
+// referenceVector is the normalised CLIP image embedding of q's reference:
+// the gallery's stored vector when it holds one, else the image embedded
+// now.
+func (e *Engine) referenceVector(ctx context.Context, q Query) ([]float32, error) {
+	if q.Reference != "" {
+		if gv, ok := e.cfg.Gallery.(GalleryVectors); ok {
+			if v, ok := gv.ImageVector(q.Reference); ok {
+				return Normalize(v), nil
+			}
+		}
+	}
+	if e.cfg.ImageEmbedder == nil {
+		return nil, errors.New("search by image: no CLIP image embedder is configured for reference images outside the in-memory gallery")
+	}
+	img := q.ReferenceImage
+	if img == nil {
+		if e.cfg.Images == nil {
+			return nil, fmt.Errorf("reference %s: no image source", q.Reference)
+		}
+		data, err := e.cfg.Images.Image(ctx, q.Reference)
+		if err != nil {
+			return nil, fmt.Errorf("reference %s: %w", q.Reference, err)
+		}
+		if img, err = e.cfg.Decode(data.Bytes); err != nil {
+			return nil, fmt.Errorf("reference %s: %w", q.Reference, err)
+		}
+	}
+	if err := e.embed.acquire(ctx); err != nil {
+		return nil, err
+	}
+	v, err := e.cfg.ImageEmbedder.EmbedImage(ctx, img)
+	e.embed.release()
+	if err != nil {
+		return nil, fmt.Errorf("embed reference image: %w", err)
+	}
+	if len(v) == 0 {
+		return nil, errors.New("embed reference image: empty vector")
+	}
+	return Normalize(v), nil
 }

@@ -111,6 +111,10 @@ func Rerank(names []string, scores []int, k int) []string {
 func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, error) {
 	names := s1.Names()
 	s := &Stage2{Ranking: names}
+	if q.ImageOnly() {
+		s.Skipped = NoTextToVerify
+		return s, nil
+	}
 	if reason := e.SkipReason(2); reason != "" {
 		s.Skipped = reason
 		return s, nil

@@ -39,6 +39,10 @@ func MoveToFront(names []string, i int) []string {
 // at a time, and moves the first Yes to the front.
 func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3, error) {
 	s := &Stage3{Ranking: ranking}
+	if q.ImageOnly() {
+		s.Skipped = NoTextToVerify
+		return s, nil
+	}
 	if reason := e.SkipReason(3); reason != "" {
 		s.Skipped = reason
 		return s, nil

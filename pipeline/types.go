@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"strings"
 	"sync"
 )
 
@@ -59,6 +60,25 @@ type Gallery interface {
 	// HasCaptions reports whether the gallery was captioned (otherwise the
 	// caption term of the score is dropped: tau is treated as 0).
 	HasCaptions() bool
+}
+
+// ImageEmbedder embeds images with the CLIP image tower (a reference image
+// from outside the gallery, for image-only queries). Vectors need not be
+// normalised.
+type ImageEmbedder interface {
+	EmbedImage(ctx context.Context, img image.Image) ([]float32, error)
+}
+
+// GalleryVectors is implemented by galleries that hold their image and
+// caption embeddings in memory: image-only queries take a gallery
+// reference's vector from there instead of embedding the file again, and
+// results report each image's own image-vs-caption similarity.
+type GalleryVectors interface {
+	// ImageVector returns the normalised image embedding of a gallery image.
+	ImageVector(name string) ([]float32, bool)
+	// CaptionSimilarity returns the cosine similarity between a gallery
+	// image and its caption (false without a caption).
+	CaptionSimilarity(name string) (float32, bool)
 }
 
 // ImageData is an encoded image ready to send to a model server.
@@ -211,6 +231,17 @@ type Query struct {
 	EvalText string `json:"eval_text,omitempty"`
 }
 
+// NoTextToVerify is why stages 2 and 3 skip an image-only ("more like
+// this") query: there is no request to write propositions about or to judge.
+const NoTextToVerify = "no text to verify"
+
+// ImageOnly reports whether q searches by its reference image alone (no
+// instruction): stage 1 ranks by image-to-image similarity and stages 2
+// and 3 are skipped.
+func (q Query) ImageOnly() bool {
+	return !q.Chat && strings.TrimSpace(q.Instruction) == "" && (q.Reference != "" || q.ReferenceImage != nil)
+}
+
 // Scored is a gallery name with its stage-1 fused score.
 type Scored struct {
 	Name  string  `json:"name"`
@@ -264,8 +295,11 @@ type Stage1 struct {
 	// Restricted is the number of candidates under the subset protocol (0 = whole gallery).
 	Restricted int `json:"restricted,omitempty"`
 	// ReferenceExcluded is true when the reference was removed from the ranking.
-	ReferenceExcluded bool     `json:"reference_excluded,omitempty"`
-	Ranking           []Scored `json:"ranking"`
+	ReferenceExcluded bool `json:"reference_excluded,omitempty"`
+	// ByImage is true for an image-only query: the reference image's CLIP
+	// embedding was the query vector (no reasoner, no descriptions).
+	ByImage bool     `json:"by_image,omitempty"`
+	Ranking []Scored `json:"ranking"`
 	// SubsetRanking is Query.RankSubset ranked by the same score.
 	SubsetRanking []string `json:"subset_ranking,omitempty"`
 	Calls

@@ -25,6 +25,7 @@ const (
 	StatusDone    = "done"
 	StatusSkipped = "skipped"
 	StatusFailed  = "failed"
+	StatusPending = "pending" // on partial results: not finished yet
 )
 
 // Searcher runs one query through the configured stages. observe, when not
@@ -54,13 +55,19 @@ type Query struct {
 	Stages StageOptions
 	// Limit is the number of ranked results wanted (> 0).
 	Limit int
+	// Conversation names a chat whose earlier turns the searcher may have
+	// kept ("" for a new one); the result says which conversation it was.
+	Conversation string
 }
 
-// Mode names the kind of retrieval a query asks for.
+// Mode names the kind of retrieval a query asks for: "text", "composed",
+// "chat", or "similar" (a reference image and no text: more like this).
 func (q Query) Mode() string {
 	switch {
 	case q.Chat || len(q.Dialogue) > 0:
 		return "chat"
+	case (q.Reference != "" || q.ReferenceImage != nil) && q.Text == "":
+		return "similar"
 	case q.Reference != "" || q.ReferenceImage != nil:
 		return "composed"
 	default:
@@ -102,6 +109,13 @@ type Result struct {
 	Notes []string `json:"notes,omitempty"`
 	// ElapsedMS is the search's wall time, filled by the server.
 	ElapsedMS float64 `json:"elapsed_ms"`
+	// Partial, on the early results a stream sends before the search ends,
+	// names the stage they were taken after ("retrieve", "verify"); later
+	// stages may still re-order them. Empty on the final result.
+	Partial string `json:"partial,omitempty"`
+	// Conversation names a chat so its next turn continues from this one
+	// (send it back with the dialogue).
+	Conversation string `json:"conversation,omitempty"`
 }
 
 // Hit is one ranked gallery image with the reasons for its place.
@@ -111,6 +125,13 @@ type Hit struct {
 	Score float64 `json:"score"` // stage-1 fused similarity
 	// Stage1Rank is the rank after retrieval (before re-ranking).
 	Stage1Rank int `json:"stage1_rank"`
+	// Ranks is the rank after each stage that ran, with why it is there.
+	Ranks []StageRank `json:"ranks,omitempty"`
+	// Caption is the image's stored caption, and CaptionSimilarity the
+	// cosine similarity between the image and that caption (both absent
+	// when the gallery has none).
+	Caption           string   `json:"caption,omitempty"`
+	CaptionSimilarity *float64 `json:"caption_similarity,omitempty"`
 	// Verification is stage 2's check of this image (nil if not verified).
 	Verification *Verification `json:"verification,omitempty"`
 	// Verdict is stage 3's judgement of this image (nil if not evaluated).
@@ -118,6 +139,13 @@ type Hit struct {
 	// ImageURL and ThumbURL are filled by the server.
 	ImageURL string `json:"image_url"`
 	ThumbURL string `json:"thumb_url"`
+}
+
+// StageRank is a result's rank after one stage and why it moved there.
+type StageRank struct {
+	Stage string `json:"stage"` // retrieve, verify, evaluate
+	Rank  int    `json:"rank"`
+	Why   string `json:"why"`
 }
 
 // Proposition is one yes/no question with the answer the target should give.
@@ -148,9 +176,13 @@ type Answer struct {
 
 // Verdict is the evaluator's judgement of one candidate.
 type Verdict struct {
-	Yes   bool   `json:"yes"`
-	Text  string `json:"text"`
-	Error string `json:"error,omitempty"`
+	Yes bool `json:"yes"`
+	// Text is the evaluator's reply as written.
+	Text string `json:"text"`
+	// Reasoning is the reply without its "ANSWER: Yes/No" line: the
+	// evaluator's explanation, to show beside the decision.
+	Reasoning string `json:"reasoning,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // StageTrace reports how one stage went.
@@ -172,6 +204,11 @@ type StageEvent struct {
 	// Detail is a short human-readable summary ("3 descriptions",
 	// "20 candidates x 4 questions").
 	Detail string `json:"detail,omitempty"`
+	// Results, when set on a stage's "done" event, are the results as that
+	// stage left them (Result.Partial names the stage); a stream sends them
+	// at once as a "partial" event so the client shows results before
+	// later stages finish.
+	Results *Result `json:"-"`
 }
 
 // StageInfo says whether a stage can run with the current configuration.

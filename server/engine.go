@@ -2,10 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imagescope/imagescope/pipeline"
@@ -21,11 +25,68 @@ type EngineSearcher struct {
 	Domain string
 	// MaxStage is the last stage run (1..3; 0 = 3).
 	MaxStage int
+
+	chats chatStore
 }
 
 // NewEngineSearcher wraps e.
 func NewEngineSearcher(e *pipeline.Engine, domain string) *EngineSearcher {
 	return &EngineSearcher{Engine: e, Domain: domain}
+}
+
+// maxChats bounds the chats whose state is kept between turns; the least
+// recently used is forgotten first (its next turn re-reads the dialogue).
+const maxChats = 1024
+
+// chatStore keeps each conversation's pipeline.ChatState so a turn runs
+// its own round only.
+type chatStore struct {
+	mu    sync.Mutex
+	seq   uint64
+	state map[string]chatEntry
+}
+
+type chatEntry struct {
+	st   *pipeline.ChatState
+	used uint64
+}
+
+func (c *chatStore) get(id string) *pipeline.ChatState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.state[id]
+	if !ok {
+		return nil
+	}
+	c.seq++
+	e.used = c.seq
+	c.state[id] = e
+	return e.st
+}
+
+func (c *chatStore) put(id string, st *pipeline.ChatState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == nil {
+		c.state = map[string]chatEntry{}
+	}
+	c.seq++
+	c.state[id] = chatEntry{st: st, used: c.seq}
+	for len(c.state) > maxChats {
+		oldest, used := "", uint64(0)
+		for k, e := range c.state {
+			if oldest == "" || e.used < used {
+				oldest, used = k, e.used
+			}
+		}
+		delete(c.state, oldest)
+	}
+}
+
+func newConversationID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // EngineStages says which stages e can run and why the others are skipped.
@@ -73,19 +134,26 @@ func (s *EngineSearcher) request(q Query) pipeline.Request {
 		req.Tau = &t
 	}
 	if q.Mode() == "chat" {
-		// The pipeline replays the dialogue round by round: Dialogue[0] is
-		// the opening description, the newest turn comes last.
+		// Dialogue[0] is the opening description, the newest turn comes
+		// last; the kept state of the conversation's earlier turns lets the
+		// pipeline run the newest round only.
 		req.Dialogue = append(slices.Clone(q.Dialogue), q.Text)
 		req.Domain = ""
 		req.Instruction = ""
+		if q.Conversation != "" {
+			req.Resume = s.chats.get(q.Conversation)
+		}
 	}
 	return req
 }
 
-// Search implements Searcher.
+// Search implements Searcher. Each stage of the final round that finishes
+// is reported with the results as it left it (StageEvent.Results), so a
+// stream shows results at once and refines them in place.
 func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(StageEvent)) (*Result, error) {
 	req := s.request(q)
-	reasonOff := req.NoReason || !s.Engine.Has(pipeline.RoleReasoner)
+	byImage := q.Mode() == "similar"
+	reasonOff := byImage || req.NoReason || !s.Engine.Has(pipeline.RoleReasoner)
 	off := map[int]string{}
 	if req.NoVerify {
 		off[2] = "switched off for this query"
@@ -93,10 +161,42 @@ func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(Stage
 	if req.NoEvaluate {
 		off[3] = "switched off for this query"
 	}
+	if byImage {
+		off[2], off[3] = pipeline.NoTextToVerify, pipeline.NoTextToVerify
+	}
 	var obs func(pipeline.StageEvent)
 	if observe != nil {
+		var sofar []pipeline.StageTrace
 		obs = func(ev pipeline.StageEvent) {
-			for _, se := range stageEvents(ev, reasonOff, off) {
+			events := stageEvents(ev, reasonOff, byImage, off)
+			if !ev.Started && ev.Ranking != nil && ev.Stage < 3 && ev.Skipped == "" {
+				if ev.Stage == 1 {
+					sofar = sofar[:0]
+				}
+				sofar = append(sofar, ev.StageTrace)
+				partial := convertResult(&pipeline.Result{Ranking: ev.Ranking, Stages: sofar, Skipped: map[string]string{}}, reasonOff, len(req.Dialogue), 0)
+				partial.Partial = map[int]string{1: StageRetrieve, 2: StageVerify}[ev.Stage]
+				for i := range partial.Stages {
+					if st := &partial.Stages[i]; st.Status == StatusSkipped && st.Reason == "not run" {
+						st.Status, st.Reason = StatusPending, ""
+						if i < 2 {
+							continue
+						}
+						r := off[i]
+						if r == "" {
+							r = s.Engine.SkipReason(i)
+						}
+						if r == "" && s.MaxStage > 0 && i > s.MaxStage {
+							r = fmt.Sprintf("not requested (last stage %d)", s.MaxStage)
+						}
+						if r != "" {
+							st.Status, st.Reason = StatusSkipped, r
+						}
+					}
+				}
+				events[len(events)-1].Results = partial
+			}
+			for _, se := range events {
 				observe(se)
 			}
 		}
@@ -105,7 +205,16 @@ func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(Stage
 	if err != nil {
 		return nil, err
 	}
-	return convertResult(res, reasonOff, len(req.Dialogue)), nil
+	out := convertResult(res, reasonOff, len(req.Dialogue), res.Resumed)
+	if res.Chat != nil {
+		id := q.Conversation
+		if id == "" {
+			id = newConversationID()
+		}
+		s.chats.put(id, res.Chat)
+		out.Conversation = id
+	}
+	return out, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -119,14 +228,18 @@ func roundPrefix(ev pipeline.StageEvent) string {
 
 // stageEvents maps one pipeline event to the API's stage events (stage 1
 // is reported as its two halves, reason and retrieve).
-func stageEvents(ev pipeline.StageEvent, reasonOff bool, off map[int]string) []StageEvent {
+func stageEvents(ev pipeline.StageEvent, reasonOff, byImage bool, off map[int]string) []StageEvent {
 	pre := roundPrefix(ev)
 	switch ev.Stage {
 	case 1:
 		if ev.Started {
 			if reasonOff {
+				why := "no reasoner: the query text is embedded as it is"
+				if byImage {
+					why = "search by image: nothing to reason about"
+				}
 				return []StageEvent{
-					{Stage: StageReason, Status: StatusSkipped, Reason: "no reasoner: the query text is embedded as it is"},
+					{Stage: StageReason, Status: StatusSkipped, Reason: why},
 					{Stage: StageRetrieve, Status: StatusStarted, Detail: pre + "ranking the gallery"},
 				}
 			}
@@ -196,7 +309,7 @@ func callCount(c pipeline.Calls) int {
 
 // convertResult builds the API result from the pipeline's: the final
 // ranking explained by the last round's stage traces.
-func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
+func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *Result {
 	var t1, t2, t3 *pipeline.StageTrace
 	for i := range res.Stages {
 		st := &res.Stages[i]
@@ -262,8 +375,18 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
 	if n := res.Skipped["captions"]; n != "" {
 		out.Notes = append(out.Notes, n)
 	}
-	if rounds > 0 {
-		out.Notes = append(out.Notes, fmt.Sprintf("chat: the dialogue was replayed over %s; the explanation shows the last round", plural(rounds, "round")))
+	switch {
+	case rounds > 1 && resumed > 0:
+		out.Notes = append(out.Notes, fmt.Sprintf("chat: round %d of %d ran on its own, continuing from the kept state of the earlier turns; the explanation shows this round", rounds, rounds))
+	case rounds > 1:
+		out.Notes = append(out.Notes, fmt.Sprintf("chat: the earlier turns were re-read (stage 1 only) to rebuild the running description over %s; the explanation shows the last round", plural(rounds, "round")))
+	}
+	if s1 != nil && s1.ByImage {
+		note := "more like this: ranked by CLIP image-to-image similarity"
+		if s1.Tau > 0 {
+			note += fmt.Sprintf(" fused with caption similarity (tau %.2f)", s1.Tau)
+		}
+		out.Notes = append(out.Notes, note+"; the reference itself is left out")
 	}
 	var fallbacks []string
 	for _, c := range []*pipeline.Calls{callsOf1(s1), callsOf2(s2), callsOf3(s3)} {
@@ -316,12 +439,19 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
 	verdicts := map[string]*Verdict{}
 	if s3 != nil {
 		for _, ev := range s3.Evaluations {
-			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Error: ev.Error}
+			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Reasoning: VerdictReasoning(ev.Reply), Error: ev.Error}
 		}
 	}
 	out.Hits = make([]Hit, 0, len(res.Ranking))
 	for _, c := range res.Ranking {
-		h := Hit{Name: c.Name, Score: float64(c.Score), Stage1Rank: stage1Rank[c.Name], Verdict: verdicts[c.Name]}
+		h := Hit{Name: c.Name, Score: float64(c.Score), Stage1Rank: stage1Rank[c.Name], Verdict: verdicts[c.Name], Caption: c.Caption}
+		if c.CaptionSimilarity != nil {
+			v := float64(*c.CaptionSimilarity)
+			h.CaptionSimilarity = &v
+		}
+		for _, r := range c.Ranks {
+			h.Ranks = append(h.Ranks, StageRank{Stage: stageName[r.Stage], Rank: r.Rank, Why: r.Why})
+		}
 		if c.Agreement != nil || len(answers[c.Name]) > 0 {
 			v := &Verification{Answers: answers[c.Name]}
 			if c.Agreement != nil {
@@ -335,6 +465,22 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds int) *Result {
 		out.Hits = append(out.Hits, h)
 	}
 	return out
+}
+
+var stageName = map[int]string{1: StageRetrieve, 2: StageVerify, 3: StageEvaluate}
+
+// answerLine matches the evaluator's decision line.
+var answerLine = regexp.MustCompile(`(?im)^[\s*#>-]*answer\s*:\s*\**\s*(yes|no)\b[.!*]*\s*`)
+
+// VerdictReasoning returns the evaluator's reply without its
+// "ANSWER: Yes/No" line, so the decision is shown once beside the
+// explanation ("" when the reply holds nothing else).
+func VerdictReasoning(reply string) string {
+	loc := answerLine.FindStringIndex(reply)
+	if loc == nil {
+		return strings.TrimSpace(reply)
+	}
+	return strings.TrimSpace(reply[:loc[0]] + reply[loc[1]:])
 }
 
 // fallbackText explains the pipeline's fallbacks to people.

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -309,7 +310,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 	}
 	opts := pipeline.DefaultOptions()
 	opts.TopK, opts.Alpha = topK, 3
-	cfg := pipeline.Config{Embedder: adapt.CLIP{Model: model}, Searcher: backend, Gallery: backend, Images: images, Options: opts}
+	cfg := pipeline.Config{Embedder: adapt.CLIP{Model: model}, ImageEmbedder: adapt.CLIP{Model: model}, Searcher: backend, Gallery: backend, Images: images, Options: opts}
 	if roles {
 		conf := config.Default(nil)
 		for _, name := range []string{"reasoner", "proposer", "verifier", "evaluator"} {
@@ -585,5 +586,184 @@ func TestRealPipelineMaxStage(t *testing.T) {
 		if h.Verification != nil || h.Verdict != nil {
 			t.Fatalf("explanations from stages that did not run: %+v", h)
 		}
+	}
+}
+
+// streamEvents reads a search stream into its events (name, raw data).
+func streamEvents(t *testing.T, resp *http.Response) (names []string, data []string) {
+	t.Helper()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, readBody(t, resp))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	name := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "event: "); ok {
+			name = v
+		} else if v, ok := strings.CutPrefix(line, "data: "); ok {
+			if name == "error" {
+				t.Fatalf("error event %s", v)
+			}
+			names, data = append(names, name), append(data, v)
+		}
+	}
+	return names, data
+}
+
+func TestRealPipelineProgressive(t *testing.T) {
+	// The stream sends the stage-1 results before the verifier starts and
+	// the stage-2 results before the evaluator starts; each hit says its
+	// rank after every stage and why it moved.
+	e := newRealEnv(t, true)
+	names, data := streamEvents(t, e.postJSON("/api/search/stream", map[string]any{"text": "a dog", "limit": 4}, nil))
+	var order []string
+	var partials []Result
+	var final Result
+	for i, n := range names {
+		switch n {
+		case "partial":
+			var r Result
+			if err := json.Unmarshal([]byte(data[i]), &r); err != nil {
+				t.Fatal(err)
+			}
+			partials = append(partials, r)
+			order = append(order, "partial:"+r.Partial)
+		case "stage":
+			var ev StageEvent
+			if err := json.Unmarshal([]byte(data[i]), &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Status == StatusStarted {
+				order = append(order, "start:"+ev.Stage)
+			}
+		case "result":
+			if err := json.Unmarshal([]byte(data[i]), &final); err != nil {
+				t.Fatal(err)
+			}
+			order = append(order, "result")
+		}
+	}
+	want := []string{"start:reason", "partial:retrieve", "start:verify", "partial:verify", "start:evaluate", "result"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("event order %q, want %q", order, want)
+	}
+	p := partials[0]
+	if len(p.Hits) != 4 || p.Hits[0].Rank != 1 || p.Hits[0].ThumbURL == "" || len(p.Descriptions) == 0 {
+		t.Fatalf("first results %+v", p)
+	}
+	if st := stageMap(p); st[StageVerify].Status != StatusPending || st[StageRetrieve].Status != StatusDone {
+		t.Fatalf("first results' stages %+v", p.Stages)
+	}
+	if final.Partial != "" || len(final.Hits) != 4 {
+		t.Fatalf("final %+v", final)
+	}
+	for _, h := range final.Hits {
+		if len(h.Ranks) != 3 || h.Ranks[0].Stage != StageRetrieve || h.Ranks[2].Rank != h.Rank || h.Caption == "" || h.CaptionSimilarity == nil {
+			t.Fatalf("hit facts %+v", h)
+		}
+		if h.Verdict != nil && (strings.Contains(h.Verdict.Reasoning, "ANSWER") || h.Verdict.Reasoning == "") {
+			t.Fatalf("verdict reasoning %q", h.Verdict.Reasoning)
+		}
+	}
+}
+
+func TestVerdictReasoning(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"ANSWER: Yes\nThe right image shows a dog.", "The right image shows a dog."},
+		{"**ANSWER: No**. It is a cat.", "It is a cat."},
+		{"The image shows a dog.\nANSWER: Yes", "The image shows a dog."},
+		{"ANSWER: Yes", ""},
+		{"no decision line", "no decision line"},
+	} {
+		if got := VerdictReasoning(c.in); got != c.want {
+			t.Errorf("VerdictReasoning(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestRealPipelineMoreLikeThis(t *testing.T) {
+	e := newRealEnv(t, true)
+	before := len(e.models.promptsOf("reasoner")) + len(e.models.promptsOf("verifier"))
+	// A gallery image and no text.
+	resp := e.postJSON("/api/search", map[string]any{"reference": "red_dog", "limit": 5}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, readBody(t, resp))
+	}
+	res := decodeResult(t, resp)
+	if len(res.Hits) != 5 {
+		t.Fatalf("hits %+v", res.Hits)
+	}
+	for _, h := range res.Hits {
+		if h.Name == "red_dog" {
+			t.Fatalf("the reference is in its own results: %+v", res.Hits)
+		}
+	}
+	st := stageMap(res)
+	for _, s := range []string{StageVerify, StageEvaluate} {
+		if st[s].Status != StatusSkipped || st[s].Reason != pipeline.NoTextToVerify {
+			t.Fatalf("%s: %+v", s, st[s])
+		}
+	}
+	if st[StageReason].Status != StatusSkipped {
+		t.Fatalf("reason: %+v", st[StageReason])
+	}
+	if after := len(e.models.promptsOf("reasoner")) + len(e.models.promptsOf("verifier")); after != before {
+		t.Fatalf("%d model calls for an image-only search", after-before)
+	}
+	// The same image uploaded ranks the gallery the same way (it is the
+	// same file; an upload is embedded now, the gallery image's vector was
+	// stored), with the gallery copy first.
+	b, err := os.ReadFile(filepath.Join(e.dir, "red_dog.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, ct := multipartBody(t, map[string]string{"limit": "6"}, b, "red_dog.png")
+	up := decodeResult(t, e.do("POST", "/api/search", body, map[string]string{"Content-Type": ct}))
+	if len(up.Hits) != 6 || up.Hits[0].Name != "red_dog" {
+		t.Fatalf("upload hits %+v", up.Hits)
+	}
+	for i, h := range res.Hits {
+		if up.Hits[i+1].Name != h.Name {
+			t.Fatalf("upload ranking %v differs from the gallery reference's %v", up.Hits, res.Hits)
+		}
+	}
+	// Text is still required without an image.
+	wantError(t, e.postJSON("/api/search", map[string]any{"text": ""}, nil), 400, "reference image")
+}
+
+func TestRealPipelineChatContinues(t *testing.T) {
+	// Turn 2 and 3 of a conversation run their own round only: one reasoner
+	// call each, not one per earlier turn.
+	e := newRealEnv(t, true)
+	turns := []string{"a red dog", "is it on a beach? yes", "is it sunny? yes"}
+	conv := ""
+	var dialogue []string
+	for i, text := range turns {
+		before := len(e.models.promptsOf("reasoner"))
+		req := map[string]any{"text": text, "chat": true, "limit": 3}
+		if len(dialogue) > 0 {
+			req["dialogue"] = dialogue
+		}
+		if conv != "" {
+			req["conversation"] = conv
+		}
+		res := decodeResult(t, e.postJSON("/api/search", req, nil))
+		if got := len(e.models.promptsOf("reasoner")) - before; got != 1 {
+			t.Fatalf("turn %d: %d reasoner calls, want 1", i+1, got)
+		}
+		if res.Conversation == "" || (conv != "" && res.Conversation != conv) {
+			t.Fatalf("turn %d: conversation %q after %q", i+1, res.Conversation, conv)
+		}
+		conv = res.Conversation
+		dialogue = append(dialogue, text)
+	}
+	// A forgotten or unknown conversation still answers: the earlier
+	// turns are re-read (stage 1 only).
+	before := len(e.models.promptsOf("reasoner"))
+	res := decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "is it sunny? yes", "dialogue": turns[:2], "conversation": "unknown"}, nil))
+	if got := len(e.models.promptsOf("reasoner")) - before; got != 3 || len(res.Hits) == 0 {
+		t.Fatalf("replayed chat: %d reasoner calls, %d hits", got, len(res.Hits))
 	}
 }

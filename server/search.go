@@ -27,6 +27,8 @@ type searchRequest struct {
 	Chat      bool         `json:"chat,omitempty"`
 	Stages    StageOptions `json:"stages"`
 	Limit     int          `json:"limit,omitempty"`
+	// Conversation is the id a chat's previous result returned.
+	Conversation string `json:"conversation,omitempty"`
 }
 
 // httpError is an error with the status code to answer it with.
@@ -87,6 +89,8 @@ func (s *Server) parseQuery(w http.ResponseWriter, r *http.Request) (Query, erro
 		Chat:      req.Chat,
 		Stages:    req.Stages,
 		Limit:     req.Limit,
+
+		Conversation: req.Conversation,
 	}
 	if upload != nil {
 		if q.Reference != "" {
@@ -163,7 +167,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 			if err := decodeJSON(bytes.NewReader(data), &req); err != nil {
 				return req, nil, err
 			}
-		case "text", "reference", "dialogue", "limit", "chat":
+		case "text", "reference", "dialogue", "limit", "chat", "conversation":
 			data, err := io.ReadAll(io.LimitReader(p, DefaultMaxTextBytes+1))
 			if err != nil {
 				return req, nil, bodyError(name+" part", err)
@@ -174,6 +178,8 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Text = v
 			case "reference":
 				req.Reference = v
+			case "conversation":
+				req.Conversation = v
 			case "dialogue":
 				req.Dialogue = append(req.Dialogue, v)
 			case "chat":
@@ -190,7 +196,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Limit = n
 			}
 		default:
-			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, chat, limit)", name)
+			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, chat, conversation, limit)", name)
 		}
 	}
 	return req, upload, nil
@@ -215,8 +221,12 @@ func contains(list []string, s string) bool {
 
 // checkQuery validates q and applies limits and defaults.
 func (s *Server) checkQuery(q *Query) error {
-	if q.Text == "" {
-		return errorf(http.StatusBadRequest, "text is empty: say what you are looking for")
+	hasImage := q.Reference != "" || q.ReferenceImage != nil
+	if q.Text == "" && (!hasImage || q.Mode() == "chat") {
+		return errorf(http.StatusBadRequest, "text is empty: say what you are looking for, or send only a reference image for images like it")
+	}
+	if len(q.Conversation) > 64 {
+		return errorf(http.StatusBadRequest, "conversation id is %d bytes; at most 64", len(q.Conversation))
 	}
 	if err := checkText("text", q.Text); err != nil {
 		return err
@@ -302,6 +312,14 @@ func (s *Server) search(ctx context.Context, q Query, observe func(StageEvent)) 
 		s.metrics.search(mode, outcomeOf(err), time.Since(start), nil)
 		return nil, err
 	}
+	finish(res, q, start)
+	s.metrics.search(mode, "ok", time.Since(start), res.Stages)
+	return res, nil
+}
+
+// finish cuts a result to the query's limit and fills in ranks, URLs and
+// the elapsed time (final and partial results alike).
+func finish(res *Result, q Query, start time.Time) {
 	if len(res.Hits) > q.Limit {
 		res.Hits = res.Hits[:q.Limit]
 	}
@@ -321,8 +339,6 @@ func (s *Server) search(ctx context.Context, q Query, observe func(StageEvent)) 
 		res.Stages = []StageTrace{}
 	}
 	res.ElapsedMS = float64(time.Since(start).Microseconds()) / 1000
-	s.metrics.search(mode, "ok", time.Since(start), res.Stages)
-	return res, nil
 }
 
 func outcomeOf(err error) string {
@@ -420,7 +436,9 @@ func (e *sseWriter) close() {
 }
 
 // handleSearchStream answers a search with Server-Sent Events: "stage"
-// events as stages start and finish, then one "result" or "error" event.
+// events as stages start and finish, "partial" events with the results as
+// each stage leaves them (the first right after retrieval), then one
+// "result" or "error" event.
 func (s *Server) handleSearchStream(w http.ResponseWriter, r *http.Request) {
 	q, err := s.parseQuery(w, r)
 	if err != nil {
@@ -451,7 +469,16 @@ func (s *Server) handleSearchStream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	res, err := s.search(r.Context(), q, func(e StageEvent) { ev.send("stage", e) })
+	start := time.Now()
+	res, err := s.search(r.Context(), q, func(e StageEvent) {
+		if e.Results != nil {
+			// Results as this stage left them, before the stage event so
+			// the client shows them as soon as they exist.
+			finish(e.Results, q, start)
+			ev.send("partial", e.Results)
+		}
+		ev.send("stage", e)
+	})
 	close(done)
 	if err != nil {
 		code, msg := searchErrorStatus(err)

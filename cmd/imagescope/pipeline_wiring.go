@@ -114,11 +114,12 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 		searcher, gal = ad, ad
 	}
 	return pipeline.New(pipeline.Config{
-		Embedder: adapt.CLIP{Model: s.model},
-		Searcher: searcher,
-		Gallery:  gal,
-		Images:   s.images,
-		Decode:   decodeImage,
+		Embedder:      adapt.CLIP{Model: s.model},
+		ImageEmbedder: adapt.CLIP{Model: s.model},
+		Searcher:      searcher,
+		Gallery:       gal,
+		Images:        s.images,
+		Decode:        decodeImage,
 		Roles: pipeline.Roles{
 			Captioner: s.roles.chatter(pipeline.RoleCaptioner),
 			Reasoner:  s.roles.chatter(pipeline.RoleReasoner),

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"mime"
 	"net/http"
 	"os"
@@ -88,6 +89,21 @@ func (c CLIP) EmbedTexts(ctx context.Context, texts []string) ([][]float32, erro
 		out[i] = r.Vector
 	}
 	return out, nil
+}
+
+// EmbedImage implements pipeline.ImageEmbedder.
+func (c CLIP) EmbedImage(ctx context.Context, img image.Image) ([]float32, error) {
+	res, err := c.Model.EmbedImages(ctx, []image.Image{img})
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 1 {
+		return nil, fmt.Errorf("embed image: got %d results for 1 image", len(res))
+	}
+	if res[0].Err != nil {
+		return nil, res[0].Err
+	}
+	return res[0].Vector, nil
 }
 
 // EmbedImageFiles implements gallery.Embedder: per-file vectors and errors.
@@ -172,6 +188,34 @@ func (a Index) Lookup(name string) (int, bool) { return a.Index.Position(name) }
 
 // HasCaptions implements pipeline.Gallery.
 func (a Index) HasCaptions() bool { return a.Index.HasCaption }
+
+// ImageVector implements pipeline.GalleryVectors.
+func (a Index) ImageVector(name string) ([]float32, bool) {
+	i, ok := a.Index.Position(name)
+	if !ok || (i+1)*a.Index.Dim > len(a.Index.Image) {
+		return nil, false
+	}
+	return a.Index.Vector(i), true
+}
+
+// CaptionSimilarity implements pipeline.GalleryVectors: the dot product of
+// the image's and its caption's normalised embeddings.
+func (a Index) CaptionSimilarity(name string) (float32, bool) {
+	ix := a.Index
+	i, ok := ix.Position(name)
+	if !ok || !ix.HasCaption || (i+1)*ix.Dim > len(ix.Caption) || (i+1)*ix.Dim > len(ix.Image) {
+		return 0, false
+	}
+	if i < len(ix.Captions) && ix.Captions[i] == "" {
+		return 0, false
+	}
+	img, cap := ix.Image[i*ix.Dim:(i+1)*ix.Dim], ix.Caption[i*ix.Dim:(i+1)*ix.Dim]
+	var s float32
+	for d := range img {
+		s += img[d] * cap[d]
+	}
+	return s, true
+}
 
 // Caption implements pipeline.Gallery.
 func (a Index) Caption(name string) (string, bool) {
