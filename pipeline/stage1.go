@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -29,80 +28,6 @@ const (
 type reasonData struct {
 	Instruction string
 	Reference   string
-}
-
-// ParseReasoning reads a stage-1 reasoner reply. It returns the valid
-// atomic instructions and the descriptions, and the fallback taken ("" if
-// none): nothing parseable gives step1 = [["Modification", instruction]]
-// and step2 = [refCaption]; missing or empty step2 gives [refCaption].
-func ParseReasoning(reply, instruction, refCaption string) (atomic []Atomic, descriptions []string, fallback string) {
-	var raw struct {
-		Step1 json.RawMessage `json:"step1"`
-		Step2 json.RawMessage `json:"step2"`
-	}
-	if _, err := prompt.ExtractJSON(reply, &raw); err != nil {
-		return []Atomic{{Type: "Modification", Content: instruction}}, []string{refCaption}, FallbackUnparseable
-	}
-	atomic = parseAtomic(raw.Step1)
-	descriptions = parseStrings(raw.Step2)
-	if len(descriptions) == 0 {
-		return atomic, []string{refCaption}, FallbackNoDescriptions
-	}
-	return atomic, descriptions, ""
-}
-
-// parseAtomic keeps the [TYPE, content] pairs with a known type (matched
-// case-insensitively) and non-empty content.
-func parseAtomic(b json.RawMessage) []Atomic {
-	var items []any
-	if len(b) == 0 || json.Unmarshal(b, &items) != nil {
-		return nil
-	}
-	out := []Atomic{}
-	for _, it := range items {
-		pair, ok := it.([]any)
-		if !ok || len(pair) != 2 {
-			continue
-		}
-		typ, ok1 := pair[0].(string)
-		content, ok2 := pair[1].(string)
-		if !ok1 || !ok2 || strings.TrimSpace(content) == "" {
-			continue
-		}
-		for _, t := range atomicTypes {
-			if strings.EqualFold(strings.TrimSpace(typ), t) {
-				out = append(out, Atomic{Type: t, Content: strings.TrimSpace(content)})
-				break
-			}
-		}
-	}
-	return out
-}
-
-// parseStrings reads a list of strings (or a single string), dropping
-// blank entries.
-func parseStrings(b json.RawMessage) []string {
-	if len(b) == 0 {
-		return nil
-	}
-	var one string
-	if json.Unmarshal(b, &one) == nil {
-		if s := strings.TrimSpace(one); s != "" {
-			return []string{s}
-		}
-		return nil
-	}
-	var items []any
-	if json.Unmarshal(b, &items) != nil {
-		return nil
-	}
-	var out []string
-	for _, it := range items {
-		if s, ok := it.(string); ok && strings.TrimSpace(s) != "" {
-			out = append(out, strings.TrimSpace(s))
-		}
-	}
-	return out
 }
 
 // referenceCaption finds the text that stands for the reference in the

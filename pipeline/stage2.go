@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -32,48 +31,6 @@ func RenderAtomic(as []Atomic) string {
 		fmt.Fprintf(&b, "(%d) %s: %s", i+1, a.Type, a.Content)
 	}
 	return b.String()
-}
-
-// ParsePropositions reads a proposer reply: step1 statements and step2
-// [question, "True"|"False"] pairs; entries that are not 2-element lists
-// with a non-empty question are dropped. ok is false when nothing was
-// parseable.
-func ParsePropositions(reply string) (statements []string, props []Proposition, ok bool) {
-	var raw struct {
-		Step1 json.RawMessage `json:"step1"`
-		Step2 json.RawMessage `json:"step2"`
-	}
-	if _, err := prompt.ExtractJSON(reply, &raw); err != nil {
-		return nil, nil, false
-	}
-	statements = parseStrings(raw.Step1)
-	var items []any
-	if len(raw.Step2) > 0 && json.Unmarshal(raw.Step2, &items) == nil {
-		for _, it := range items {
-			pair, isList := it.([]any)
-			if !isList || len(pair) != 2 {
-				continue
-			}
-			q, isStr := pair[0].(string)
-			if !isStr || strings.TrimSpace(q) == "" {
-				continue
-			}
-			props = append(props, Proposition{Question: strings.TrimSpace(q), Expected: truth(pair[1])})
-		}
-	}
-	return statements, props, true
-}
-
-// truth reads an expected answer: "True"/"yes" (any case) or JSON true.
-func truth(v any) bool {
-	switch t := v.(type) {
-	case bool:
-		return t
-	case string:
-		s := strings.ToLower(strings.TrimSpace(t))
-		return s == "true" || s == "yes"
-	}
-	return false
 }
 
 var yesWord = regexp.MustCompile(`\byes\b`)

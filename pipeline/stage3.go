@@ -17,10 +17,11 @@ import (
 
 type evaluateData struct{ Instruction string }
 
-// EvalInstruction prepares an instruction for the evaluator prompt:
-// lower-cased, trailing spaces and periods stripped.
+// EvalInstruction prepares an instruction for the evaluator prompt as the
+// method does: spaces and periods stripped at both ends (other white space
+// such as a newline is kept), then lower-cased.
 func EvalInstruction(s string) string {
-	return strings.TrimRight(strings.ToLower(strings.TrimSpace(s)), " .")
+	return strings.ToLower(strings.Trim(s, " ."))
 }
 
 // EvaluatorSaysYes is the stage-3 decision: the reply contains "ANSWER: Yes".

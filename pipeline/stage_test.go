@@ -83,7 +83,7 @@ func TestStage1Fallbacks(t *testing.T) {
 		wantAtom  []Atomic
 	}{
 		{"unparseable", "I cannot help", nil, true, []string{"cap a"}, []string{"cap a"}, []string{FallbackUnparseable}, []Atomic{{"Modification", "find red"}}},
-		{"step2 empty", `{"step1": [["Addition", "red"], ["Bogus", "x"], ["Removal"]], "step2": []}`, nil, true, []string{"cap a"}, []string{"cap a"}, []string{FallbackNoDescriptions}, []Atomic{{"Addition", "red"}}},
+		{"step2 empty", `{"step1": [["Addition", "red"], ["Bogus", "x"], ["Removal"]], "step2": []}`, nil, true, []string{"cap a"}, []string{"cap a"}, []string{FallbackNoDescriptions}, []Atomic{{"Addition", "red"}, {"Bogus", "x"}}},
 		{"call failed", "", errors.New("boom"), true, []string{"cap a"}, []string{"cap a"}, []string{FallbackReasonerFailed}, []Atomic{{"Modification", "find red"}}},
 		{"repaired", "{'step1': [['addition', 'red'],], 'step2': ['only',]}", nil, true, []string{"only"}, []string{"only"}, nil, []Atomic{{"Addition", "red"}}},
 		{"no reasoner", "", nil, false, nil, []string{"find red"}, nil, nil},

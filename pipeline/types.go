@@ -188,9 +188,6 @@ type Atomic struct {
 	Content string `json:"content"`
 }
 
-// AtomicTypes are the valid atomic instruction types.
-var atomicTypes = []string{"Addition", "Removal", "Modification", "Comparison", "Retention"}
-
 // Proposition is one yes/no question with the answer the target should get.
 type Proposition struct {
 	Question string `json:"question"`

@@ -1,235 +1,389 @@
 package prompt
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
-// ErrNoJSON means a reply held no decodable JSON object.
-var ErrNoJSON = errors.New("no JSON object found in reply")
+// ErrNoJSON means a reply held no JSON object with any of the expected keys.
+var ErrNoJSON = errors.New("no JSON object with the expected keys found in reply")
 
-var fenced = regexp.MustCompile("(?is)```\\s*json\\s*\\n?(.*?)```")
+// Object is a JSON object read from a model reply, members in the order
+// the model wrote them.
+type Object []Member
 
-// Extraction says how a JSON object was obtained from a reply.
-type Extraction struct {
-	// From is "fenced" (a ```json block), "span" (the first {...} span)
-	// or "" when nothing was found.
-	From string `json:"from"`
-	// Repaired is true when the text had to be repaired before decoding.
-	Repaired bool `json:"repaired"`
+// Member is one key and its value. Values are Object, []any, string,
+// Number, bool or nil.
+type Member struct {
+	Key   string
+	Value any
 }
 
-// ExtractJSON finds the JSON object in a model reply and decodes it into v.
-// It takes the first fenced block marked json; otherwise the first {...}
-// span (the shortest one that decodes, starting at the first '{'). Common
-// damage (trailing commas, single-quoted strings, Python literals,
-// unclosed strings and brackets) is repaired before decoding.
-func ExtractJSON(reply string, v any) (Extraction, error) {
-	text, ex, err := FindJSON(reply)
-	if err != nil {
-		return ex, err
+// Number is a JSON number as the model wrote it ("3", "2.50").
+type Number string
+
+// Get returns the value of key, matched case-insensitively; the first
+// member wins when a key is repeated.
+func (o Object) Get(key string) (any, bool) {
+	for _, m := range o {
+		if strings.EqualFold(strings.TrimSpace(m.Key), key) {
+			return m.Value, true
+		}
 	}
-	if err := json.Unmarshal([]byte(text), v); err != nil {
-		return ex, fmt.Errorf("decode JSON object from reply: %w", err)
-	}
-	return ex, nil
+	return nil, false
 }
 
-// isObject reports whether s is one valid JSON object.
-func isObject(s string) bool {
-	s = strings.TrimSpace(s)
-	return strings.HasPrefix(s, "{") && json.Valid([]byte(s))
+// Found is the object read from a reply and where it came from.
+type Found struct {
+	Object Object
+	// From is "fenced" (a ``` block) or "span" (a {...} span in the text).
+	From string
 }
 
-// FindJSON returns the text of the JSON object in a reply (repaired where
-// needed), following the rules of ExtractJSON.
-func FindJSON(reply string) (string, Extraction, error) {
-	if m := fenced.FindStringSubmatch(reply); m != nil {
-		body := strings.TrimSpace(m[1])
-		if i := strings.IndexAny(body, "{["); i >= 0 {
-			body = body[i:]
-		}
-		if t := body; isObject(t) {
-			return t, Extraction{From: "fenced"}, nil
-		}
-		if t := Repair(body); isObject(t) {
-			return t, Extraction{From: "fenced", Repaired: true}, nil
-		}
-	} else if i := strings.Index(strings.ToLower(reply), "```json"); i >= 0 {
-		// An unterminated fence (the reply was cut off): decode what follows.
-		body := reply[i+len("```json"):]
-		if j := strings.Index(body, "{"); j >= 0 {
-			if t := Repair(body[j:]); isObject(t) {
-				return t, Extraction{From: "fenced", Repaired: true}, nil
-			}
-		}
-	}
-	start := strings.Index(reply, "{")
-	if start < 0 {
-		return "", Extraction{}, ErrNoJSON
-	}
-	rest := reply[start:]
-	// The shortest span that decodes as it is; failing that, the shortest
-	// one that decodes after repair.
-	for _, repair := range []bool{false, true} {
-		for j := 0; j < len(rest); j++ {
-			if rest[j] != '}' {
-				continue
-			}
-			span := rest[:j+1]
-			if repair {
-				span = Repair(span)
-			}
-			if t := span; isObject(t) {
-				return t, Extraction{From: "span", Repaired: repair}, nil
-			}
+var fenceRE = regexp.MustCompile("(?s)```([A-Za-z0-9_-]*)[ \t]*\r?\n?(.*?)(?:```|$)")
+
+// FindObject reads the JSON object a model reply carries. Every ``` block
+// (those marked json first) and every {...} span of the text is read with
+// Parse, which repairs what models damage; the object holding the most of
+// keys wins, the first one on a tie. Objects nested under an outer key
+// ({"answer": {"step1": ...}}) count as well. ErrNoJSON means no object
+// holds any of keys.
+//
+// This reads at least what the reference flow reads (the first ```json
+// block, else the shortest {...} match, decoded with the json_repair
+// library): the block it takes is a candidate here too, read whole where
+// the shortest match would cut a nested object short, and a candidate
+// with none of the keys (the empty object of a reply cut right after its
+// opening brace, say) is not taken for an answer.
+func FindObject(reply string, keys ...string) (Found, error) {
+	var cands []Found
+	var marked, other []string
+	for _, m := range fenceRE.FindAllStringSubmatch(reply, -1) {
+		if strings.EqualFold(m[1], "json") {
+			marked = append(marked, m[2])
+		} else {
+			other = append(other, m[2])
 		}
 	}
-	// No closing brace gives a decodable object: the reply may be cut off.
-	if t := Repair(rest); isObject(t) {
-		return t, Extraction{From: "span", Repaired: true}, nil
+	for _, body := range append(marked, other...) {
+		for _, o := range objectsIn(body) {
+			cands = append(cands, Found{Object: o, From: "fenced"})
+		}
 	}
-	return "", Extraction{}, ErrNoJSON
+	for _, o := range objectsIn(reply) {
+		cands = append(cands, Found{Object: o, From: "span"})
+	}
+	best, bestScore := Found{}, 0
+	for _, c := range cands {
+		o, score := withKeys(c.Object, keys, 0)
+		if score > bestScore {
+			best, bestScore = Found{Object: o, From: c.From}, score
+		}
+	}
+	if bestScore == 0 {
+		return Found{}, ErrNoJSON
+	}
+	return best, nil
 }
 
-// Repair rewrites almost-JSON into JSON: single-quoted strings become
-// double-quoted, bare True/False/None become true/false/null, trailing
-// commas before a closing bracket are dropped, and an unclosed string and
-// unclosed brackets are closed at the end.
-func Repair(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 8)
-	var stack []byte
-	inStr := false
-	var quote byte
-	n := len(s)
-	for i := 0; i < n; i++ {
-		c := s[i]
-		if inStr {
-			switch {
-			case c == '\\' && i+1 < n:
-				if quote == '\'' && s[i+1] == '\'' {
-					b.WriteByte('\'')
-				} else {
-					b.WriteByte(c)
-					b.WriteByte(s[i+1])
-				}
-				i++
-			case c == quote:
-				// A single quote inside a word (don't, it's) is an apostrophe,
-				// not the end of a single-quoted string.
-				if quote == '\'' && i+1 < n && isWordByte(s[i+1]) && i > 0 && isWordByte(s[i-1]) {
-					b.WriteByte('\'')
-					continue
-				}
-				b.WriteByte('"')
-				inStr = false
-			case c == '"' && quote == '\'':
-				b.WriteString(`\"`)
-			case c == '\n':
-				b.WriteString(`\n`)
-			case c == '\t':
-				b.WriteString(`\t`)
-			case c == '\r':
-			default:
-				b.WriteByte(c)
+// withKeys returns the object (o itself or one nested in it) holding the
+// most of keys, and how many it holds.
+func withKeys(o Object, keys []string, depth int) (Object, int) {
+	best, score := o, 0
+	for _, k := range keys {
+		if _, ok := o.Get(k); ok {
+			score++
+		}
+	}
+	if score > 0 || depth >= 3 {
+		return best, score
+	}
+	for _, m := range o {
+		if inner, ok := m.Value.(Object); ok {
+			if io, s := withKeys(inner, keys, depth+1); s > score {
+				best, score = io, s
 			}
+		}
+	}
+	return best, score
+}
+
+// objectsIn reads every top-level {...} span of text, in order.
+func objectsIn(text string) []Object {
+	var out []Object
+	for i := 0; i < len(text); {
+		j := strings.IndexByte(text[i:], '{')
+		if j < 0 {
+			break
+		}
+		p := &parser{s: text, i: i + j}
+		v := p.value(0)
+		if o, ok := v.(Object); ok && len(o) > 0 {
+			out = append(out, o)
+		}
+		if p.i <= i+j {
+			p.i = i + j + 1
+		}
+		i = p.i
+	}
+	return out
+}
+
+// Parse reads one JSON value from the start of s the way a forgiving reader
+// should read what language models write: single-quoted strings (with
+// apostrophes inside words), unquoted keys and bare words, Python
+// True/False/None, # and // line comments and /* */ comments, trailing
+// and missing commas, and strings and brackets left open by a reply that
+// was cut off. It never fails; what cannot be read is skipped.
+func Parse(s string) any {
+	p := &parser{s: s}
+	p.skip()
+	return p.value(0)
+}
+
+type parser struct {
+	s string
+	i int
+}
+
+const maxDepth = 64
+
+func (p *parser) eof() bool { return p.i >= len(p.s) }
+
+// skip passes white space and comments.
+func (p *parser) skip() {
+	for !p.eof() {
+		c := p.s[p.i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			p.i++
+		case c == '#' || c == '/' && p.i+1 < len(p.s) && p.s[p.i+1] == '/':
+			if k := strings.IndexByte(p.s[p.i:], '\n'); k >= 0 {
+				p.i += k + 1
+			} else {
+				p.i = len(p.s)
+			}
+		case c == '/' && p.i+1 < len(p.s) && p.s[p.i+1] == '*':
+			if k := strings.Index(p.s[p.i+2:], "*/"); k >= 0 {
+				p.i += k + 4
+			} else {
+				p.i = len(p.s)
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (p *parser) value(depth int) any {
+	p.skip()
+	if p.eof() {
+		return nil
+	}
+	switch c := p.s[p.i]; {
+	case c == '{':
+		if depth >= maxDepth {
+			return p.bare("")
+		}
+		return p.object(depth)
+	case c == '[':
+		if depth >= maxDepth {
+			return p.bare("")
+		}
+		return p.array(depth)
+	case c == '"' || c == '\'':
+		return p.str(c)
+	case strings.HasPrefix(p.s[p.i:], "“"):
+		return p.curly()
+	default:
+		return p.bare("")
+	}
+}
+
+func (p *parser) object(depth int) Object {
+	p.i++ // {
+	o := Object{}
+	for {
+		p.skip()
+		if p.eof() {
+			return o
+		}
+		switch p.s[p.i] {
+		case '}':
+			p.i++
+			return o
+		case ',', ':':
+			p.i++
+			continue
+		case ']':
+			p.i++ // a stray closer
 			continue
 		}
-		switch c {
-		case '"', '\'':
-			inStr, quote = true, c
-			b.WriteByte('"')
-		case '{', '[':
-			stack = append(stack, c)
-			b.WriteByte(c)
-		case '}', ']':
-			trimTrailingComma(&b)
-			if len(stack) > 0 {
-				stack = stack[:len(stack)-1]
-			}
-			b.WriteByte(c)
+		var key string
+		switch c := p.s[p.i]; {
+		case c == '"' || c == '\'':
+			key = p.str(c)
+		case strings.HasPrefix(p.s[p.i:], "“"):
+			key = p.curly()
+		case c == '{' || c == '[':
+			p.value(depth + 1) // a value without a key: dropped
+			continue
 		default:
-			if lit, ok := pyLiteral(s[i:]); ok && (i == 0 || !isWordByte(s[i-1])) {
-				b.WriteString(lit.json)
-				i += len(lit.py) - 1
-				continue
-			}
-			b.WriteByte(c)
+			key = p.word(":,}\n")
 		}
-	}
-	if inStr {
-		b.WriteByte('"')
-	}
-	for len(stack) > 0 {
-		trimTrailingComma(&b)
-		if stack[len(stack)-1] == '{' {
-			// An object cut after a key or a colon cannot be closed validly;
-			// drop the dangling part.
-			trimDanglingKey(&b)
-			b.WriteByte('}')
-		} else {
-			b.WriteByte(']')
+		p.skip()
+		if p.eof() {
+			return o // cut after a key: drop it
 		}
-		stack = stack[:len(stack)-1]
+		if p.s[p.i] == ':' || p.s[p.i] == '=' {
+			p.i++
+		} else if c := p.s[p.i]; c == ',' || c == '}' {
+			continue // a key without a value: drop it
+		}
+		p.skip()
+		if p.eof() {
+			return o
+		}
+		if c := p.s[p.i]; c == ',' || c == '}' {
+			continue
+		}
+		o = append(o, Member{Key: key, Value: p.value(depth + 1)})
 	}
-	return b.String()
 }
 
-type literal struct{ py, json string }
-
-func pyLiteral(s string) (literal, bool) {
-	for _, l := range []literal{{"True", "true"}, {"False", "false"}, {"None", "null"}} {
-		if strings.HasPrefix(s, l.py) && (len(s) == len(l.py) || !isWordByte(s[len(l.py)])) {
-			return l, true
+func (p *parser) array(depth int) []any {
+	p.i++ // [
+	a := []any{}
+	for {
+		p.skip()
+		if p.eof() {
+			return a
 		}
+		switch p.s[p.i] {
+		case ']':
+			p.i++
+			return a
+		case ',':
+			p.i++
+			continue
+		case '}':
+			return a // the enclosing object closes: so does this list
+		}
+		a = append(a, p.value(depth+1))
 	}
-	return literal{}, false
+}
+
+// str reads a quoted string; the quote is p.s[p.i].
+func (p *parser) str(q byte) string {
+	p.i++
+	var b strings.Builder
+	for !p.eof() {
+		c := p.s[p.i]
+		switch {
+		case c == '\\' && p.i+1 < len(p.s):
+			p.i += 2
+			switch e := p.s[p.i-1]; e {
+			case 'n':
+				b.WriteByte('\n')
+			case 't':
+				b.WriteByte('\t')
+			case 'r':
+				b.WriteByte('\r')
+			case 'b', 'f':
+			case 'u':
+				if p.i+4 <= len(p.s) {
+					if n, err := strconv.ParseUint(p.s[p.i:p.i+4], 16, 32); err == nil {
+						b.WriteRune(rune(n))
+						p.i += 4
+						continue
+					}
+				}
+				b.WriteByte('u')
+			default:
+				b.WriteByte(e)
+			}
+			continue
+		case c == q:
+			// A single quote between two letters is an apostrophe (don't).
+			if q == '\'' && p.i > 0 && p.i+1 < len(p.s) && isWordByte(p.s[p.i-1]) && isWordByte(p.s[p.i+1]) {
+				b.WriteByte(c)
+				p.i++
+				continue
+			}
+			p.i++
+			return b.String()
+		}
+		b.WriteByte(c)
+		p.i++
+	}
+	return b.String() // cut off inside the string
+}
+
+// curly reads a string in typographic double quotes.
+func (p *parser) curly() string {
+	p.i += len("“")
+	end := strings.Index(p.s[p.i:], "”")
+	if end < 0 {
+		s := p.s[p.i:]
+		p.i = len(p.s)
+		return s
+	}
+	s := p.s[p.i : p.i+end]
+	p.i += end + len("”")
+	return s
+}
+
+// word reads an unquoted token up to one of stops (or the end of the
+// line), trimmed.
+func (p *parser) word(stops string) string {
+	start := p.i
+	for !p.eof() && !strings.ContainsRune(stops, rune(p.s[p.i])) {
+		p.i++
+	}
+	return strings.TrimSpace(p.s[start:p.i])
+}
+
+// bare reads an unquoted value: a number, a literal or a bare word.
+func (p *parser) bare(extraStops string) any {
+	w := p.word(",]}\n" + extraStops)
+	if w == "" {
+		if !p.eof() && !strings.ContainsRune(",]}\n", rune(p.s[p.i])) {
+			_, n := utf8.DecodeRuneInString(p.s[p.i:])
+			p.i += n // an unreadable character: skip it
+		}
+		return nil
+	}
+	switch w {
+	case "true", "True", "TRUE":
+		return true
+	case "false", "False", "FALSE":
+		return false
+	case "null", "None", "NULL", "none", "nil":
+		return nil
+	}
+	if _, err := strconv.ParseFloat(w, 64); err == nil && w[0] != '+' && !strings.ContainsAny(w, "xXnN_") {
+		return Number(w)
+	}
+	return w
 }
 
 func isWordByte(c byte) bool {
 	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
-// trimTrailingComma removes a comma (and the blanks after it) at the end of b.
-func trimTrailingComma(b *strings.Builder) {
-	s := b.String()
-	t := strings.TrimRight(s, " \t\r\n")
-	if strings.HasSuffix(t, ",") {
-		t = t[:len(t)-1]
-		b.Reset()
-		b.WriteString(t)
+// Text returns a scalar as text: strings as they are (trimmed), numbers
+// as written, booleans as true/false. Lists, objects and null give "".
+func Text(v any) string {
+	switch t := v.(type) {
+	case string:
+		return strings.TrimSpace(t)
+	case Number:
+		return string(t)
+	case bool:
+		return strconv.FormatBool(t)
 	}
-}
-
-// trimDanglingKey removes a trailing `"key"` or `"key":` left without a value.
-func trimDanglingKey(b *strings.Builder) {
-	s := strings.TrimRight(b.String(), " \t\r\n")
-	colon := strings.HasSuffix(s, ":")
-	if colon {
-		s = strings.TrimRight(s[:len(s)-1], " \t\r\n")
-	}
-	if !strings.HasSuffix(s, `"`) {
-		return
-	}
-	// Find the opening quote of this trailing string and what precedes it.
-	j := len(s) - 2
-	for j >= 0 && !(s[j] == '"' && (j == 0 || s[j-1] != '\\')) {
-		j--
-	}
-	if j < 0 {
-		return
-	}
-	before := strings.TrimRight(s[:j], " \t\r\n")
-	if !colon && !(strings.HasSuffix(before, "{") || strings.HasSuffix(before, ",")) {
-		return // a value, not a key
-	}
-	if colon || strings.HasSuffix(before, "{") || strings.HasSuffix(before, ",") {
-		before = strings.TrimSuffix(before, ",")
-		b.Reset()
-		b.WriteString(before)
-	}
+	return ""
 }

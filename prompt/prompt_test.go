@@ -3,68 +3,9 @@ package prompt
 import (
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 )
-
-type reasonOut struct {
-	Step1 [][]string `json:"step1"`
-	Step2 []string   `json:"step2"`
-}
-
-func TestExtractJSON(t *testing.T) {
-	tests := []struct {
-		name     string
-		reply    string
-		want     reasonOut
-		from     string
-		repaired bool
-	}{
-		{"fenced", "thinking...\n```json\n{\"step1\": [[\"Addition\", \"a dog\"]], \"step2\": [\"a dog\"]}\n```\nbye {\"step2\": [\"other\"]}",
-			reasonOut{[][]string{{"Addition", "a dog"}}, []string{"a dog"}}, "fenced", false},
-		{"fence uppercase", "```JSON\n{\"step2\": [\"x\"]}```", reasonOut{nil, []string{"x"}}, "fenced", false},
-		{"span", "Here: {\"step2\": [\"a cat\"]} and {\"step2\": [\"no\"]}", reasonOut{nil, []string{"a cat"}}, "span", false},
-		{"trailing commas", "{\"step1\": [[\"Removal\", \"hat\"],], \"step2\": [\"a\", \"b\",],}", reasonOut{[][]string{{"Removal", "hat"}}, []string{"a", "b"}}, "span", true},
-		{"single quotes", "{'step2': ['it\\'s red', \"don't stop\", 'a \"big\" dog']}", reasonOut{nil, []string{"it's red", "don't stop", `a "big" dog`}}, "span", true},
-		{"apostrophe in single quoted", "{'step2': ['the dog's toy']}", reasonOut{nil, []string{"the dog's toy"}}, "span", true},
-		{"unclosed", "```json\n{\"step1\": [[\"Addition\", \"a hat\"]], \"step2\": [\"one\", \"two", reasonOut{[][]string{{"Addition", "a hat"}}, []string{"one", "two"}}, "fenced", true},
-		{"unclosed span dangling key", "{\"step2\": [\"one\"], \"step1\":", reasonOut{nil, []string{"one"}}, "span", true},
-		{"nested braces in string", "{\"step2\": [\"a {curly} sign\"]}", reasonOut{nil, []string{"a {curly} sign"}}, "span", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var got reasonOut
-			ex, err := ExtractJSON(tc.reply, &got)
-			if err != nil {
-				t.Fatalf("ExtractJSON: %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got %+v, want %+v", got, tc.want)
-			}
-			if ex.From != tc.from || ex.Repaired != tc.repaired {
-				t.Errorf("extraction %+v, want from=%s repaired=%v", ex, tc.from, tc.repaired)
-			}
-		})
-	}
-}
-
-func TestExtractJSONNothing(t *testing.T) {
-	for _, reply := range []string{"", "no json here", "[1,2,3]", "{{{:::"} {
-		var v reasonOut
-		if _, err := ExtractJSON(reply, &v); err == nil {
-			t.Errorf("ExtractJSON(%q) = nil error, want ErrNoJSON", reply)
-		}
-	}
-}
-
-func TestRepairPython(t *testing.T) {
-	got := Repair(`{'a': True, 'b': [False, None], 'c': 'TrueStory'}`)
-	want := `{"a": true, "b": [false, null], "c": "TrueStory"}`
-	if got != want {
-		t.Errorf("Repair = %s, want %s", got, want)
-	}
-}
 
 func TestLibrary(t *testing.T) {
 	lib, err := Load("")
