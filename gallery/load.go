@@ -4,8 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
+	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -83,7 +88,37 @@ func (db *DB) Load(ctx context.Context, clipModel, captionKey string) (*vindex.I
 
 // LoadWithInfo is Load that also reports what was loaded.
 func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*vindex.Index, LoadInfo, error) {
+	return db.LoadWith(ctx, LoadOptions{ClipModel: clipModel, CaptionKey: captionKey})
+}
+
+// LoadOptions selects what LoadWith reads and how it lays it out.
+type LoadOptions struct {
+	// ClipModel and CaptionKey are Load's arguments.
+	ClipModel, CaptionKey string
+	// Fuse folds each caption vector into its image vector while reading,
+	// at caption weight FuseTau (vindex.Index.Fuse): the index then holds
+	// one matrix instead of two and answers only queries with that tau.
+	Fuse    bool
+	FuseTau float32
+	// Compact also builds the 8-bit copy that makes single queries fast on
+	// large galleries (vindex.Index.Compact; results do not change). With
+	// caption vectors it needs Fuse.
+	Compact bool
+	// Threads bounds the concurrent readers (0: GOMAXPROCS).
+	Threads int
+}
+
+// LoadWith reads a gallery like Load, with options.
+func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, LoadInfo, error) {
 	var info LoadInfo
+	clipModel, captionKey := opt.ClipModel, opt.CaptionKey
+	threads := opt.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	if opt.Fuse && (math.IsNaN(float64(opt.FuseTau)) || opt.FuseTau < 0 || opt.FuseTau > 1) {
+		return nil, info, fmt.Errorf("load image DB %s: tau %v is outside [0, 1]", db.path, opt.FuseTau)
+	}
 	model, dim, err := db.Model(ctx)
 	if err != nil {
 		return nil, info, err
@@ -124,7 +159,8 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 	// Reading is done table by table in storage order (no ORDER BY over
 	// rows holding vectors, which would make SQLite sort the blobs): first
 	// which images have an embedding, then the gallery order, then each
-	// vector table decoded straight into place.
+	// vector table decoded straight into place, by several readers that
+	// each take one range of the table's rows.
 	has, err := db.idSet(ctx, `SELECT image_id FROM image_embeddings WHERE model = ?`, model)
 	if err != nil {
 		return nil, info, err
@@ -153,17 +189,27 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 	if err := rows.Err(); err != nil {
 		return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
 	}
+	has = nil
 	n := len(ix.Names)
 	ix.Image = make([]float32, n*dim)
-	if err := db.readVectors(ctx, ix.Image, dim, at, ix.Names, "image embedding",
-		`SELECT image_id, dtype, vec FROM image_embeddings WHERE model = ?`, model); err != nil {
+	err = db.readVectors(ctx, threads, "image_embeddings", dim, at, ix.Names, "image embedding",
+		func(i int, v []float32) { copy(ix.Image[i*dim:(i+1)*dim], v) },
+		`model = ?`, model)
+	if err != nil {
 		return nil, info, err
 	}
 	if ix.HasCaption {
-		ix.Caption = make([]float32, n*dim)
 		got := make([]bool, n)
-		err := db.readVectorsMark(ctx, ix.Caption, dim, at, ix.Names, got, "caption embedding",
-			`SELECT image_id, dtype, vec FROM caption_embeddings WHERE key = ? AND model = ?`, captionKey, model)
+		var put func(i int, v []float32)
+		if opt.Fuse {
+			put = func(i int, v []float32) { vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], v, opt.FuseTau) }
+		} else {
+			ix.Caption = make([]float32, n*dim)
+			put = func(i int, v []float32) { copy(ix.Caption[i*dim:(i+1)*dim], v) }
+		}
+		err := db.readVectors(ctx, threads, "caption_embeddings", dim, at, ix.Names, "caption embedding",
+			func(i int, v []float32) { put(i, v); got[i] = true },
+			`key = ? AND model = ?`, captionKey, model)
 		if err != nil {
 			return nil, info, err
 		}
@@ -172,12 +218,22 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 				info.MissingCaptions++
 			}
 		}
-		if info.MissingCaptions == n {
+		switch {
+		case info.MissingCaptions == n:
+			// No caption vector at all: nothing was fused, tau is moot.
 			ix.HasCaption, ix.Caption = false, nil
 			info.CaptionKey, info.MissingCaptions = "", 0
+		case opt.Fuse:
+			zero := make([]float32, dim)
+			for i, g := range got {
+				if !g { // no caption: the caption term is 0
+					vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], zero, opt.FuseTau)
+				}
+			}
+			ix.HasCaption, ix.Fused, ix.FusedTau = false, true, opt.FuseTau
 		}
 	}
-	if ix.HasCaption {
+	if captionKey != "" && (ix.HasCaption || ix.Fused) {
 		ix.Captions = make([]string, n)
 		rows, err := db.sql.QueryContext(ctx, `SELECT image_id, text FROM captions WHERE key = ?`, captionKey)
 		if err != nil {
@@ -201,56 +257,86 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 	}
 	info.Images = n
 	info.Skipped = total - n
+	at = nil
+	if opt.Compact {
+		ix.Threads = threads
+		if err := ix.Compact(ctx); err != nil {
+			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
+		}
+		ix.Threads = 0
+	}
 	// Decoding left garbage about the size of the vectors; hand it back to
 	// the OS now rather than keeping the process at twice its live size.
 	debug.FreeOSMemory()
 	return ix, info, nil
 }
 
-func (db *DB) readVectors(ctx context.Context, dst []float32, dim int, at map[int64]int, names []string, what, q string, args ...any) error {
-	return db.readVectorsMark(ctx, dst, dim, at, names, nil, what, q, args...)
-}
-
-// readVectorsMark decodes (image_id, dtype, vec) rows into dst at each
-// image's position, L2-normalised, marking got[position].
-func (db *DB) readVectorsMark(ctx context.Context, dst []float32, dim int, at map[int64]int, names []string, got []bool, what, q string, args ...any) error {
-	rows, err := db.sql.QueryContext(ctx, q, args...)
-	if err != nil {
+// readVectors decodes the (image_id, dtype, vec) rows of table that match
+// where into put(position, L2-normalised vector). The table's rows are
+// split into threads ranges of rowid, each read on its own connection;
+// put is called concurrently, never twice for one position.
+func (db *DB) readVectors(ctx context.Context, threads int, table string, dim int, at map[int64]int, names []string, what string, put func(i int, v []float32), where string, args ...any) error {
+	var lo, hi sql.NullInt64
+	if err := db.sql.QueryRowContext(ctx, `SELECT MIN(rowid), MAX(rowid) FROM `+table).Scan(&lo, &hi); err != nil {
 		return fmt.Errorf("load image DB %s: %w", db.path, err)
 	}
-	defer rows.Close()
-	var (
-		id  int64
-		dt  string
-		vec sql.RawBytes
-	)
-	count := 0
-	for rows.Next() {
-		if err := rows.Scan(&id, &dt, &vec); err != nil {
-			return fmt.Errorf("load image DB %s: %w", db.path, err)
-		}
-		i, ok := at[id]
-		if !ok {
-			continue
-		}
-		v := dst[i*dim : (i+1)*dim]
-		if err := decodeVec(dt, vec, v); err != nil {
-			return fmt.Errorf("load image DB %s: image %s: %s: %w", db.path, names[i], what, err)
-		}
-		normalize(v)
-		if got != nil {
-			got[i] = true
-		}
-		if count++; count%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
+	if !lo.Valid {
+		return nil
+	}
+	span := hi.Int64 - lo.Int64 + 1
+	parts := int64(max(1, threads))
+	if span < 4096 {
+		parts = 1
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for p := int64(0); p < parts; p++ {
+		a := lo.Int64 + span*p/parts
+		b := lo.Int64 + span*(p+1)/parts // exclusive
+		g.Go(func() error {
+			conn, err := db.sql.Conn(gctx)
+			if err != nil {
+				return fmt.Errorf("load image DB %s: %w", db.path, err)
 			}
-		}
+			defer conn.Close()
+			q := `SELECT image_id, dtype, vec FROM ` + table + ` WHERE ` + where + ` AND rowid >= ? AND rowid < ?`
+			rows, err := conn.QueryContext(gctx, q, append(slices.Clip(args), a, b)...)
+			if err != nil {
+				return fmt.Errorf("load image DB %s: %w", db.path, err)
+			}
+			defer rows.Close()
+			var (
+				id  int64
+				dt  string
+				vec sql.RawBytes
+			)
+			buf := make([]float32, dim)
+			count := 0
+			for rows.Next() {
+				if err := rows.Scan(&id, &dt, &vec); err != nil {
+					return fmt.Errorf("load image DB %s: %w", db.path, err)
+				}
+				i, ok := at[id]
+				if !ok {
+					continue
+				}
+				if err := decodeVec(dt, vec, buf); err != nil {
+					return fmt.Errorf("load image DB %s: image %s: %s: %w", db.path, names[i], what, err)
+				}
+				normalize(buf)
+				put(i, buf)
+				if count++; count%4096 == 0 {
+					if err := gctx.Err(); err != nil {
+						return err
+					}
+				}
+			}
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("load image DB %s: %w", db.path, err)
+			}
+			return nil
+		})
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load image DB %s: %w", db.path, err)
-	}
-	return nil
+	return g.Wait()
 }
 
 // Stats summarises a DB for 'imagescope db info'.

@@ -55,6 +55,13 @@ type Index struct {
 	// Threads bounds the goroutines one Search uses (0: GOMAXPROCS).
 	Threads int
 
+	// Fused reports that Image holds the fused rows (1-FusedTau) v + FusedTau c
+	// (see Fuse); queries must then ask for tau FusedTau.
+	Fused    bool
+	FusedTau float32
+
+	compact *compact // 8-bit copy for single-query scans (see Compact)
+
 	posOnce sync.Once
 	pos     map[string]int
 }
@@ -123,6 +130,9 @@ func (ix *Index) Validate() error {
 	if len(ix.Image) != n*ix.Dim {
 		return fmt.Errorf("vindex: %d image values for %d images of dimension %d", len(ix.Image), n, ix.Dim)
 	}
+	if ix.Fused && ix.HasCaption {
+		return errors.New("vindex: a fused index holds no separate caption vectors")
+	}
 	if ix.HasCaption && len(ix.Caption) != n*ix.Dim {
 		return fmt.Errorf("vindex: %d caption values for %d images of dimension %d", len(ix.Caption), n, ix.Dim)
 	}
@@ -153,6 +163,22 @@ func (ix *Index) Search(ctx context.Context, qs []Query, k int) ([][]Hit, error)
 // KernelName names the multiply kernel Search uses on this CPU.
 func KernelName() string { return pickKernel().name }
 
+// threads is the goroutine bound of one Search.
+func (ix *Index) threads() int {
+	if ix.Threads > 0 {
+		return ix.Threads
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// compactMaxQueries is the largest number of unrestricted queries of one
+// Search answered by compact scans; more go through the blocked multiply,
+// which reads the gallery once for a whole panel of queries.
+const compactMaxQueries = 4
+
+// compactMaxK bounds k for compact scans (their candidate sets grow with k).
+const compactMaxK = 4096
+
 func (ix *Index) search(ctx context.Context, kern kernel, qs []Query, k int) ([][]Hit, error) {
 	if err := ix.Validate(); err != nil {
 		return nil, err
@@ -169,10 +195,7 @@ func (ix *Index) search(ctx context.Context, kern kernel, qs []Query, k int) ([]
 	if k > n {
 		k = n // also bounds the per-query heaps
 	}
-	threads := ix.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+	threads := ix.threads()
 	out := make([][]Hit, len(qs))
 	if n == 0 || len(qs) == 0 {
 		for i := range out {
@@ -192,6 +215,16 @@ func (ix *Index) search(ctx context.Context, kern kernel, qs []Query, k int) ([]
 		if err := ix.searchRestricted(ctx, kern, preps, restricted, k, threads, out); err != nil {
 			return nil, err
 		}
+	}
+	if ix.compact != nil && k > 0 && k <= compactMaxK && len(full) > 0 && len(full) <= compactMaxQueries {
+		for _, qi := range full {
+			hits, err := ix.searchCompact(ctx, kern, &preps[qi], k, threads)
+			if err != nil {
+				return nil, err
+			}
+			out[qi] = hits
+		}
+		return out, nil
 	}
 	// Queries with a caption term first, so panels of tau = 0 queries can
 	// skip the caption pass entirely.
@@ -238,6 +271,12 @@ func (ix *Index) prepare(q *Query) (prepared, error) {
 	}
 	inv := float32(len(q.Descriptions))
 	tau := q.Tau
+	if ix.Fused {
+		if tau != ix.FusedTau {
+			return prepared{}, fmt.Errorf("tau %v: the gallery was loaded fused for tau %v (load it unfused to search with other weights)", tau, ix.FusedTau)
+		}
+		tau = 0 // the fused rows already weigh the caption
+	}
 	if !ix.HasCaption {
 		tau = 0
 	}
@@ -438,6 +477,6 @@ func (ix *Index) CaptionText(name string) (string, bool) {
 	return ix.Captions[i], true
 }
 
-// HasCaptions reports whether caption embeddings are present (otherwise
-// tau is treated as 0).
-func (ix *Index) HasCaptions() bool { return ix.HasCaption }
+// HasCaptions reports whether caption embeddings are present, separately
+// or fused (otherwise tau is treated as 0).
+func (ix *Index) HasCaptions() bool { return ix.HasCaption || ix.Fused }

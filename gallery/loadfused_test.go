@@ -1,0 +1,85 @@
+package gallery
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/imagescope/imagescope/vindex"
+)
+
+// Loading with several readers gives the same index as one reader, and a
+// fused load gives the same rows as loading unfused and fusing, including
+// images without a caption (the caption term is then 0).
+func TestLoadWithReadersAndFuse(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	n, dim := 5000, 8
+	names := make([]string, n)
+	caps := map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("img%05d.jpg", i)
+		caps[names[i]] = "caption " + names[i]
+	}
+	writeRefDB(t, src, names, dim, caps)
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "f.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "test/clip"}); err != nil {
+		t.Fatal(err)
+	}
+	// Some images without a caption vector.
+	if _, err := db.sql.ExecContext(ctx, `DELETE FROM caption_embeddings WHERE image_id % 7 = 3`); err != nil {
+		t.Fatal(err)
+	}
+	one, info1, err := db.LoadWith(ctx, LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	three, info3, err := db.LoadWith(ctx, LoadOptions{Threads: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info1 != info3 || !slices.Equal(one.Names, three.Names) || !slices.Equal(one.Image, three.Image) || !slices.Equal(one.Caption, three.Caption) {
+		t.Fatalf("one reader and three readers load different indexes: %+v vs %+v", info1, info3)
+	}
+	if info1.MissingCaptions == 0 || info1.Images != n {
+		t.Fatalf("info %+v", info1)
+	}
+	const tau = 0.15
+	fused, infoF, err := db.LoadWith(ctx, LoadOptions{Threads: 2, Fuse: true, FuseTau: tau, Compact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := one.Fuse(tau); err != nil {
+		t.Fatal(err)
+	}
+	if infoF != info1 || !fused.Fused || fused.FusedTau != tau || fused.HasCaption || !slices.Equal(fused.Image, one.Image) {
+		t.Fatalf("fused load differs from load + Fuse (info %+v)", infoF)
+	}
+	if fused.CompactBytes() == 0 {
+		t.Fatal("no compact copy built")
+	}
+	if c, ok := fused.CaptionText(names[0]); !ok || c != caps[names[0]] {
+		t.Fatalf("caption text %q %v", c, ok)
+	}
+	q := []vindex.Query{{Descriptions: [][]float32{one.Image[5*dim : 6*dim]}, Tau: tau}}
+	a, err := fused.Search(ctx, q, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := one.Search(ctx, q, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a[0], b[0]) {
+		t.Fatalf("compact fused search %v, exact %v", a[0], b[0])
+	}
+	if _, _, err := db.LoadWith(ctx, LoadOptions{Fuse: true, FuseTau: 2}); err == nil {
+		t.Fatal("tau 2 accepted")
+	}
+}
