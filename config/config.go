@@ -28,13 +28,19 @@ const (
 	RoleCaptioner = "captioner"
 	RoleReasoner  = "reasoner"
 	RoleProposer  = "proposer"
-	RoleVerifier  = "verifier"
-	RoleEvaluator = "evaluator"
-	RoleEmbedder  = "embedder"
+	// RoleQuestioner proposes the question a chat asks back; unset fields
+	// default to the reasoner's.
+	RoleQuestioner = "questioner"
+	RoleVerifier   = "verifier"
+	RoleEvaluator  = "evaluator"
+	RoleEmbedder   = "embedder"
 )
 
 // RoleNames lists every role in pipeline order.
-var RoleNames = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator, RoleEmbedder}
+var RoleNames = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleQuestioner, RoleVerifier, RoleEvaluator, RoleEmbedder}
+
+// inheriting are the roles whose unset fields default to the reasoner's.
+var inheriting = []string{RoleProposer, RoleQuestioner}
 
 // DefaultCLIPModel is the CLIP checkpoint used when none is configured
 // (small enough for a laptop).
@@ -56,9 +62,9 @@ type Config struct {
 	// Path is the file the configuration was read from ("" when none).
 	Path string `yaml:"-"`
 
-	// proposerOwn is the proposer as written (before inheriting from the
-	// reasoner), so Finish can be re-run after Set.
-	proposerOwn *Role
+	// own holds the inheriting roles as written (before inheriting from
+	// the reasoner), so Finish can be re-run after Set.
+	own map[string]*Role
 }
 
 // CLIP configures the in-process CLIP encoder.
@@ -84,9 +90,12 @@ type Roles struct {
 	Reasoner  Role `yaml:"reasoner"`
 	// Proposer writes the verifier's propositions; unset fields default to
 	// the reasoner's.
-	Proposer  Role `yaml:"proposer"`
-	Verifier  Role `yaml:"verifier"`
-	Evaluator Role `yaml:"evaluator"`
+	Proposer Role `yaml:"proposer"`
+	// Questioner proposes the next question of a chat (asking back);
+	// unset fields default to the reasoner's.
+	Questioner Role `yaml:"questioner"`
+	Verifier   Role `yaml:"verifier"`
+	Evaluator  Role `yaml:"evaluator"`
 	// Embedder is an optional remote CLIP-like embedding server used
 	// instead of the in-process encoder.
 	Embedder Role `yaml:"embedder"`
@@ -219,6 +228,8 @@ func (c *Config) rolePtr(name string) *Role {
 		return &c.Roles.Reasoner
 	case RoleProposer:
 		return &c.Roles.Proposer
+	case RoleQuestioner:
+		return &c.Roles.Questioner
 	case RoleVerifier:
 		return &c.Roles.Verifier
 	case RoleEvaluator:
@@ -234,12 +245,13 @@ var roleDefaults = map[string]struct {
 	timeout   time.Duration
 	maxTokens int
 }{
-	RoleCaptioner: {60 * time.Second, 256},
-	RoleReasoner:  {120 * time.Second, 2048},
-	RoleProposer:  {120 * time.Second, 2048},
-	RoleVerifier:  {20 * time.Second, 3},
-	RoleEvaluator: {180 * time.Second, 4096},
-	RoleEmbedder:  {10 * time.Second, 0},
+	RoleCaptioner:  {60 * time.Second, 256},
+	RoleReasoner:   {120 * time.Second, 2048},
+	RoleProposer:   {120 * time.Second, 2048},
+	RoleQuestioner: {120 * time.Second, 2048},
+	RoleVerifier:   {20 * time.Second, 3},
+	RoleEvaluator:  {180 * time.Second, 4096},
+	RoleEmbedder:   {10 * time.Second, 0},
 }
 
 // Default returns the built-in configuration (no roles configured).
@@ -452,8 +464,8 @@ func (c *Config) Set(key, value string) error {
 		if r == nil {
 			return fmt.Errorf("%s: unknown role %q (roles: %s)", key, parts[1], strings.Join(RoleNames, ", "))
 		}
-		if parts[1] == RoleProposer && c.proposerOwn != nil {
-			if err := c.proposerOwn.set(parts[2], value); err != nil {
+		if own := c.own[parts[1]]; own != nil {
+			if err := own.set(parts[2], value); err != nil {
 				return err
 			}
 		}
@@ -524,8 +536,8 @@ func (r *Role) set(field, value string) error {
 	return nil
 }
 
-// Finish applies defaults that depend on other values (the proposer
-// inheriting from the reasoner, per-role timeouts, the cache path), resolves
+// Finish applies defaults that depend on other values (the proposer and
+// questioner inheriting from the reasoner, per-role timeouts, the cache path), resolves
 // API keys from the environment and validates everything. Load calls it;
 // call it again after Set.
 func (c *Config) Finish(getenv func(string) string) error {
@@ -547,17 +559,23 @@ func (c *Config) Finish(getenv func(string) string) error {
 	if c.Cache.Path == "" {
 		c.Cache.Path = filepath.Join(c.Home, "cache", "answers.db")
 	}
-	if c.proposerOwn == nil {
-		own := c.Roles.Proposer
-		c.proposerOwn = &own
+	if c.own == nil {
+		c.own = map[string]*Role{}
 	}
-	base := c.Roles.Reasoner
-	if own := c.proposerOwn; own.Model != "" && own.Model != base.Model && own.ModelID == "" {
-		// Another model: the reasoner's identity in the cache key would
-		// mix their answers up.
-		base.ModelID = ""
+	for _, name := range inheriting {
+		p := c.rolePtr(name)
+		if c.own[name] == nil {
+			own := *p
+			c.own[name] = &own
+		}
+		base := c.Roles.Reasoner
+		if own := c.own[name]; own.Model != "" && own.Model != base.Model && own.ModelID == "" {
+			// Another model: the reasoner's identity in the cache key
+			// would mix their answers up.
+			base.ModelID = ""
+		}
+		*p = inherit(*c.own[name], base)
 	}
-	c.Roles.Proposer = inherit(*c.proposerOwn, base)
 	for _, name := range RoleNames {
 		r := c.rolePtr(name)
 		applyRoleDefaults(name, r)

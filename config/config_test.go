@@ -76,6 +76,9 @@ roles:
 	if pr.Model != "proposer-big" || len(pr.Endpoints) != 2 || pr.MaxInFlight != 16 || pr.APIKey != "sekrit" || pr.CacheModelID() != "proposer-big" {
 		t.Errorf("proposer did not inherit from the reasoner: %+v", pr)
 	}
+	if q := c.Roles.Questioner; q.Model != "reasoner" || len(q.Endpoints) != 2 || q.CacheModelID() != "meta-llama/Meta-Llama-3-8B-Instruct" {
+		t.Errorf("questioner did not inherit from the reasoner: %+v", q)
+	}
 	if c.Roles.Captioner.Configured() || c.Roles.Evaluator.Configured() {
 		t.Error("unset roles must not be configured")
 	}
@@ -89,11 +92,17 @@ roles:
 	if err := c.Set("cache.disabled", "true"); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Set("roles.questioner.model", "asker"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Finish(env(nil)); err != nil {
 		t.Fatal(err)
 	}
 	if c.Roles.Proposer.Timeout != 5*time.Second || c.Roles.Proposer.Model != "proposer-big" || !c.Cache.Disabled {
 		t.Errorf("after Set: proposer %+v cache %+v", c.Roles.Proposer, c.Cache)
+	}
+	if q := c.Roles.Questioner; q.Model != "asker" || q.Timeout != 5*time.Second || q.CacheModelID() != "asker" {
+		t.Errorf("after Set: questioner %+v", q)
 	}
 }
 

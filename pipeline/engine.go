@@ -43,6 +43,11 @@ type Options struct {
 	// InFlight bounds concurrent requests per role (role name -> limit;
 	// missing = 8).
 	InFlight map[string]int `json:"in_flight,omitempty"`
+	// AskQuestions is how many questions the questioner proposes when the
+	// engine asks back (3); AskProbe is how many top candidates each is
+	// checked on by the verifier (10). See ask.go for the rule and cost.
+	AskQuestions int `json:"ask_questions,omitempty"`
+	AskProbe     int `json:"ask_probe,omitempty"`
 }
 
 // DefaultOptions returns the paper's parameters.
@@ -50,7 +55,7 @@ func DefaultOptions() Options {
 	return Options{
 		Tau: 0.15, TopK: 20, Alpha: 3, Depth: 100, YesRule: "word",
 		ReasonerMaxTokens: 2048, VerifierMaxTokens: 16, EvaluatorMaxTokens: 4096,
-		FailureThreshold: 8,
+		FailureThreshold: 8, AskQuestions: 3, AskProbe: 10,
 	}
 }
 
@@ -80,6 +85,12 @@ func (o *Options) fill() error {
 	if o.FailureThreshold == 0 {
 		o.FailureThreshold = d.FailureThreshold
 	}
+	if o.AskQuestions == 0 {
+		o.AskQuestions = d.AskQuestions
+	}
+	if o.AskProbe == 0 {
+		o.AskProbe = d.AskProbe
+	}
 	switch {
 	case o.Tau < 0 || o.Tau > 1:
 		return fmt.Errorf("tau %g: must be within [0, 1]", o.Tau)
@@ -89,6 +100,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("alpha %d: must be positive", o.Alpha)
 	case o.Depth < 0:
 		return fmt.Errorf("depth %d: must be positive", o.Depth)
+	case o.AskQuestions < 0 || o.AskProbe < 0:
+		return fmt.Errorf("ask questions %d, ask probe %d: must be positive", o.AskQuestions, o.AskProbe)
 	case o.YesRule != "word" && o.YesRule != "substring":
 		return fmt.Errorf("yes rule %q: want word or substring", o.YesRule)
 	}
@@ -101,9 +114,12 @@ type Roles struct {
 	Captioner Chatter
 	Reasoner  Chatter
 	// Proposer writes stage-2 propositions; nil means the reasoner does.
-	Proposer  Chatter
-	Verifier  Chatter
-	Evaluator Chatter
+	Proposer Chatter
+	// Questioner proposes the next question of a chat; nil means the
+	// reasoner does.
+	Questioner Chatter
+	Verifier   Chatter
+	Evaluator  Chatter
 }
 
 // Config wires an Engine.
@@ -176,11 +192,14 @@ func New(cfg Config) (*Engine, error) {
 	add(RoleCaptioner, cfg.Roles.Captioner)
 	add(RoleReasoner, cfg.Roles.Reasoner)
 	add(RoleProposer, cfg.Roles.Proposer)
+	add(RoleQuestioner, cfg.Roles.Questioner)
 	add(RoleVerifier, cfg.Roles.Verifier)
 	add(RoleEvaluator, cfg.Roles.Evaluator)
-	if _, ok := e.roles[RoleProposer]; !ok {
-		if r, ok := e.roles[RoleReasoner]; ok {
-			e.roles[RoleProposer] = r
+	for _, name := range []string{RoleProposer, RoleQuestioner} {
+		if _, ok := e.roles[name]; !ok {
+			if r, ok := e.roles[RoleReasoner]; ok {
+				e.roles[name] = r
+			}
 		}
 	}
 	ne := 2
@@ -190,6 +209,12 @@ func New(cfg Config) (*Engine, error) {
 	e.embed = newLimiter(ne)
 	return e, nil
 }
+
+// chatRoles are the chat-model roles in pipeline order.
+var chatRoles = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleQuestioner, RoleVerifier, RoleEvaluator}
+
+// ChatRoles returns the chat-model role names in pipeline order.
+func ChatRoles() []string { return append([]string(nil), chatRoles...) }
 
 // Options returns the effective options.
 func (e *Engine) Options() Options { return e.opt }
@@ -232,7 +257,7 @@ type RoleStats struct {
 func (e *Engine) Stats() map[string]RoleStats {
 	out := map[string]RoleStats{}
 	seen := map[*role]bool{}
-	for _, name := range []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator} {
+	for _, name := range chatRoles {
 		r, ok := e.roles[name]
 		if !ok || seen[r] {
 			continue
@@ -249,7 +274,7 @@ func (e *Engine) Stats() map[string]RoleStats {
 // Down returns the roles that are marked down.
 func (e *Engine) Down() []string {
 	var out []string
-	for _, name := range []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleVerifier, RoleEvaluator} {
+	for _, name := range chatRoles {
 		if r, ok := e.roles[name]; ok && r.down.Load() && r.name == name {
 			out = append(out, name)
 		}
@@ -409,7 +434,7 @@ func stagePriority(roleName string) int {
 	switch roleName {
 	case RoleReasoner:
 		return 1
-	case RoleProposer, RoleVerifier:
+	case RoleProposer, RoleVerifier, RoleQuestioner:
 		return 2
 	case RoleEvaluator:
 		return 3

@@ -47,6 +47,10 @@ type Request struct {
 	// Resume is the state a chat's previous turn returned (Result.Chat):
 	// when its turns begin the dialogue, only the new rounds run.
 	Resume *ChatState `json:"-"`
+	// Ask proposes the next question to ask the user after the last round
+	// (Result.Ask): a text query is taken as a dialogue's opening line.
+	// Composed queries (with a reference) cannot be asked back.
+	Ask bool `json:"ask,omitempty"`
 }
 
 // Candidate is one ranked result.
@@ -117,6 +121,8 @@ type Result struct {
 	// Resumed is the number of chat rounds taken from Request.Resume
 	// instead of being run again.
 	Resumed int `json:"resumed,omitempty"`
+	// Ask is the proposed next question (Request.Ask).
+	Ask *Ask `json:"ask,omitempty"`
 }
 
 // ChatState is what a chat keeps between turns, so that the next turn
@@ -201,6 +207,12 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	if !chat && !byImage && strings.TrimSpace(req.Instruction) == "" {
 		return nil, fmt.Errorf("empty query: give an instruction, a reference image or a dialogue")
 	}
+	if req.Ask && !chat && (req.Reference != "" || req.ReferenceImage != nil) {
+		return nil, fmt.Errorf("asking back works for text and chat queries, not composed ones (with a reference image)")
+	}
+	if req.Ask && !e.Has(RoleQuestioner) {
+		return nil, fmt.Errorf("asking back needs a questioner or a reasoner: configure roles.reasoner (or roles.questioner)")
+	}
 	depth := req.Depth
 	if depth <= 0 {
 		depth = e.opt.Depth
@@ -257,6 +269,7 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 		observe(ev)
 	}
 	var last []Candidate
+	var final []string
 	for qi := range queries {
 		q := queries[qi]
 		stages := maxStage
@@ -274,11 +287,23 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 			carry = NextCarry(q.Round, req.Dialogue, carry, out.S1)
 		}
 		last = e.candidates(out, depth)
+		final = out.Final()
 	}
 	if chat {
 		res.Chat = &ChatState{Turns: append([]string(nil), req.Dialogue...), Carry: carry}
 	}
 	res.Ranking = last
+	if req.Ask {
+		dialogue := req.Dialogue
+		if !chat {
+			dialogue = []string{req.Instruction}
+		}
+		a, err := e.AskNext(ctx, dialogue, final)
+		if err != nil {
+			return nil, err
+		}
+		res.Ask = a
+	}
 	return res, nil
 }
 

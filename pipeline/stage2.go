@@ -222,23 +222,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 		return ctx.Err()
 	}
 	for i := range calls {
-		for r, n := range calls[i].Calls {
-			for range n {
-				s.add(r, nil, nil)
-			}
-		}
-		for r, n := range calls[i].Failures {
-			if s.Failures == nil {
-				s.Failures = map[string]int{}
-			}
-			s.Failures[r] += n
-		}
-		for r, n := range calls[i].CacheHits {
-			if s.CacheHits == nil {
-				s.CacheHits = map[string]int{}
-			}
-			s.CacheHits[r] += n
-		}
+		s.merge(calls[i])
 	}
 	if err := e.roleDownAfter(RoleVerifier, &s.Calls); err != nil {
 		return err

@@ -159,9 +159,11 @@ const (
 	RoleCaptioner = "captioner"
 	RoleReasoner  = "reasoner"
 	RoleProposer  = "proposer"
-	RoleVerifier  = "verifier"
-	RoleEvaluator = "evaluator"
-	RoleEmbedder  = "embedder"
+	// RoleQuestioner proposes the question to ask the user next in a chat.
+	RoleQuestioner = "questioner"
+	RoleVerifier   = "verifier"
+	RoleEvaluator  = "evaluator"
+	RoleEmbedder   = "embedder"
 )
 
 // ErrRoleDown is returned (wrapped in *RoleDownError) once a role has failed
@@ -274,6 +276,21 @@ func (c *Calls) add(role string, resp *ChatResponse, err error) {
 }
 
 func (c *Calls) fallback(kind string) { c.Fallbacks = append(c.Fallbacks, kind) }
+
+// merge adds o's counters (not its fallbacks) to c.
+func (c *Calls) merge(o Calls) {
+	add := func(dst *map[string]int, src map[string]int) {
+		for r, n := range src {
+			if *dst == nil {
+				*dst = map[string]int{}
+			}
+			(*dst)[r] += n
+		}
+	}
+	add(&c.Calls, o.Calls)
+	add(&c.Failures, o.Failures)
+	add(&c.CacheHits, o.CacheHits)
+}
 
 // Stage1 is what stage 1 did for one query.
 type Stage1 struct {

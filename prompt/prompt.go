@@ -28,10 +28,11 @@ const (
 	Propose  = "propose"  // stage 2: yes/no propositions
 	Verify   = "verify"   // stage 2: verifier question about one candidate
 	Evaluate = "evaluate" // stage 3: evaluator judgement of a side-by-side image
+	Ask      = "ask"      // chat: questions to ask the user next
 )
 
 // Names lists every template name.
-var names = []string{Caption, Reason, Propose, Verify, Evaluate}
+var names = []string{Caption, Reason, Propose, Verify, Evaluate, Ask}
 
 // Names returns every template name.
 func Names() []string { return append([]string(nil), names...) }

@@ -14,7 +14,8 @@ func TestLibrary(t *testing.T) {
 	}
 	for _, d := range Domains() {
 		for _, n := range Names() {
-			data := map[string]any{"Instruction": "make it red", "Reference": "a blue car", "Atomic": "(1) Modification: blue becomes red", "Question": "Is the car red?"}
+			data := map[string]any{"Instruction": "make it red", "Reference": "a blue car", "Atomic": "(1) Modification: blue becomes red", "Question": "Is the car red?",
+				"Dialogue": "(0) ein rotes Auto", "Candidates": "(1) a red car", "Count": 3}
 			s, err := lib.Render(d, n, data)
 			if err != nil {
 				t.Fatalf("%s/%s: %v", d, n, err)
@@ -24,6 +25,11 @@ func TestLibrary(t *testing.T) {
 			}
 			if n == Reason && !strings.Contains(s, "make it red") {
 				t.Errorf("%s/%s lacks the instruction", d, n)
+			}
+			// Queries come in any language; what reaches CLIP and the
+			// verifier must be English, and the prompts say so.
+			if (n == Reason || n == Propose || n == Ask) && !strings.Contains(s, "English") {
+				t.Errorf("%s/%s does not state the language rule", d, n)
 			}
 		}
 	}

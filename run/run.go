@@ -272,7 +272,7 @@ func (r *Runner) writeConfig() error {
 
 func (r *Runner) roleNames() []string {
 	var out []string
-	for _, n := range []string{pipeline.RoleCaptioner, pipeline.RoleReasoner, pipeline.RoleProposer, pipeline.RoleVerifier, pipeline.RoleEvaluator} {
+	for _, n := range pipeline.ChatRoles() {
 		if r.cfg.Engine.Has(n) {
 			out = append(out, n)
 		}

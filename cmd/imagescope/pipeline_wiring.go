@@ -69,7 +69,7 @@ func openRoles(ctx context.Context, cfg *config.Config, log *slog.Logger) (*role
 		}
 		rc.cache = c
 	}
-	for _, name := range []string{pipeline.RoleCaptioner, pipeline.RoleReasoner, pipeline.RoleProposer, pipeline.RoleVerifier, pipeline.RoleEvaluator} {
+	for _, name := range pipeline.ChatRoles() {
 		rcfg, ok := cfg.Role(name)
 		if !ok || !rcfg.Configured() {
 			continue
@@ -121,11 +121,12 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 		Images:        s.images,
 		Decode:        decodeImage,
 		Roles: pipeline.Roles{
-			Captioner: s.roles.chatter(pipeline.RoleCaptioner),
-			Reasoner:  s.roles.chatter(pipeline.RoleReasoner),
-			Proposer:  s.roles.chatter(pipeline.RoleProposer),
-			Verifier:  s.roles.chatter(pipeline.RoleVerifier),
-			Evaluator: s.roles.chatter(pipeline.RoleEvaluator),
+			Captioner:  s.roles.chatter(pipeline.RoleCaptioner),
+			Reasoner:   s.roles.chatter(pipeline.RoleReasoner),
+			Proposer:   s.roles.chatter(pipeline.RoleProposer),
+			Questioner: s.roles.chatter(pipeline.RoleQuestioner),
+			Verifier:   s.roles.chatter(pipeline.RoleVerifier),
+			Evaluator:  s.roles.chatter(pipeline.RoleEvaluator),
 		},
 		Prompts: lib,
 		Options: s.opt,
@@ -137,7 +138,7 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 // what the role's endpoints accept in total.
 func inFlightFromConfig(cfg *config.Config) map[string]int {
 	out := map[string]int{}
-	for _, name := range []string{pipeline.RoleCaptioner, pipeline.RoleReasoner, pipeline.RoleProposer, pipeline.RoleVerifier, pipeline.RoleEvaluator} {
+	for _, name := range pipeline.ChatRoles() {
 		r, ok := cfg.Role(name)
 		if !ok || !r.Configured() {
 			continue

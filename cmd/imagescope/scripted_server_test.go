@@ -31,6 +31,9 @@ type scriptedServer struct {
 	latency time.Duration
 	// down makes a role answer 503.
 	down map[string]bool
+	// noLanguageRule counts reasoner requests whose prompt does not ask
+	// for English output (queries may come in any language).
+	noLanguageRule int
 }
 
 var palette = []struct {
@@ -139,7 +142,15 @@ func (s *scriptedServer) reply(role, text string, img image.Image) string {
 			c = dominantColour(img, img.Bounds())
 		}
 		return "A " + c + " shape on a white background."
-	case "reasoner":
+	case "reasoner", "questioner":
+		if !strings.Contains(text, "English") {
+			s.mu.Lock()
+			s.noLanguageRule++
+			s.mu.Unlock()
+		}
+		if strings.Contains(text, "Propose up to") { // asking back
+			return askColours(text)
+		}
 		if strings.Contains(text, "[question,") { // propositions
 			instr := lineAfter(text, "Request:", "A user asked for a picture with this request:")
 			if instr == "" {
@@ -201,6 +212,48 @@ func (s *scriptedServer) reply(role, text string, img image.Image) string {
 		return "ANSWER: No\nREASON: the candidate is " + c + "."
 	}
 	return ""
+}
+
+// german names the palette colours for questions shown to a German user.
+var german = map[string]string{"red": "rot", "blue": "blau", "green": "grün", "yellow": "gelb", "purple": "lila",
+	"orange": "orange", "black": "schwarz", "grey": "grau", "pink": "rosa"}
+
+// askColours proposes one question per colour named in the candidates'
+// captions, in caption order, shown in German when the conversation opens
+// with "eine" (a German opening line).
+func askColours(text string) string {
+	var cands, dialogue string
+	if i := strings.Index(text, "each described by a one-sentence caption:\n"); i >= 0 {
+		cands = text[i:]
+		if j := strings.Index(cands, "\n\n"); j >= 0 {
+			cands = cands[:j]
+		}
+	}
+	if i := strings.Index(text, "\n(0) "); i >= 0 {
+		dialogue = strings.SplitN(text[i+1:], "\n\n", 2)[0]
+	}
+	de := strings.Contains(dialogue, "eine ")
+	seen := map[string]bool{}
+	var qs []map[string]string
+	for _, l := range strings.Split(cands, "\n") {
+		for _, c := range colourWords(l) {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			q := map[string]string{"en": "Is the shape " + c + "?", "user": "Is the shape " + c + "?"}
+			if de {
+				q["user"] = "Ist die Form " + german[c] + "?"
+			}
+			qs = append(qs, q)
+		}
+	}
+	lang := "English"
+	if de {
+		lang = "German"
+	}
+	b, _ := json.Marshal(map[string]any{"language": lang, "questions": qs})
+	return "Candidates differ by colour.\n```json\n" + string(b) + "\n```"
 }
 
 func newScriptedServer(t testing.TB) *scriptedServer {

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/adapt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +15,7 @@ import (
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -27,7 +28,9 @@ stage's reasoning. TEXT is a description (text-to-image), or with --ref the
 change to make to the reference image (composed retrieval). --dialog FILE
 holds a chat (a JSON array of strings, or one turn per line: the caption
 first, then "question? answer" turns); TEXT, if given, is added as the newest
-turn. Stages whose model roles are not configured are skipped, and the output
+turn. --ask proposes the question to ask next (the one whose yes/no answer
+best splits the current top candidates; printed last, in the user's
+language): answer it and add "question? answer" to the dialog. Stages whose model roles are not configured are skipped, and the output
 says which and why. --gallery indexes a folder (incrementally) first; --db
 searches an existing image DB.`)
 	ref := fs.String("ref", "", "reference image: a file, or the name of a gallery image")
@@ -36,6 +39,7 @@ searches an existing image DB.`)
 	dbPath := fs.String("db", "", "image DB to search")
 	wvCollection := fs.String("weaviate", "", "search this Weaviate collection (filled by 'index --queue ... --weaviate'; server from the config's weaviate.url or $IMAGESCOPE_WEAVIATE_URL) instead of an image DB")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	ask := fs.Bool("ask", false, "propose the next question to ask (text or chat queries; needs a reasoner or questioner, and a verifier to choose among questions)")
 	cf := addConfigFlags(fs)
 	stagesFlag := fs.String("stages", "s1,s2,s3", "stages to run: s1 | s1,s2 | s1,s2,s3")
 	tau := fs.Float64("tau", 0.15, "caption weight in the fused score")
@@ -152,7 +156,7 @@ searches an existing image DB.`)
 	if err != nil {
 		return err
 	}
-	req := pipeline.Request{Instruction: text, Dialogue: turns, Domain: *domain, MaxStage: lastStage, Depth: max(*limit, *topK), ExcludeReference: !*keepRef}
+	req := pipeline.Request{Instruction: text, Dialogue: turns, Domain: *domain, MaxStage: lastStage, Depth: max(*limit, *topK), ExcludeReference: !*keepRef, Ask: *ask}
 	if *ref != "" {
 		if _, ok := ix.Position(*ref); ok {
 			req.Reference = *ref
@@ -298,6 +302,33 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 	for i, c := range res.Ranking {
 		fmt.Fprintf(w, "%3d  %-30s %.4f  %s\n", i+1, c.Name, c.Score, images[c.Name])
 	}
+	if res.Ask != nil {
+		printAsk(w, res.Ask)
+	}
+}
+
+func printAsk(w io.Writer, a *pipeline.Ask) {
+	fmt.Fprintf(w, "\n== asking back (%s)\n", a.Rule)
+	for i, q := range a.Questions {
+		mark := " "
+		if i == a.Chosen {
+			mark = "*"
+		}
+		split := ""
+		if a.Rule == pipeline.AskRuleSplit {
+			split = fmt.Sprintf("  [yes on %d of %d top candidates]", q.Yes, q.Answered)
+		}
+		fmt.Fprintf(w, " %s %s%s\n", mark, q.English, split)
+	}
+	if len(a.Fallbacks) > 0 {
+		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(a.Fallbacks, ", "))
+	}
+	b := a.Best()
+	if b == nil {
+		fmt.Fprintf(w, "no question to ask\n")
+		return
+	}
+	fmt.Fprintf(w, "\nnext question: %s\n", b.Shown)
 }
 
 func head(s []string, n int) []string {

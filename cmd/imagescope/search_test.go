@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,12 +67,65 @@ func TestSearchCommand(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
 
+	// Asking back, in German: the question offered is the one whose
+	// answer best splits the probed top candidates (yes-fraction closest
+	// to 1/2, ties to the earlier question), and it is shown in German.
+	os.WriteFile(dlg, []byte("eine einzelne Form\n"), 0o644)
+	out, errs, code = f.search(t, "--dialog", dlg, "--gallery", gal, "--stages", "s1", "--ask")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	checkAskedBest(t, out)
+	if !strings.Contains(out, "next question: Ist die Form ") {
+		t.Errorf("the question is not shown in German:\n%s", out)
+	}
+	if f.srv.noLanguageRule != 0 {
+		t.Errorf("%d reasoner prompts without the language rule", f.srv.noLanguageRule)
+	}
+
 	// Bad usage.
 	if _, _, code := f.search(t, "x"); code != 2 {
 		t.Errorf("no gallery: exit %d, want 2", code)
 	}
 	if _, errs, code := f.search(t, "x", "--gallery", gal, "--dialog", filepath.Join(f.root, "missing.txt")); code != 1 || !strings.Contains(errs, "missing.txt") {
 		t.Errorf("missing dialog file: exit %d: %s", code, errs)
+	}
+}
+
+// checkAskedBest reads the "asking back" lines of search's output and
+// checks that the starred question has the best split.
+func checkAskedBest(t *testing.T, out string) {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^ ([ *]) (.*)  \[yes on (\d+) of (\d+) top candidates\]$`)
+	m := re.FindAllStringSubmatch(out, -1)
+	if len(m) < 2 {
+		t.Fatalf("fewer than two questions proposed:\n%s", out)
+	}
+	best, chosen := -1, -1
+	split := func(i int) float64 {
+		y, _ := strconv.Atoi(m[i][3])
+		n, _ := strconv.Atoi(m[i][4])
+		return math.Abs(float64(y)/float64(n) - 0.5)
+	}
+	for i := range m {
+		if best < 0 || split(i) < split(best) {
+			best = i
+		}
+		if m[i][1] == "*" {
+			chosen = i
+		}
+	}
+	if chosen != best {
+		t.Errorf("chose question %d, the best split is %d:\n%s", chosen, best, out)
+	}
+	worst := 0
+	for i := range m {
+		if split(i) > split(worst) {
+			worst = i
+		}
+	}
+	if split(worst) == split(best) {
+		t.Errorf("the questions do not differ in how they split the candidates:\n%s", out)
 	}
 }
 
