@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -105,11 +104,8 @@ func Turn(question, answer string) string {
 // written). Blank, duplicate and already-asked questions are dropped; at
 // most limit are kept (0 = all). ok is false when nothing was parseable.
 func ParseQuestions(reply string, dialogue []string, limit int) (language string, qs []Question, ok bool) {
-	var raw struct {
-		Language  string            `json:"language"`
-		Questions []json.RawMessage `json:"questions"`
-	}
-	if _, err := prompt.ExtractJSON(reply, &raw); err != nil {
+	found, err := prompt.FindObject(reply, "questions", "language")
+	if err != nil {
 		return "", nil, false
 	}
 	asked := map[string]bool{}
@@ -118,18 +114,21 @@ func ParseQuestions(reply string, dialogue []string, limit int) (language string
 			asked[questionKey(t[:i])] = true
 		}
 	}
-	for _, item := range raw.Questions {
+	lv, _ := found.Object.Get("language")
+	items, _ := found.Object.Get("questions")
+	list, isList := items.([]any)
+	if !isList && items != nil {
+		list = []any{items} // a single question
+	}
+	for _, item := range list {
 		var q Question
-		var s string
-		var obj struct {
-			EN   string `json:"en"`
-			User string `json:"user"`
-		}
-		switch {
-		case json.Unmarshal(item, &s) == nil:
-			q.English, q.Shown = s, s
-		case json.Unmarshal(item, &obj) == nil:
-			q.English, q.Shown = obj.EN, obj.User
+		switch v := item.(type) {
+		case string:
+			q.English, q.Shown = v, v
+		case prompt.Object:
+			en, _ := v.Get("en")
+			user, _ := v.Get("user")
+			q.English, q.Shown = prompt.Text(en), prompt.Text(user)
 		default:
 			continue
 		}
@@ -150,7 +149,7 @@ func ParseQuestions(reply string, dialogue []string, limit int) (language string
 			break
 		}
 	}
-	return strings.TrimSpace(raw.Language), qs, true
+	return prompt.Text(lv), qs, true
 }
 
 func questionKey(s string) string {
