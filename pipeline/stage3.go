@@ -9,6 +9,7 @@ import (
 	_ "image/gif" // decoders for gallery images
 	"image/jpeg"
 	_ "image/png"
+	"regexp"
 	"strings"
 
 	"github.com/imagescope/imagescope/imageio"
@@ -26,6 +27,20 @@ func EvalInstruction(s string) string {
 
 // EvaluatorSaysYes is the stage-3 decision: the reply contains "ANSWER: Yes".
 func EvaluatorSaysYes(reply string) bool { return strings.Contains(reply, "ANSWER: Yes") }
+
+// answerLine matches the evaluator's decision line.
+var answerLine = regexp.MustCompile(`(?im)^[\s*#>-]*answer\s*:\s*\**\s*(yes|no)\b[.!*]*\s*`)
+
+// EvaluatorReasoning returns the evaluator's reply without its
+// "ANSWER: Yes/No" line, so the decision is shown once beside the
+// explanation ("" when the reply holds nothing else).
+func EvaluatorReasoning(reply string) string {
+	loc := answerLine.FindStringIndex(reply)
+	if loc == nil {
+		return strings.TrimSpace(reply)
+	}
+	return strings.TrimSpace(reply[:loc[0]] + reply[loc[1]:])
+}
 
 // MoveToFront returns names with names[i] moved to the front; everything
 // else keeps its order.

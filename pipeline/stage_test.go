@@ -321,3 +321,17 @@ func TestChatCarry(t *testing.T) {
 		t.Errorf("round 3 previous %q", p)
 	}
 }
+
+func TestEvaluatorReasoning(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"ANSWER: Yes\nThe right image shows a dog.", "The right image shows a dog."},
+		{"**ANSWER: No**. It is a cat.", "It is a cat."},
+		{"The image shows a dog.\nANSWER: Yes", "The image shows a dog."},
+		{"ANSWER: Yes", ""},
+		{"no decision line", "no decision line"},
+	} {
+		if got := EvaluatorReasoning(c.in); got != c.want {
+			t.Errorf("EvaluatorReasoning(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -439,7 +438,7 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 	verdicts := map[string]*Verdict{}
 	if s3 != nil {
 		for _, ev := range s3.Evaluations {
-			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Reasoning: VerdictReasoning(ev.Reply), Error: ev.Error}
+			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Reasoning: pipeline.EvaluatorReasoning(ev.Reply), Error: ev.Error}
 		}
 	}
 	out.Hits = make([]Hit, 0, len(res.Ranking))
@@ -468,20 +467,6 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 }
 
 var stageName = map[int]string{1: StageRetrieve, 2: StageVerify, 3: StageEvaluate}
-
-// answerLine matches the evaluator's decision line.
-var answerLine = regexp.MustCompile(`(?im)^[\s*#>-]*answer\s*:\s*\**\s*(yes|no)\b[.!*]*\s*`)
-
-// VerdictReasoning returns the evaluator's reply without its
-// "ANSWER: Yes/No" line, so the decision is shown once beside the
-// explanation ("" when the reply holds nothing else).
-func VerdictReasoning(reply string) string {
-	loc := answerLine.FindStringIndex(reply)
-	if loc == nil {
-		return strings.TrimSpace(reply)
-	}
-	return strings.TrimSpace(reply[:loc[0]] + reply[loc[1]:])
-}
 
 // fallbackText explains the pipeline's fallbacks to people.
 var fallbackText = map[string]string{

@@ -669,20 +669,6 @@ func TestRealPipelineProgressive(t *testing.T) {
 	}
 }
 
-func TestVerdictReasoning(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"ANSWER: Yes\nThe right image shows a dog.", "The right image shows a dog."},
-		{"**ANSWER: No**. It is a cat.", "It is a cat."},
-		{"The image shows a dog.\nANSWER: Yes", "The image shows a dog."},
-		{"ANSWER: Yes", ""},
-		{"no decision line", "no decision line"},
-	} {
-		if got := VerdictReasoning(c.in); got != c.want {
-			t.Errorf("VerdictReasoning(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}
-
 func TestRealPipelineMoreLikeThis(t *testing.T) {
 	e := newRealEnv(t, true)
 	before := len(e.models.promptsOf("reasoner")) + len(e.models.promptsOf("verifier"))

@@ -16,16 +16,22 @@ import (
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/internal/adapt"
+	"github.com/imagescope/imagescope/internal/progress"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/vindex"
 )
 
 // runSearch implements 'imagescope search'.
 func runSearch(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "search", `"TEXT" [--ref IMAGE] [--dialog FILE] (--gallery DIR | --db PATH | --weaviate COLLECTION) [--json]`,
+	fs := newFlagSet(e, "search", `["TEXT"] [--ref IMAGE] [--dialog FILE] (--gallery DIR | --db PATH | --weaviate COLLECTION) [--json]`,
 		`Run one query through the configured stages and print the ranking with each
 stage's reasoning. TEXT is a description (text-to-image), or with --ref the
-change to make to the reference image (composed retrieval). --dialog FILE
+change to make to the reference image (composed retrieval). --ref without
+TEXT finds images like the reference ("more like this"): CLIP image-to-image
+similarity fused with caption similarity, the reference left out, stages 2
+and 3 skipped (no text to verify). On a terminal the stage-1 ranking is
+printed as soon as it exists, then the final one (--json prints only the
+final result). --dialog FILE
 holds a chat (a JSON array of strings, or one turn per line: the caption
 first, then "question? answer" turns); TEXT, if given, is added as the newest
 turn. --ask proposes the question to ask next (the one whose yes/no answer
@@ -69,8 +75,11 @@ searches an existing image DB.`)
 	if n := btoi(*galleryDir != "") + btoi(*dbPath != "") + btoi(*wvCollection != ""); n != 1 {
 		return usagef("give exactly one of --gallery DIR, --db PATH and --weaviate COLLECTION")
 	}
-	if text == "" && *dialog == "" {
-		return usagef("nothing to search: give TEXT or --dialog FILE")
+	if text == "" && *dialog == "" && *ref == "" {
+		return usagef("nothing to search: give TEXT, --ref IMAGE (images like it) or --dialog FILE")
+	}
+	if *ref != "" && *dialog != "" {
+		return usagef("--ref and --dialog do not go together: a chat takes no reference image")
 	}
 	lastStage, err := parseStages(*stagesFlag)
 	if err != nil {
@@ -177,7 +186,15 @@ searches an existing image DB.`)
 			}
 		}
 	}
-	res, err := eng.Search(ctx, req, nil)
+	var observe func(pipeline.StageEvent)
+	if !*asJSON && progress.IsTerminal(e.stdout) {
+		observe = func(ev pipeline.StageEvent) {
+			if ev.Stage == 1 && !ev.Started && ev.Ranking != nil && lastStage > 1 {
+				printFirstResults(e, ev.Ranking, *limit)
+			}
+		}
+	}
+	res, err := eng.Search(ctx, req, observe)
 	if err != nil {
 		return err
 	}
@@ -196,7 +213,7 @@ searches an existing image DB.`)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	printSearch(e, res, images)
+	printSearch(e, res, images, req.Reference != "" || req.ReferenceImage != nil)
 	return nil
 }
 
@@ -229,10 +246,26 @@ func readDialog(path string) ([]string, error) {
 	return turns, nil
 }
 
-func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
+// printFirstResults prints the stage-1 ranking while later stages run.
+func printFirstResults(e *env, ranking []pipeline.Candidate, limit int) {
+	fmt.Fprintf(e.stdout, "first results (stage 1; verifying and judging next):\n")
+	for i, c := range head(ranking, limit) {
+		fmt.Fprintf(e.stdout, "%3d  %-30s s1 %.4f\n", i+1, c.Name, c.Score)
+	}
+	fmt.Fprintln(e.stdout)
+}
+
+// printSearch prints the stage traces and the final ranking. Every skipped
+// stage is said once: in its own section when it has a trace, else in the
+// lines before the first section.
+func printSearch(e *env, res *pipeline.Result, images adapt.FileImages, hasRef bool) {
 	w := e.stdout
+	traced := map[string]bool{}
+	for _, st := range res.Stages {
+		traced[fmt.Sprintf("stage%d", st.Stage)] = true
+	}
 	for _, k := range []string{"reasoning", "captions", "stage2", "stage3"} {
-		if why, ok := res.Skipped[k]; ok {
+		if why, ok := res.Skipped[k]; ok && !traced[k] {
 			fmt.Fprintf(w, "skipped %s: %s\n", k, why)
 		}
 	}
@@ -244,13 +277,26 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 		switch {
 		case st.Stage1 != nil:
 			s := st.Stage1
-			fmt.Fprintf(w, "\n== stage 1%s: reason + retrieve (%s)\n", round, st.Elapsed.Round(1e6))
-			fmt.Fprintf(w, "reference caption: %s\n", s.ReferenceCaption)
+			what := "reason + retrieve"
+			if s.ByImage {
+				what = "retrieve by image"
+			}
+			fmt.Fprintf(w, "\n== stage 1%s: %s (%s)\n", round, what, st.Elapsed.Round(1e6))
+			switch {
+			case st.Round > 0 && s.ReferenceCaption != "":
+				fmt.Fprintf(w, "running description: %s\n", s.ReferenceCaption)
+			case hasRef && s.ReferenceCaption != "":
+				fmt.Fprintf(w, "reference caption: %s\n", s.ReferenceCaption)
+			}
 			for _, a := range s.Atomic {
 				fmt.Fprintf(w, "  atomic %s: %s\n", a.Type, a.Content)
 			}
+			label := "description"
+			if s.ByImage {
+				label = "query"
+			}
 			for i, d := range s.Embedded {
-				fmt.Fprintf(w, "  description %d: %s\n", i+1, d)
+				fmt.Fprintf(w, "  %s %d: %s\n", label, i+1, d)
 			}
 			if len(s.Fallbacks) > 0 {
 				fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
@@ -258,11 +304,11 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 			fmt.Fprintf(w, "  tau %.2f, top: %s\n", s.Tau, strings.Join(head(s.Names(), 5), ", "))
 		case st.Stage2 != nil:
 			s := st.Stage2
-			fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
 			if s.Skipped != "" {
-				fmt.Fprintf(w, "  skipped: %s\n", s.Skipped)
+				fmt.Fprintf(w, "\n== stage 2%s: verify: skipped (%s)\n", round, s.Skipped)
 				continue
 			}
+			fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
 			for i, p := range s.Propositions {
 				fmt.Fprintf(w, "  Q%d %s (expected %v)\n", i+1, p.Question, p.Expected)
 			}
@@ -281,11 +327,11 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 			}
 		case st.Stage3 != nil:
 			s := st.Stage3
-			fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
 			if s.Skipped != "" {
-				fmt.Fprintf(w, "  skipped: %s\n", s.Skipped)
+				fmt.Fprintf(w, "\n== stage 3%s: evaluate: skipped (%s)\n", round, s.Skipped)
 				continue
 			}
+			fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
 			for _, ev := range s.Evaluations {
 				verdict := "No"
 				if ev.Yes {
@@ -294,16 +340,55 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages) {
 				if ev.Error != "" {
 					verdict = "failed (counts as No): " + ev.Error
 				}
-				fmt.Fprintf(w, "  #%d %s: %s  %s\n", ev.Rank, ev.Candidate, verdict, oneLine(ev.Reply))
+				fmt.Fprintf(w, "  #%d %s: %s  %s\n", ev.Rank, ev.Candidate, verdict, oneLine(pipeline.EvaluatorReasoning(ev.Reply)))
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nranking:\n")
-	for i, c := range res.Ranking {
-		fmt.Fprintf(w, "%3d  %-30s %.4f  %s\n", i+1, c.Name, c.Score, images[c.Name])
-	}
+	printRanking(w, res.Ranking, images)
 	if res.Ask != nil {
 		printAsk(w, res.Ask)
+	}
+}
+
+// printRanking prints the final ranking with one labelled column per stage
+// that ran: s1 is the stage-1 fused similarity and rank, s2 the stage-2
+// agreement and rank after re-ranking, s3 the stage-3 verdict.
+func printRanking(w io.Writer, ranking []pipeline.Candidate, images adapt.FileImages) {
+	ran := map[int]bool{}
+	for _, c := range ranking {
+		for _, r := range c.Ranks {
+			ran[r.Stage] = true
+		}
+	}
+	fmt.Fprintf(w, "\nranking:\n%4s  %-30s %9s %7s", "rank", "name", "s1 score", "s1 rank")
+	if ran[2] {
+		fmt.Fprintf(w, " %8s %7s", "s2 agree", "s2 rank")
+	}
+	if ran[3] {
+		fmt.Fprintf(w, " %-10s", "s3 verdict")
+	}
+	fmt.Fprintf(w, "  file\n")
+	for i, c := range ranking {
+		r := map[int]int{}
+		for _, x := range c.Ranks {
+			r[x.Stage] = x.Rank
+		}
+		fmt.Fprintf(w, "%4d  %-30s %9.4f %7d", i+1, c.Name, c.Score, r[1])
+		if ran[2] {
+			agree := "-"
+			if c.Agreement != nil {
+				agree = fmt.Sprint(*c.Agreement)
+			}
+			fmt.Fprintf(w, " %8s %7d", agree, r[2])
+		}
+		if ran[3] {
+			v := c.Verdict
+			if v == "" {
+				v = "-"
+			}
+			fmt.Fprintf(w, " %-10s", v)
+		}
+		fmt.Fprintf(w, "  %s\n", images[c.Name])
 	}
 }
 
@@ -331,7 +416,7 @@ func printAsk(w io.Writer, a *pipeline.Ask) {
 	fmt.Fprintf(w, "\nnext question: %s\n", b.Shown)
 }
 
-func head(s []string, n int) []string {
+func head[T any](s []T, n int) []T {
 	if len(s) > n {
 		return s[:n]
 	}

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/internal/testutil"
+	"github.com/imagescope/imagescope/pipeline"
 )
 
 func TestSearchCommand(t *testing.T) {
@@ -53,10 +55,36 @@ func TestSearchCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"skipped stage2: no reasoner or proposer configured", "skipped stage3: no evaluator configured", "skipped reasoning", "ranking:"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
+	// Each skipped stage is said once; no reference line without a
+	// reference; the score columns name their stage.
+	for _, want := range []string{"stage 2: verify: skipped (no reasoner or proposer configured", "stage 3: evaluate: skipped (no evaluator configured", "skipped reasoning", "ranking:", "s1 score", "s1 rank"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("output holds %q %d times, want once:\n%s", want, n, out)
 		}
+	}
+	for _, unwanted := range []string{"reference caption", "no evaluator configured\nskipped", "s2 agree"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("output holds %q:\n%s", unwanted, out)
+		}
+	}
+	if n := strings.Count(out, "no evaluator configured"); n != 1 {
+		t.Errorf("the evaluator's absence is said %d times:\n%s", n, out)
+	}
+
+	// More like this: a reference and no text; stages 2 and 3 skipped,
+	// the reference left out, no model asked.
+	out, errs, code = f.search(t, "--ref", "000000001001.jpg", "--gallery", gal, "-n", "3")
+	if code != 0 {
+		t.Fatalf("more like this: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"retrieve by image", "stage 2: verify: skipped (no text to verify)", "stage 3: evaluate: skipped (no text to verify)", "reference caption"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("more like this: output holds %q %d times, want once:\n%s", want, n, out)
+		}
+	}
+	rank := out[strings.Index(out, "ranking:"):]
+	if strings.Contains(rank, "000000001001.jpg ") || strings.Count(rank, "\n") != 5 {
+		t.Errorf("more like this ranking:\n%s", rank)
 	}
 
 	// A chat from a file.
@@ -138,4 +166,26 @@ func (f *evalFixture) searchWith(t *testing.T, cfg string, args ...string) (stri
 	var out, errb strings.Builder
 	code := run(t.Context(), append([]string{"search", "--config", cfg}, args...), strings.NewReader(""), &out, &errb, f.env)
 	return out.String(), errb.String(), code
+}
+
+func TestPrintRankingColumns(t *testing.T) {
+	two, one := 2, 1
+	ranking := []pipeline.Candidate{
+		{Name: "b.jpg", Score: 0.31, Agreement: &two, Verdict: "yes", Ranks: []pipeline.StageRank{{Stage: 1, Rank: 2}, {Stage: 2, Rank: 1}, {Stage: 3, Rank: 1}}},
+		{Name: "a.jpg", Score: 0.35, Agreement: &one, Verdict: "no", Ranks: []pipeline.StageRank{{Stage: 1, Rank: 1}, {Stage: 2, Rank: 2}, {Stage: 3, Rank: 2}}},
+	}
+	var b strings.Builder
+	printRanking(&b, ranking, adapt.FileImages{"a.jpg": "/p/a.jpg"})
+	want := "\nranking:\n" +
+		"rank  name                            s1 score s1 rank s2 agree s2 rank s3 verdict  file\n" +
+		"   1  b.jpg                             0.3100       2        2       1 yes         \n" +
+		"   2  a.jpg                             0.3500       1        1       2 no          /p/a.jpg\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	var first strings.Builder
+	printFirstResults(&env{stdout: &first}, ranking, 1)
+	if got := first.String(); !strings.Contains(got, "first results (stage 1") || !strings.Contains(got, "b.jpg") || strings.Contains(got, "a.jpg") {
+		t.Errorf("first results:\n%s", got)
+	}
 }

@@ -191,7 +191,14 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 			origins = append(origins, o)
 		}
 	}
-	desc := fmt.Sprintf("%s · CLIP %s", filepath.Base(path), info.ClipModel)
+	// The UI's header names the gallery (the folder, or the DB without its
+	// extension), not files or checkpoint paths.
+	desc := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	if *galleryDir != "" {
+		if abs, err := filepath.Abs(*galleryDir); err == nil {
+			desc = filepath.Base(abs)
+		}
+	}
 	srv, err := server.New(server.Config{
 		Searcher:       searcher,
 		Images:         images,

@@ -166,3 +166,7 @@ func (b *Bar) render(now time.Time, final bool) {
 	}
 	fmt.Fprintf(b.w, "\r%s%s%s", line, pad, end)
 }
+
+// IsTerminal reports whether w is a terminal (output meant for a person
+// watching, where interim lines help).
+func IsTerminal(w io.Writer) bool { return isTerminal(w) }
