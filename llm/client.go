@@ -38,7 +38,9 @@ type Options struct {
 	// FailureThreshold is the number of consecutive failures after which
 	// an endpoint cools down (default 3).
 	FailureThreshold int
-	// SkipModelCheck skips the GET /v1/models check in New.
+	// SkipModelCheck skips the start-up checks in New: GET /v1/models, and
+	// for roles that take images the vision capability (Ollama's
+	// /api/show).
 	SkipModelCheck bool
 	// RequireReachable makes New fail when no endpoint answers the model
 	// check (by default the role starts and its calls fail with
@@ -163,6 +165,11 @@ func New(ctx context.Context, role Role, cfg config.Role, cache *Cache, opt Opti
 	if !opt.SkipModelCheck {
 		if err := c.checkModels(ctx); err != nil {
 			return nil, err
+		}
+		if role.TakesImages() {
+			if err := c.checkVision(ctx); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return c, nil
@@ -757,6 +764,10 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: retryAfter(resp.Header.Get("Retry-After")), outcome: outcomeNeutral}
 	case st == http.StatusRequestTimeout || st == http.StatusConflict:
 		return &attemptError{status: st, msg: serverMessage(data), retryable: true, outcome: outcomeNeutral}
+	case st >= 500 && isBadInput(serverMessage(data)):
+		// The server could not use this request's content (a corrupt
+		// image): a failure of this item, not of the server.
+		return &attemptError{status: st, msg: serverMessage(data), outcome: outcomeOK}
 	case st >= 500:
 		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: retryAfter(resp.Header.Get("Retry-After")), outcome: outcomeFailed}
 	default:

@@ -19,10 +19,14 @@ import (
 // over a request (return true when it wrote a reply).
 type fakeServer struct {
 	*httptest.Server
-	models   []string
-	delay    atomic.Int64 // time.Duration
-	fault    func(w http.ResponseWriter, r *http.Request, n int64) bool
-	answer   func(body map[string]any) string // reply text
+	models []string
+	delay  atomic.Int64 // time.Duration
+	fault  func(w http.ResponseWriter, r *http.Request, n int64) bool
+	answer func(body map[string]any) string // reply text
+	// show is Ollama's POST /api/show reply ("": 404, not Ollama); such
+	// calls are not counted in requests.
+	show     string
+	showHits atomic.Int64
 	requests atomic.Int64
 	inflight atomic.Int64
 	peak     atomic.Int64
@@ -44,6 +48,15 @@ func (f *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 			data = append(data, map[string]string{"id": m, "object": "model", "root": "org/" + m})
 		}
 		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data})
+		return
+	}
+	if r.Method == http.MethodPost && r.URL.Path == "/api/show" {
+		f.showHits.Add(1)
+		if f.show == "" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(f.show))
 		return
 	}
 	cur := f.inflight.Add(1)
