@@ -23,6 +23,7 @@ import (
 	"github.com/imagescope/imagescope/metrics"
 	"github.com/imagescope/imagescope/pipeline"
 	evalrun "github.com/imagescope/imagescope/run"
+	"github.com/imagescope/imagescope/vindex"
 )
 
 // parseStages reads "s1,s2,s3" (or "1,2", "s1-s3") into the last stage;
@@ -75,6 +76,7 @@ with later stages (--stages).`)
 	barrier := fs.Bool("barrier", false, "finish each stage for every query before starting the next (for comparison)")
 	cf := addConfigFlags(fs)
 	dbPath := fs.String("db", "", "image DB file (default $IMAGESCOPE_HOME/db/<dataset>_<split>.db)")
+	wvCollection := fs.String("weaviate", "", "search the split's gallery in this Weaviate collection (filled by 'index --queue ... --dataset ... --weaviate') instead of an image DB")
 	runsRoot := fs.String("runs", "runs", "folder holding run folders")
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
 	yesRule := fs.String("yes-rule", "word", "verifier yes rule: word (yes as a word) or substring (reference code)")
@@ -118,6 +120,9 @@ with later stages (--stages).`)
 		}
 		if set["barrier"] {
 			settings.Barrier = *barrier
+		}
+		if prev, _ := saved["weaviate_collection"].(string); prev != "" && !set["weaviate"] {
+			*wvCollection = prev // a resumed run keeps its gallery
 		}
 		if set["active"] {
 			settings.Active = *active
@@ -185,6 +190,15 @@ with later stages (--stages).`)
 		return fmt.Errorf("run log: %w", err)
 	}
 	defer logf.Close()
+	// refuse ends a run that could not start; a fresh one leaves no run
+	// folder behind.
+	refuse := func(err error) error {
+		if fresh {
+			logf.Close()
+			_ = os.RemoveAll(dir)
+		}
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(e.stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	runEnv := *e
 	runEnv.log = log
@@ -204,20 +218,44 @@ with later stages (--stages).`)
 	if err != nil {
 		return err
 	}
-	ix, info, err := loadGallery(ctx, &runEnv, cfg, roles, model, db, ds.Domain, items, lib)
-	if err != nil {
+	var (
+		ix    *vindex.Index
+		info  gallery.LoadInfo
+		setup engineSetup
+	)
+	if *wvCollection != "" {
+		if *dbPath != "" {
+			return usagef("give --db PATH or --weaviate COLLECTION, not both")
+		}
+		g, err := openWeaviateGallery(ctx, &runEnv, cfg, model, *wvCollection)
+		if err != nil {
+			return refuse(err)
+		}
+		defer g.close()
+		names := make([]string, len(items))
+		for i, it := range items {
+			names[i] = it.Name
+		}
+		if err := g.covers(names); err != nil {
+			return refuse(err)
+		}
+		g.use(&setup)
+		ix, db = g.index, "weaviate:"+*wvCollection
+		info = gallery.LoadInfo{ClipModel: model.ID(), Dim: model.Dim(), Images: len(ix.Names), CaptionKey: g.store.Meta().CaptionKey}
+	} else if ix, info, err = loadGallery(ctx, &runEnv, cfg, roles, model, db, ds.Domain, items, lib); err != nil {
 		return err
 	}
 	if !ix.HasCaption {
 		log.Warn("the gallery has no captions: the caption term is dropped (tau treated as 0)")
 	}
 	opt.InFlight = inFlightFromConfig(cfg)
-	eng, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix, images: images, promptDir: *promptDir, opt: opt, log: log})
+	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, log
+	eng, err := buildEngine(setup)
 	if err != nil {
 		return err
 	}
 	extra := map[string]any{
-		"clip_model": model.ID(), "image_db": db, "caption_set": info.CaptionKey, "gallery_images": info.Images,
+		"clip_model": model.ID(), "image_db": db, "weaviate_collection": *wvCollection, "caption_set": info.CaptionKey, "gallery_images": info.Images,
 		"roles_config": roleModels(cfg), "config_file": cfg.Path, "clip_threads": cfg.CLIP.Threads,
 		"answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled},
 	}
@@ -232,12 +270,7 @@ with later stages (--stages).`)
 		},
 	})
 	if err != nil {
-		if fresh {
-			// Nothing ran: leave no half-made run folder behind.
-			logf.Close()
-			_ = os.RemoveAll(dir)
-		}
-		return err
+		return refuse(err)
 	}
 	runErr := r.Run(ctx)
 	if b, err := json.MarshalIndent(roles.stats(), "", "  "); err == nil {

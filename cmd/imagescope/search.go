@@ -121,18 +121,13 @@ searches an existing image DB.`)
 	var ix *vindex.Index
 	var setup engineSetup
 	if *wvCollection != "" {
-		st, cat, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
+		g, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		setup.searcher, setup.gallery = adapt.Searcher{S: st}, cat
-		// Names and paths only: the vectors stay in Weaviate.
-		ix = &vindex.Index{Names: cat.Names(), Dim: model.Dim()}
-		paths := cat.Paths()
-		for _, n := range ix.Names {
-			ix.Paths = append(ix.Paths, paths[n])
-		}
+		defer g.close()
+		g.use(&setup)
+		ix = g.index
 	} else if *galleryDir != "" {
 		ds, err := dataset.LoadFolder(ctx, *galleryDir)
 		if err != nil {

@@ -21,7 +21,7 @@ import (
 
 // runServe implements 'imagescope serve'.
 func runServe(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "--db PATH | --gallery DIR [flags]", `
+	fs := newFlagSet(e, "serve", "--db PATH | --gallery DIR | --weaviate COLLECTION [flags]", `
 Serve the JSON API and the web UI over an indexed gallery: text-to-image,
 composed (reference image + change) and chat retrieval, with each result's
 explanation (descriptions, propositions and the verifier's answers, the
@@ -30,13 +30,18 @@ and the UI says so.
 
 --db serves an image DB built by 'imagescope index'. --gallery indexes a
 plain folder first (CLIP embeddings, and captions when a captioner is
-configured) into $IMAGESCOPE_HOME/db and serves it.
+configured) into $IMAGESCOPE_HOME/db and serves it. --weaviate serves a
+gallery held in a Weaviate collection (filled by 'imagescope index --queue ...
+--weaviate'; server from the config's weaviate.url or $IMAGESCOPE_WEAVIATE_URL):
+candidates come from Weaviate and are ranked with the exact fused score, and
+the images are read from the paths stored with them.
 
 The server binds to loopback by default. Binding elsewhere requires a bearer
 token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 "Authorization: Bearer <token>". The API is described at /api/openapi.json.`)
 	dbPath := fs.String("db", "", "image DB to serve")
 	galleryDir := fs.String("gallery", "", "plain image folder to index (if needed) and serve")
+	wvCollection := fs.String("weaviate", "", "serve this Weaviate collection instead of an image DB")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (host:port)")
 	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
 	clipModel := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's, which must match the DB's model)")
@@ -59,8 +64,8 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
 	}
-	if (*dbPath == "") == (*galleryDir == "") {
-		return usagef("give exactly one of --db PATH or --gallery DIR")
+	if btoi(*dbPath != "")+btoi(*galleryDir != "")+btoi(*wvCollection != "") != 1 {
+		return usagef("give exactly one of --db PATH, --gallery DIR and --weaviate COLLECTION")
 	}
 	if *maxStage < 1 || *maxStage > 3 {
 		return usagef("--max-stage %d: want 1, 2 or 3", *maxStage)
@@ -114,11 +119,21 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	defer roles.close()
 
 	var (
-		ix   *vindex.Index
-		info gallery.LoadInfo
-		path = *dbPath
+		ix    *vindex.Index
+		info  gallery.LoadInfo
+		path  = *dbPath
+		setup engineSetup
 	)
-	if *galleryDir != "" {
+	if *wvCollection != "" {
+		g, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
+		if err != nil {
+			return err
+		}
+		defer g.close()
+		g.use(&setup)
+		ix, path = g.index, "weaviate:"+*wvCollection
+		info = gallery.LoadInfo{Images: len(ix.Names), ClipModel: model.ID(), Dim: model.Dim(), CaptionKey: g.store.Meta().CaptionKey}
+	} else if *galleryDir != "" {
 		// A plain folder: index it (captioned when a captioner is
 		// configured) into a DB of its own under the home directory.
 		abs, err := filepath.Abs(*galleryDir)
@@ -170,8 +185,8 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
 	opts.InFlight = inFlightFromConfig(cfg)
-	engine, err := buildEngine(engineSetup{cfg: cfg, roles: roles, model: model, index: ix,
-		images: images, promptDir: *promptDir, opt: opts, log: e.log})
+	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opts, e.log
+	engine, err := buildEngine(setup)
 	if err != nil {
 		return err
 	}

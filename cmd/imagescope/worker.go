@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/imagescope/imagescope/internal/adapt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -220,7 +221,7 @@ func (p *indexProcessor) sink(ctx context.Context, job *queue.Job, m *clip.Model
 		if err != nil {
 			return nil, queue.Fatal(fmt.Errorf("job %s: %w", job.ID, err))
 		}
-		s = &weaviateSink{st: st}
+		s = newWeaviateSink(st, p.e.log)
 	default:
 		return nil, queue.Fatal(fmt.Errorf("job %s: unknown store %q (want db:PATH or weaviate:COLLECTION)", job.ID, job.Store))
 	}
@@ -310,23 +311,114 @@ func (s *dbSink) write(ctx context.Context, it queue.Item, caption string, img, 
 
 func (s *dbSink) close() { _ = s.db.Close() }
 
-// weaviateSink upserts into a Weaviate collection (confirmed at the
-// configured consistency level before it returns).
-type weaviateSink struct{ st *weaviate.Store }
+// weaviateSink upserts into a Weaviate collection. Writes of items processed
+// at the same time go to Weaviate as one batch request (group commit): a
+// write returns only after Weaviate confirmed its batch at the configured
+// consistency level, so every item is still acknowledged only after its
+// own durable write.
+type weaviateSink struct {
+	st    *weaviate.Store
+	log   *slog.Logger
+	queue chan *pendingWrite
+	// batches and objects count the batch requests and what they carried
+	// (touched by the flusher only; read after it stopped).
+	batches, objects int
+	stop             context.CancelFunc
+	closed           sync.WaitGroup
+}
+
+type pendingWrite struct {
+	obj  weaviate.Object
+	done chan error // buffered: the flusher never blocks on a writer that left
+}
+
+func newWeaviateSink(st *weaviate.Store, log *slog.Logger) *weaviateSink {
+	ctx, stop := context.WithCancel(context.Background())
+	s := &weaviateSink{st: st, log: log, queue: make(chan *pendingWrite, 1024), stop: stop}
+	s.closed.Add(1)
+	go s.flush(ctx)
+	return s
+}
 
 func (s *weaviateSink) write(ctx context.Context, it queue.Item, caption string, img, capv []float32) error {
 	img = unit(img)
 	if capv != nil {
 		capv = unit(capv)
 	}
-	err := s.st.Upsert(ctx, []weaviate.Object{{Name: it.Name, Path: it.Path, Caption: caption, Ord: it.Ord, Image: img, CaptionVec: capv}})
-	if errors.Is(err, weaviate.ErrUnavailable) || errors.Is(err, weaviate.ErrMismatch) {
-		return queue.Fatal(err)
+	w := &pendingWrite{obj: weaviate.Object{Name: it.Name, Path: it.Path, Caption: caption, Ord: it.Ord, Image: img, CaptionVec: capv}, done: make(chan error, 1)}
+	select {
+	case s.queue <- w:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return err
+	select {
+	case err := <-w.done:
+		if errors.Is(err, weaviate.ErrUnavailable) || errors.Is(err, weaviate.ErrMismatch) {
+			return queue.Fatal(err)
+		}
+		return err
+	case <-ctx.Done():
+		// The write may still land; it is idempotent, and the item is
+		// not acknowledged, so it comes back and is written again.
+		return ctx.Err()
+	}
 }
 
-func (s *weaviateSink) close() { _ = s.st.Close() }
+// flush sends what is queued as batches until the sink closes.
+func (s *weaviateSink) flush(ctx context.Context) {
+	defer s.closed.Done()
+	limit := s.st.Config().BatchSize
+	for {
+		var batch []*pendingWrite
+		select {
+		case w := <-s.queue:
+			batch = append(batch, w)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < limit {
+			select {
+			case w := <-s.queue:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		s.upsert(ctx, batch)
+	}
+}
+
+// upsert writes one batch and reports to each writer. A batch that
+// Weaviate refuses for one object's sake is written again object by object,
+// so one bad item does not fail the others.
+func (s *weaviateSink) upsert(ctx context.Context, batch []*pendingWrite) {
+	objs := make([]weaviate.Object, len(batch))
+	for i, w := range batch {
+		objs[i] = w.obj
+	}
+	err := s.st.Upsert(ctx, objs)
+	s.batches++
+	s.objects += len(objs)
+	if err != nil && len(batch) > 1 && !errors.Is(err, weaviate.ErrUnavailable) && ctx.Err() == nil {
+		for _, w := range batch {
+			w.done <- s.st.Upsert(ctx, []weaviate.Object{w.obj})
+		}
+		return
+	}
+	for _, w := range batch {
+		w.done <- err
+	}
+}
+
+func (s *weaviateSink) close() {
+	s.stop()
+	s.closed.Wait()
+	if s.batches > 0 {
+		s.log.Info("weaviate writes", "collection", s.st.Collection(), "objects", s.objects, "batches", s.batches)
+	}
+	_ = s.st.Close()
+}
 
 func unit(v []float32) []float32 {
 	var n float64
