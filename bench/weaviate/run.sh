@@ -10,7 +10,7 @@
 # Environment: N (100000), DIM (768), QUERIES (200), CANDIDATES (32,64,128,256,512),
 # CLUSTER_QUERIES (100), CLUSTER_CANDIDATES (128,256), BENCH_BIN (prebuilt
 # bench binary; default: go build), SKIP_CLUSTER=1.
-# Last line: weaviate n=... single_insert_obj_s=... single_p50_ms=... ... overlap50=...
+# Last line: weaviate n=... single_insert_obj_s=... single_p50_ms=... ... overlap100=...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -48,4 +48,4 @@ fi
 echo "weaviate n=$N dim=$DIM candidates=$(field candidates "$single") exact_p50_ms=$(field exact_p50_ms "$single") exact_p99_ms=$(field exact_p99_ms "$single")" \
 	"single_insert_obj_s=$(field insert_obj_s "$single") single_p50_ms=$(field p50_ms "$single") single_p99_ms=$(field p99_ms "$single")" \
 	"cluster_insert_obj_s=$(field insert_obj_s "$cluster") cluster_p50_ms=$(field p50_ms "$cluster") cluster_p99_ms=$(field p99_ms "$cluster")" \
-	"overlap20=$(field overlap20 "$single") overlap50=$(field overlap50 "$single")"
+	"overlap20=$(field overlap20 "$single") overlap100=$(field overlap100 "$single")"

@@ -1,9 +1,12 @@
 // Command serveload supports bench/serve: "mkdb" builds a synthetic image
 // DB (small generated images, clustered synthetic image embeddings, template
-// captions embedded with a real CLIP text tower), and "load" drives a
-// running 'imagescope serve' with concurrent clients for a fixed time and
-// reports throughput, latency percentiles, errors and the server's peak
-// resident memory.
+// captions embedded with a real CLIP text tower), "towv" copies an image DB
+// into a Weaviate collection, and "load" drives a running 'imagescope serve'
+// with concurrent clients for a fixed time and reports throughput, latency
+// percentiles, errors and the server's peak resident memory. With
+// --kill-cmd/--restart-cmd it runs those commands during the search phase
+// (a node of the vector store lost and brought back) and reports latency
+// before, during and after.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -31,11 +35,12 @@ import (
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/vindex/weaviate"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: serveload mkdb|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: serveload mkdb|towv|load [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -44,8 +49,10 @@ func main() {
 		err = mkdb(os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "towv":
+		err = towv(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want mkdb or load)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (want mkdb, towv or load)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "serveload:", err)
@@ -225,6 +232,15 @@ type phaseResult struct {
 	errors    int
 	elapsed   time.Duration
 	firstErr  string
+	// records are every request in start order per client: when it
+	// started (since the phase began), how long it took, whether it failed.
+	records []record
+}
+
+type record struct {
+	at, lat time.Duration
+	failed  bool
+	err     string
 }
 
 func runPhase(client *http.Client, clients int, d time.Duration, mk func(worker, n int) (*http.Request, error)) phaseResult {
@@ -238,6 +254,7 @@ func runPhase(client *http.Client, clients int, d time.Duration, mk func(worker,
 		go func() {
 			defer wg.Done()
 			var lat []time.Duration
+			var recs []record
 			ok, bad := 0, 0
 			first := ""
 			for n := 0; time.Now().Before(deadline); n++ {
@@ -256,6 +273,11 @@ func runPhase(client *http.Client, clients int, d time.Duration, mk func(worker,
 					}
 				}
 				lat = append(lat, time.Since(t0))
+				rec := record{at: t0.Sub(start), lat: time.Since(t0), failed: err != nil}
+				if err != nil {
+					rec.err = err.Error()
+				}
+				recs = append(recs, rec)
 				if err != nil {
 					bad++
 					if first == "" {
@@ -267,6 +289,7 @@ func runPhase(client *http.Client, clients int, d time.Duration, mk func(worker,
 			}
 			mu.Lock()
 			res.latencies = append(res.latencies, lat...)
+			res.records = append(res.records, recs...)
 			res.ok += ok
 			res.errors += bad
 			if res.firstErr == "" {
@@ -317,8 +340,15 @@ func load(args []string) error {
 	baseline := fs.Duration("baseline", 5*time.Second, "GET /healthz baseline phase length (same clients)")
 	pid := fs.Int("pid", 0, "server process id (for peak RSS)")
 	limit := fs.Int("limit", 20, "results per search")
+	killCmd := fs.String("kill-cmd", "", "shell command run --kill-at into the search phase (e.g. stop a vector-store node)")
+	killAt := fs.Duration("kill-at", 20*time.Second, "when to run --kill-cmd")
+	restartCmd := fs.String("restart-cmd", "", "shell command run --restart-at into the search phase; it should return once the node is back")
+	restartAt := fs.Duration("restart-at", 35*time.Second, "when to run --restart-cmd")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *killCmd != "" && (*restartCmd == "" || *killAt <= 0 || *restartAt <= *killAt || *restartAt >= *duration) {
+		return errors.New("--kill-cmd needs --restart-cmd and 0 < --kill-at < --restart-at < --duration")
 	}
 	if !strings.HasPrefix(*base, "http://127.0.0.1:") && !strings.HasPrefix(*base, "http://[::1]:") && !strings.HasPrefix(*base, "http://localhost:") {
 		return fmt.Errorf("--url %q: the load generator only targets loopback", *base)
@@ -340,6 +370,27 @@ func load(args []string) error {
 	var queries []string
 	for i := range 200 {
 		queries = append(queries, synthCaption(i*37+11))
+	}
+	// The node-loss events, timed from the start of the search phase.
+	var killedAt, backAt time.Duration
+	events := make(chan error, 1)
+	if *killCmd != "" {
+		t0 := time.Now()
+		go func() {
+			time.Sleep(*killAt)
+			killedAt = time.Since(t0)
+			if out, err := exec.Command("sh", "-c", *killCmd).CombinedOutput(); err != nil {
+				events <- fmt.Errorf("--kill-cmd: %v: %s", err, out)
+				return
+			}
+			time.Sleep(time.Until(t0.Add(*restartAt)))
+			if out, err := exec.Command("sh", "-c", *restartCmd).CombinedOutput(); err != nil {
+				events <- fmt.Errorf("--restart-cmd: %v: %s", err, out)
+				return
+			}
+			backAt = time.Since(t0)
+			events <- nil
+		}()
 	}
 	res := runPhase(client, *clients, *duration, func(w, n int) (*http.Request, error) {
 		body, _ := json.Marshal(map[string]any{"text": queries[(w*131+n)%len(queries)], "limit": *limit})
@@ -370,6 +421,91 @@ func load(args []string) error {
 		fmt.Printf("search / healthz throughput ratio: %.3f\n", rps/blRPS)
 	}
 	fmt.Printf("server peak RSS: %.1f MiB\n", rss)
-	fmt.Printf("serve rps=%.1f p99_ms=%.1f errors=%d rss_mb=%.1f\n", rps, msOf(p99), res.errors, rss)
+	if *killCmd == "" {
+		fmt.Printf("serve rps=%.1f p99_ms=%.1f errors=%d rss_mb=%.1f\n", rps, msOf(p99), res.errors, rss)
+		return nil
+	}
+	if err := <-events; err != nil {
+		return err
+	}
+	// Requests by the time they started: before the kill, while the node
+	// was down (until the restart command returned), after.
+	type phase struct {
+		name     string
+		from, to time.Duration
+		lat      []time.Duration
+		failed   int
+	}
+	phases := []*phase{{name: "before", to: killedAt}, {name: "during", from: killedAt, to: backAt}, {name: "after", from: backAt, to: res.elapsed + time.Hour}}
+	for _, r := range res.records {
+		for _, p := range phases {
+			if r.at >= p.from && r.at < p.to {
+				p.lat = append(p.lat, r.lat)
+				if r.failed {
+					p.failed++
+				}
+			}
+		}
+	}
+	fmt.Printf("node killed at %.1f s, back (restart command returned) at %.1f s\n", killedAt.Seconds(), backAt.Seconds())
+	head := fmt.Sprintf("serve_nodeloss clients=%d duration_s=%.0f failed=%d", *clients, res.elapsed.Seconds(), res.errors)
+	for _, p := range phases {
+		slices.Sort(p.lat)
+		fmt.Printf("%-7s %5.1f-%5.1f s: %6d searches, %d failed, p50 %.1f ms, p99 %.1f ms\n", p.name, p.from.Seconds(), min(p.to, res.elapsed).Seconds(),
+			len(p.lat), p.failed, msOf(percentile(p.lat, 50)), msOf(percentile(p.lat, 99)))
+		head += fmt.Sprintf(" %s_n=%d %s_p50_ms=%.1f %s_p99_ms=%.1f", p.name, len(p.lat), p.name, msOf(percentile(p.lat, 50)), p.name, msOf(percentile(p.lat, 99)))
+	}
+	fmt.Println(head)
+	return nil
+}
+
+// towv copies an image DB (embeddings, captions, paths) into a Weaviate
+// collection.
+func towv(args []string) error {
+	fs := flag.NewFlagSet("towv", flag.ContinueOnError)
+	dbPath := fs.String("db", "", "image DB to copy")
+	urls := fs.String("urls", "", "Weaviate REST URLs (comma-separated)")
+	grpcs := fs.String("grpc", "", "gRPC addresses (comma-separated)")
+	coll := fs.String("collection", "", "collection to create")
+	replicas := fs.Int("replicas", 1, "replication factor")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := gallery.Open(ctx, *dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	model, _, err := db.Model(ctx)
+	if err != nil {
+		return err
+	}
+	ix, info, err := db.LoadWithInfo(ctx, model, "")
+	if err != nil {
+		return err
+	}
+	cfg := weaviate.Config{URLs: strings.Split(*urls, ","), Collection: *coll, Replicas: *replicas}
+	if *grpcs != "" {
+		cfg.GRPCAddrs = strings.Split(*grpcs, ",")
+	}
+	st, err := weaviate.Open(ctx, cfg, weaviate.Meta{CLIPModel: model, Dim: ix.Dim, HasCaptions: ix.HasCaption, Gallery: filepath.Base(*dbPath), CaptionKey: info.CaptionKey}, true)
+	if err != nil {
+		return err
+	}
+	d := ix.Dim
+	objs := make([]weaviate.Object, len(ix.Names))
+	for i, n := range ix.Names {
+		objs[i] = weaviate.Object{Name: n, Path: ix.Paths[i], Ord: i, Image: ix.Image[i*d : (i+1)*d]}
+		if ix.HasCaption {
+			objs[i].CaptionVec = ix.Caption[i*d : (i+1)*d]
+			objs[i].Caption, _ = ix.CaptionText(n)
+		}
+	}
+	t0 := time.Now()
+	if err := st.Upsert(ctx, objs); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "copied %d images into %s in %v\n", len(objs), *coll, time.Since(t0).Round(time.Millisecond))
 	return nil
 }

@@ -24,7 +24,11 @@ type Params struct {
 	Noise      float64 // norm of the offset of an image from its centre, relative (default 0.6)
 	CapNoise   float64 // norm of the offset of a caption from its image (default 0.8)
 	QueryNoise float64 // norm of the offset of a description from its centre (default 0.7)
-	Seed       uint64
+	// Uniform makes every image, caption and description an independent
+	// uniformly random unit vector (no clusters): the worst case for graph
+	// indexes.
+	Uniform bool
+	Seed    uint64
 }
 
 func (p *Params) defaults() {
@@ -93,6 +97,11 @@ func (g *Gen) Gallery() *vindex.Index {
 	ix := &vindex.Index{Names: make([]string, n), Dim: d, Image: make([]float32, 0, n*d), Caption: make([]float32, 0, n*d), HasCaption: true}
 	for i := range n {
 		ix.Names[i] = fmt.Sprintf("img%06d.jpg", i)
+		if g.p.Uniform {
+			ix.Image = append(ix.Image, g.unit(nil, 0)...)
+			ix.Caption = append(ix.Caption, g.unit(nil, 0)...)
+			continue
+		}
 		c := g.centres[g.rng.IntN(len(g.centres))]
 		v := g.unit(c, g.p.Noise)
 		ix.Image = append(ix.Image, v...)
@@ -108,6 +117,10 @@ func (g *Gen) Queries(nq, ndesc int, tau float32) []vindex.Query {
 		c := g.centres[g.rng.IntN(len(g.centres))]
 		q := vindex.Query{Tau: tau}
 		for range ndesc {
+			if g.p.Uniform {
+				q.Descriptions = append(q.Descriptions, g.unit(nil, 0))
+				continue
+			}
 			q.Descriptions = append(q.Descriptions, g.unit(c, g.p.QueryNoise))
 		}
 		qs[i] = q
