@@ -75,7 +75,8 @@ http_ok() {
 # server_env runs its arguments with the environment of this script's server.
 server_env() {
 	env HOME="$STATE/home" OLLAMA_MODELS="$STATE/models" OLLAMA_HOST="127.0.0.1:$PORT" \
-		OLLAMA_NOPRUNE=1 OLLAMA_KEEP_ALIVE="${OLLAMA_KEEP_ALIVE:-30m}" "$@"
+		OLLAMA_NOPRUNE=1 OLLAMA_KEEP_ALIVE="${OLLAMA_KEEP_ALIVE:-30m}" \
+		OLLAMA_NUM_PARALLEL="${OLLAMA_NUM_PARALLEL:-1}" OLLAMA_MAX_LOADED_MODELS=2 "$@"
 }
 
 start() {
