@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-
-	"github.com/imagescope/imagescope/internal/testutil"
 )
 
 // rewriteCheckpoint copies the HF checkpoint files of src into a temp dir,
@@ -59,13 +57,14 @@ func writeST(t *testing.T, path string, ts []Tensor) {
 }
 
 func TestHalfPrecisionCheckpoints(t *testing.T) {
-	src := testutil.Fixtures(t, "clip", "tiny-clip-gelu")
+	r := ownRef(t)
+	src := r.path("tiny-clip-gelu")
 	ctx := context.Background()
 	ref, err := loadLocal(src, Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := [][]float32{cropPixels(t, "preprocess/landscape_640x480.open_clip.crop.png")}
+	px := [][]float32{cropPixels(t, r, loadIndex(t, r).Images[0].CropOC)}
 	refImg, _ := ref.EmbedPixels(ctx, px)
 	ids := [][]int32{{49406, 320, 1125, 539, 320, 2368, 49407}}
 	refTxt, _ := ref.EmbedTokenIDs(ctx, ids)
@@ -144,7 +143,8 @@ func TestHalfConversionExact(t *testing.T) {
 }
 
 func TestCheckpointErrors(t *testing.T) {
-	src := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	r := ownRef(t)
+	src := r.path("tiny-clip-quickgelu")
 	cases := []struct {
 		name string
 		edit func([]Tensor) []Tensor
@@ -158,15 +158,15 @@ func TestCheckpointErrors(t *testing.T) {
 				}
 			}
 			return out
-		}, []string{`"vision_model.encoder.layers.1.mlp.fc2.bias" is missing`, "[32]"}},
+		}, []string{`"vision_model.encoder.layers.1.mlp.fc2.bias" is missing`, "[16]"}},
 		{"misshaped", func(ts []Tensor) []Tensor {
 			for i := range ts {
 				if ts[i].Name == "text_projection.weight" {
-					ts[i].Shape = []int{8, 16} // transposed
+					ts[i].Shape = []int{4, 12} // transposed
 				}
 			}
 			return ts
-		}, []string{`"text_projection.weight" has shape [8 16], want [16 8]`}},
+		}, []string{`"text_projection.weight" has shape [4 12], want [12 4]`}},
 		{"extra tensors are ignored", func(ts []Tensor) []Tensor {
 			return append(ts, Tensor{Name: "text_model.embeddings.position_ids", DType: "F32", Shape: []int{1, 77}, Data: make([]float32, 77)},
 				Tensor{Name: "something.else", DType: "F32", Shape: []int{2}, Data: make([]float32, 2)})
@@ -482,7 +482,8 @@ func (n naiveModel) text(ids []int32, W, heads, layers int, eps float64, gelu bo
 // config.json's eos_token_id (2 in the quickgelu fixture, as in legacy
 // openai configs), and nothing after it changes the result.
 func TestEOSPooling(t *testing.T) {
-	m, err := loadLocal(testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), Options{Threads: 1})
+	r := ownRef(t)
+	m, err := loadLocal(r.path("tiny-clip-quickgelu"), Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func fakeHub(t *testing.T, dir string) (*httptest.Server, func() []string) {
 }
 
 func TestLoadFromHub(t *testing.T) {
-	src := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	src := testutil.CLIP(t, "tiny-clip-quickgelu")
 	srv, downloaded := fakeHub(t, src)
 	cache := t.TempDir()
 	noenv := func(string) string { return "" }
@@ -105,7 +105,7 @@ func TestLoadFromHub(t *testing.T) {
 
 func TestLoadFromHubOpenCLIPOnly(t *testing.T) {
 	// A repo with only the open_clip files.
-	src := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	src := testutil.CLIP(t, "tiny-clip-quickgelu")
 	dir := t.TempDir()
 	for _, f := range []string{"open_clip_config.json", "open_clip_model.safetensors", "vocab.json", "merges.txt"} {
 		b, err := os.ReadFile(filepath.Join(src, f))

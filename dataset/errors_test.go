@@ -39,7 +39,7 @@ func copyTree(t *testing.T, src, dst string) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	fix := testutil.Fixtures(t, "datasets")
+	fix := testutil.Datasets(t)
 	cases := []struct {
 		name, dataset, split string
 		file                 string // relative to the data root; "" = delete nothing
@@ -148,7 +148,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestFormatErrorAs(t *testing.T) {
 	root := t.TempDir()
-	copyTree(t, filepath.Join(testutil.Fixtures(t, "datasets"), "CIRCO"), filepath.Join(root, "CIRCO"))
+	copyTree(t, filepath.Join(testutil.Datasets(t), "CIRCO"), filepath.Join(root, "CIRCO"))
 	if err := os.WriteFile(filepath.Join(root, "CIRCO", "captions", "val.json"), []byte("[\n{\"id\": 0, \"reference_img_id\": true}]"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +159,12 @@ func TestFormatErrorAs(t *testing.T) {
 	}
 	// Images absent: Load still works (scoring needs annotations only),
 	// CheckImages names what is missing.
-	ds, err := Load(context.Background(), "CIRR", filepath.Join(testutil.Fixtures(t, "datasets")), "val")
+	ds, err := Load(context.Background(), "CIRR", filepath.Join(testutil.Datasets(t)), "val")
 	if err != nil {
 		t.Fatal(err)
 	}
 	noImg := t.TempDir()
-	copyTree(t, filepath.Join(testutil.Fixtures(t, "datasets"), "CIRR"), filepath.Join(noImg, "CIRR"))
+	copyTree(t, filepath.Join(testutil.Datasets(t), "CIRR"), filepath.Join(noImg, "CIRR"))
 	ds2, err := Load(context.Background(), "CIRR", noImg, "val")
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func ptr(s string) *string { return &s }
 
 func TestCIRCOGalleryFromImageInfo(t *testing.T) {
 	root := t.TempDir()
-	copyTree(t, filepath.Join(testutil.Fixtures(t, "datasets"), "CIRCO"), filepath.Join(root, "CIRCO"))
+	copyTree(t, filepath.Join(testutil.Datasets(t), "CIRCO"), filepath.Join(root, "CIRCO"))
 	ann := filepath.Join(root, "CIRCO", "COCO2017_unlabeled", "annotations")
 	if err := os.MkdirAll(ann, 0o755); err != nil {
 		t.Fatal(err)

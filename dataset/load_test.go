@@ -31,9 +31,9 @@ type expectedSplit struct {
 	Gallery []string `json:"gallery"`
 }
 
-func loadExpected(t *testing.T) map[string]map[string]expectedSplit {
+func loadExpected(t *testing.T, root string) map[string]map[string]expectedSplit {
 	t.Helper()
-	data, err := os.ReadFile(testutil.Fixtures(t, "datasets", "expected_queries.json"))
+	data, err := os.ReadFile(filepath.Join(root, "expected_queries.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,9 +44,17 @@ func loadExpected(t *testing.T) map[string]map[string]expectedSplit {
 	return exp
 }
 
+// TestLoadMatchesExpectedQueries checks the loaders against the queries and
+// galleries listed beside the miniature benchmarks in testdata/datasets
+// (written by scripts/gen-testdata), then against the independent ones in
+// ../shared/fixtures/datasets.
 func TestLoadMatchesExpectedQueries(t *testing.T) {
-	root := testutil.Fixtures(t, "datasets")
-	exp := loadExpected(t)
+	t.Run("testdata", func(t *testing.T) { checkExpectedQueries(t, testutil.Datasets(t)) })
+	t.Run("shared", func(t *testing.T) { checkExpectedQueries(t, testutil.Fixtures(t, "datasets")) })
+}
+
+func checkExpectedQueries(t *testing.T, root string) {
+	exp := loadExpected(t, root)
 	cases := []struct {
 		name, split     string
 		expDS, expSplit string
@@ -140,7 +148,7 @@ func TestLoadMatchesExpectedQueries(t *testing.T) {
 
 func TestLoadDetails(t *testing.T) {
 	ctx := context.Background()
-	root := testutil.Fixtures(t, "datasets")
+	root := testutil.Datasets(t)
 
 	// The dataset folder itself is accepted as the data root.
 	ds, err := Load(ctx, "CIRR", filepath.Join(root, "CIRR"), "val")
@@ -191,7 +199,7 @@ func TestLoadDetails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ft.Queries) != 1 || ft.Queries[0].Targets != nil || ft.Queries[0].Instruction != "is red and is shorter" || ft.HasLabels() {
+	if len(ft.Queries) != 1 || ft.Queries[0].Targets != nil || ft.Queries[0].Instruction != "is brown and is longer" || ft.HasLabels() {
 		t.Errorf("FashionIQ dress test = %+v", ft.Queries)
 	}
 
@@ -276,7 +284,7 @@ func TestLoadFolder(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Load(ctx, "CIRR", testutil.Fixtures(t, "datasets"), "val"); err == nil {
+	if _, err := Load(ctx, "CIRR", testutil.Datasets(t), "val"); err == nil {
 		t.Error("cancelled load succeeded")
 	}
 }

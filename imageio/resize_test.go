@@ -5,6 +5,7 @@ import (
 	"image"
 	"math"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/image/draw"
@@ -23,9 +24,9 @@ type fixtureImage struct {
 	Decoded      string `json:"decoded_rgb_pil"`
 }
 
-func fixtureImages(t *testing.T) []fixtureImage {
+func fixtureImages(t *testing.T, root string) []fixtureImage {
 	t.Helper()
-	b, err := os.ReadFile(testutil.Fixtures(t, "clip", "reference", "index.json"))
+	b, err := os.ReadFile(filepath.Join(root, "reference", "index.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +55,20 @@ func cropAt(src *RGB, left, top, w, h int) *RGB {
 // TestResizeMatchesPillow checks the resampler against Pillow's output: each
 // fixture resized to its reference size and cut at both references' crop
 // offsets must equal the reference crops byte for byte.
+//
+// It runs on the repository's testdata/clip (crops made by an independent
+// integer re-implementation of Pillow's resampler, scripts/gen-testdata),
+// then on ../shared/fixtures/clip (crops made by Pillow itself).
 func TestResizeMatchesPillow(t *testing.T) {
-	for _, im := range fixtureImages(t) {
-		srcPath := testutil.Fixtures(t, "clip", im.File)
+	t.Run("testdata", func(t *testing.T) { checkResizeMatchesPillow(t, testutil.CLIP(t)) })
+	t.Run("shared", func(t *testing.T) { checkResizeMatchesPillow(t, testutil.Fixtures(t, "clip")) })
+}
+
+func checkResizeMatchesPillow(t *testing.T, root string) {
+	for _, im := range fixtureImages(t, root) {
+		srcPath := filepath.Join(root, im.File)
 		if im.Decoded != "" {
-			srcPath = testutil.Fixtures(t, "clip", "reference", im.Decoded)
+			srcPath = filepath.Join(root, "reference", im.Decoded)
 		}
 		rgb := ToRGB(mustDecode(t, srcPath))
 		resized := ResizeRGB(rgb, im.ResizedWH[0], im.ResizedWH[1], Bicubic)
@@ -78,12 +88,12 @@ func TestResizeMatchesPillow(t *testing.T) {
 		// open_clip's order: resize in the source's own mode, then convert.
 		ocCrop := CropRGB(ResizePIL(mustDecode(t, srcPath), im.ResizedWH[0], im.ResizedWH[1], Bicubic),
 			im.LeftTopOC[0], im.LeftTopOC[1], 224, 224)
-		ocWant := ToRGB(mustDecode(t, testutil.Fixtures(t, "clip", "reference", im.CropOpenCLIP)))
+		ocWant := ToRGB(mustDecode(t, filepath.Join(root, "reference", im.CropOpenCLIP)))
 		if string(ocCrop.Pix) != string(ocWant.Pix) {
 			t.Errorf("%s: ResizePIL + crop differs from %s", im.File, im.CropOpenCLIP)
 		}
 		for _, c := range checks {
-			want := ToRGB(mustDecode(t, testutil.Fixtures(t, "clip", "reference", c.crop)))
+			want := ToRGB(mustDecode(t, filepath.Join(root, "reference", c.crop)))
 			got := cropAt(resized, c.leftTop[0], c.leftTop[1], 224, 224)
 			if got.Rect != want.Rect {
 				t.Fatalf("%s: %v vs %v", c.crop, got.Rect, want.Rect)

@@ -13,9 +13,15 @@ import (
 	"github.com/imagescope/imagescope/internal/testutil"
 )
 
+// loadFixture loads a miniature benchmark from testdata/datasets.
 func loadFixture(t *testing.T, name, split string) *dataset.Dataset {
 	t.Helper()
-	ds, err := dataset.Load(context.Background(), name, testutil.Fixtures(t, "datasets"), split)
+	return loadFrom(t, testutil.Datasets(t), name, split)
+}
+
+func loadFrom(t *testing.T, root, name, split string) *dataset.Dataset {
+	t.Helper()
+	ds, err := dataset.Load(context.Background(), name, root, split)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,9 +32,16 @@ func sample(t *testing.T, name string) string {
 	return filepath.Join(testutil.RepoRoot(t), "testdata", "sample", name)
 }
 
-// TestSampleRankings pins the numbers the bundled sample rankings give on
-// the shared fixtures (hand-computed; docs/benchmarks.md lists them).
+// TestSampleRankings pins the numbers the bundled sample rankings give
+// (hand-computed; docs/benchmarks.md lists them) on the miniature benchmarks
+// in testdata/datasets and on the independent ones in ../shared/fixtures,
+// which share their image keys and answers.
 func TestSampleRankings(t *testing.T) {
+	t.Run("testdata", func(t *testing.T) { checkSampleRankings(t, testutil.Datasets(t)) })
+	t.Run("shared", func(t *testing.T) { checkSampleRankings(t, testutil.Fixtures(t, "datasets")) })
+}
+
+func checkSampleRankings(t *testing.T, root string) {
 	third, two := 1.0/3, 2.0/3
 	ap := (1 + (1+2.0/3+3.0/5)/3 + (1.0/3+2.0/4)/2) / 3
 	cases := []struct {
@@ -72,7 +85,7 @@ func TestSampleRankings(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.ds+"/"+c.files[0], func(t *testing.T) {
-			ds := loadFixture(t, c.ds, c.split)
+			ds := loadFrom(t, root, c.ds, c.split)
 			var files []*RankingFile
 			for _, f := range c.files {
 				rf, err := ReadRankingFile(sample(t, f), ds)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/imagescope/imagescope/internal/testutil"
 )
 
 // chromiumPath finds a Chromium/Chrome binary ("" when none is installed).
@@ -46,7 +48,7 @@ func browser(t *testing.T) context.Context {
 	t.Helper()
 	exe := chromiumPath()
 	if exe == "" {
-		t.Skip("browser test skipped: no Chromium found (install it with: apt-get install -y chromium)")
+		testutil.Unavailable(t, "browser test: no Chromium found (install it with: apt-get install -y chromium)")
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,

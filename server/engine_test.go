@@ -269,7 +269,7 @@ func newRealEnv(t *testing.T, roles bool) *realEnv {
 func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies map[string][2]string) *realEnv {
 	t.Helper()
 	ctx := context.Background()
-	model, err := clip.Load(ctx, testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), clip.Options{Threads: 1})
+	model, err := clip.Load(ctx, testutil.CLIP(t, "tiny-clip-quickgelu"), clip.Options{Threads: 1})
 	if err != nil {
 		t.Fatalf("load tiny CLIP: %v", err)
 	}

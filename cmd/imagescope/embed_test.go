@@ -14,8 +14,8 @@ import (
 )
 
 func TestEmbedCommand(t *testing.T) {
-	model := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
-	img := testutil.Fixtures(t, "clip", "images", "square_224x224.png")
+	model := testutil.CLIP(t, "tiny-clip-quickgelu")
+	img := testutil.CLIP(t, "images", "square_224x224.png")
 	bad := filepath.Join(t.TempDir(), "empty.png")
 	if err := os.WriteFile(bad, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestEmbedCommand(t *testing.T) {
 		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Kind != want.kind || rec.Input != want.input || len(rec.Embedding) != 16 {
+		if rec.Kind != want.kind || rec.Input != want.input || len(rec.Embedding) != 12 {
 			t.Fatalf("line %d: %+v", i, rec)
 		}
 		var n float64

@@ -29,8 +29,8 @@ func newEvalFixture(t *testing.T, cache bool) *evalFixture {
 		os.MkdirAll(f.root, 0o755)
 	}
 	f.home = filepath.Join(f.root, "home")
-	f.data = testutil.Fixtures(t, "datasets")
-	clipDir := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	f.data = testutil.Datasets(t)
+	clipDir := testutil.CLIP(t, "tiny-clip-quickgelu")
 	f.cfgPath = filepath.Join(f.root, "config.yaml")
 	if err := os.WriteFile(f.cfgPath, []byte(f.srv.configYAML(f.home, clipDir, cache)), 0o644); err != nil {
 		t.Fatal(err)

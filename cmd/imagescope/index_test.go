@@ -72,9 +72,14 @@ func indexFixture(t *testing.T, captioner bool) (cli, string) {
 	if err := os.MkdirAll(filepath.Join(g, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	imgs := testutil.Fixtures(t, "clip", "images")
-	for _, n := range []string{"square_224x224.png", "tiny_97x61.png", "landscape_640x480.png", "photo_320x240_q90.jpg"} {
-		b, err := os.ReadFile(filepath.Join(imgs, n))
+	imgs := testutil.CLIP(t, "images")
+	jpg := testutil.Data(t, "datasets", "MSCOCO", "images", "COCO_val2014_000000900001.jpg")
+	for _, n := range []string{"square_224x224.png", "tiny_97x61.png", "landscape_400x300.png", "photo.jpg"} {
+		src := filepath.Join(imgs, n)
+		if n == "photo.jpg" {
+			src = jpg
+		}
+		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +91,7 @@ func indexFixture(t *testing.T, captioner bool) (cli, string) {
 	}
 	os.WriteFile(filepath.Join(g, "broken.png"), []byte("\x89PNG\r\n\x1a\nnot really"), 0o644)
 	home := filepath.Join(dir, "home")
-	model := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	model := testutil.CLIP(t, "tiny-clip-quickgelu")
 	cfg := fmt.Sprintf("home: %s\nclip:\n  model: %s\n  threads: 1\ncache:\n  disabled: true\n", home, model)
 	if captioner {
 		var calls atomic.Int64
@@ -125,11 +130,11 @@ func TestIndexCommandWithCaptions(t *testing.T) {
 		t.Fatalf("export: %s %s", out, errs)
 	}
 	names, err := npy.ReadStringsFile(filepath.Join(exp, "image_name_list.npy"))
-	if err != nil || !slices.Equal(names, []string{"landscape_640x480.png", "square_224x224.png", "sub/photo_320x240_q90.jpg", "tiny_97x61.png"}) {
+	if err != nil || !slices.Equal(names, []string{"landscape_400x300.png", "square_224x224.png", "sub/photo.jpg", "tiny_97x61.png"}) {
 		t.Fatalf("exported names %v %v", names, err)
 	}
 	db2 := filepath.Join(t.TempDir(), "imported.db")
-	if out, errs, code = c.run(t, "db", "import", "--db", db2, "--npy", exp, "--clip", "some/other-clip"); code != 0 || !strings.Contains(out, "imported 4 images (dimension 16)") {
+	if out, errs, code = c.run(t, "db", "import", "--db", db2, "--npy", exp, "--clip", "some/other-clip"); code != 0 || !strings.Contains(out, "imported 4 images (dimension 12)") {
 		t.Fatalf("import: %d %s %s", code, out, errs)
 	}
 	exp2 := t.TempDir()
@@ -145,7 +150,7 @@ func TestIndexCommandWithCaptions(t *testing.T) {
 	}
 	// Indexing with a different CLIP model into the imported DB is refused.
 	_, errs, code = c.run(t, "index", "--gallery", g, "--db", db2)
-	if code == 0 || !strings.Contains(errs, "was built with CLIP model some/other-clip (dimension 16)") {
+	if code == 0 || !strings.Contains(errs, "was built with CLIP model some/other-clip (dimension 12)") {
 		t.Fatalf("model mismatch: %d %s", code, errs)
 	}
 }

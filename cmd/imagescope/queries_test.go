@@ -13,12 +13,12 @@ func TestQueriesCommand(t *testing.T) {
 		n              int
 		first          string
 	}{
-		{"CIRR", "val", 3, `{"id":"101","instruction":"make the circle blue","reference":"dev-11-0-img0","targets":["dev-27-1-img0"],"subset":["dev-27-1-img1","dev-305-2-img0","dev-11-0-img1","dev-305-3-img1","dev-27-1-img0"],"soft_targets":{"dev-27-1-img0":1}}`},
-		{"CIRR", "test", 3, `{"id":"201","instruction":"show two of them side by side","reference":"test1-40-0-img0","subset":["test1-902-3-img1","test1-41-2-img0","test1-40-0-img1","test1-902-1-img0","test1-41-2-img1"]}`},
+		{"CIRR", "val", 3, `{"id":"101","instruction":"turn the teal triangle purple","reference":"dev-11-0-img0","targets":["dev-27-1-img0"],"subset":["dev-305-3-img1","dev-11-0-img1","dev-27-1-img0","dev-27-1-img1","dev-305-2-img0"],"soft_targets":{"dev-27-1-img0":1}}`},
+		{"CIRR", "test", 3, `{"id":"201","instruction":"put a second pink square next to it","reference":"test1-40-0-img0","subset":["test1-41-2-img1","test1-41-2-img0","test1-40-0-img1","test1-902-3-img1","test1-902-1-img0"]}`},
 		{"CIRCO", "val", 3, ""},
-		{"FashionIQ-shirt", "valid", 2, `{"id":"0","instruction":" and is grey with no pattern","reference":"B00FXSH001","targets":["B00FXSH002"]}`},
-		{"Flickr30K", "test", 15, `{"id":"0","instruction":"A red circle on a white background.","targets":["900000101.jpg"]}`},
-		{"MSCOCO", "test", 16, `{"id":"0","instruction":"An orange circle on a white background.","targets":["COCO_val2014_000000900001.jpg"]}`},
+		{"FashionIQ-shirt", "valid", 2, `{"id":"0","instruction":" and is grey and plain","reference":"B00FXSH001","targets":["B00FXSH002"]}`},
+		{"Flickr30K", "test", 15, `{"id":"0","instruction":"A teal ring on a pale background.","targets":["900000101.jpg"]}`},
+		{"MSCOCO", "test", 16, `{"id":"0","instruction":"A brown circle on a pale background.","targets":["COCO_val2014_000000900001.jpg"]}`},
 		{"VisDial", "val", 2, ""},
 	}
 	for _, c := range cases {
@@ -52,7 +52,7 @@ func TestQueriesCommand(t *testing.T) {
 					Targets []string `json:"targets"`
 				}
 				_ = json.Unmarshal([]byte(lines[1]), &q)
-				if q.ID != "1" || len(q.Turns) != 11 || q.Turns[0] != "a small colored shape in the middle of the picture" || q.Targets[0] != "000000002006.jpg" {
+				if q.ID != "1" || len(q.Turns) != 11 || q.Turns[0] != "a simple coloured sign in the middle of the picture" || q.Targets[0] != "000000002006.jpg" {
 					t.Errorf("VisDial line 1 = %s", lines[1])
 				}
 				return

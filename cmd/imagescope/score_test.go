@@ -23,12 +23,12 @@ func runCmd(t *testing.T, env map[string]string, args ...string) (code int, stdo
 	return code, out.String(), errb.String()
 }
 
-func fixturesRoot(t *testing.T) string { return testutil.Fixtures(t, "datasets") }
+func fixturesRoot(t *testing.T) string { return testutil.Datasets(t) }
 
 // TestScoreQuickStart runs the README's quick-start command and checks the
 // exact JSON it prints.
 func TestScoreQuickStart(t *testing.T) {
-	code, out, errOut := runCmd(t, nil, "score", "--dataset", "CIRR", "--data", "../shared/fixtures/datasets", "--split", "val",
+	code, out, errOut := runCmd(t, nil, "score", "--dataset", "CIRR", "--data", "testdata/datasets", "--split", "val",
 		"--ranking", "testdata/sample/cirr_val_ranking.json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)

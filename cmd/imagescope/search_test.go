@@ -17,7 +17,7 @@ import (
 
 func TestSearchCommand(t *testing.T) {
 	f := newEvalFixture(t, true)
-	gal := testutil.Fixtures(t, "datasets", "CIRCO", "unlabeled2017")
+	gal := testutil.Data(t, "datasets", "CIRCO", "unlabeled2017")
 
 	// Composed query with every role configured, JSON output.
 	out, errs, code := f.search(t, "is blue instead of red", "--ref", filepath.Join(gal, "000000001001.jpg"), "--gallery", gal, "--json", "-n", "5")
@@ -50,7 +50,7 @@ func TestSearchCommand(t *testing.T) {
 
 	// Only CLIP configured: stages 2 and 3 and the reasoner are skipped, and the output says why.
 	cfg := filepath.Join(f.root, "clip-only.yaml")
-	os.WriteFile(cfg, []byte("home: "+f.home+"\nclip:\n  model: "+testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")+"\n"), 0o644)
+	os.WriteFile(cfg, []byte("home: "+f.home+"\nclip:\n  model: "+testutil.CLIP(t, "tiny-clip-quickgelu")+"\n"), 0o644)
 	out, errs, code = f.searchWith(t, cfg, "a red circle", "--gallery", gal)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)

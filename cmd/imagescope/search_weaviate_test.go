@@ -27,7 +27,7 @@ func TestIntegrationSearchWeaviate(t *testing.T) {
 		t.Skip("IMAGESCOPE_WEAVIATE_URL not set")
 	}
 	url := embeddedNATS(t)
-	model := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	model := testutil.CLIP(t, "tiny-clip-quickgelu")
 	dir := copyFixtureImages(t, false)
 	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model, "IMAGESCOPE_WEAVIATE_URL": wvURL})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -77,7 +77,7 @@ func TestIntegrationSearchWeaviate(t *testing.T) {
 
 	// Another CLIP model is refused with a clear message.
 	errb.Reset()
-	other := testutil.Fixtures(t, "clip", "tiny-clip-gelu")
+	other := testutil.CLIP(t, "tiny-clip-gelu")
 	if code := run(ctx, []string{"search", "x", "--clip", other, "--weaviate", coll}, strings.NewReader(""), &out, &errb, getenv); code == 0 || !strings.Contains(errb.String(), "CLIP model") {
 		t.Fatalf("model mismatch: exit %d\n%s", code, errb.String())
 	}

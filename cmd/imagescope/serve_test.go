@@ -37,7 +37,7 @@ func writeServeTestPNG(t *testing.T, path string, c color.NRGBA) {
 }
 
 func TestServeCommand(t *testing.T) {
-	model := testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")
+	model := testutil.CLIP(t, "tiny-clip-quickgelu")
 	dir := t.TempDir()
 	for i, n := range []string{"red.png", "green.png", "sub/blue.png"} {
 		p := filepath.Join(dir, n)

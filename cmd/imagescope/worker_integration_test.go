@@ -27,7 +27,7 @@ func TestIntegrationWorkerIntoWeaviate(t *testing.T) {
 		t.Skip("IMAGESCOPE_WEAVIATE_URL not set")
 	}
 	url := embeddedNATS(t)
-	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	model := testutil.CLIP(t, "tiny-clip-gelu")
 	dir := copyFixtureImages(t, true)
 	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -106,7 +106,7 @@ func TestIntegrationWeaviateDiesMidRun(t *testing.T) {
 		t.Skip("IMAGESCOPE_WEAVIATE_URL/_STOP/_START not set")
 	}
 	url := embeddedNATS(t)
-	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	model := testutil.CLIP(t, "tiny-clip-gelu")
 	src := copyFixtureImages(t, false)
 	dir := t.TempDir()
 	const copies = 40

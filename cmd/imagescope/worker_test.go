@@ -40,13 +40,13 @@ func fakeEnv(vars map[string]string) func(string) string {
 // corrupt file.
 func TestQueueIndexIntoDB(t *testing.T) {
 	url := embeddedNATS(t)
-	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
-	imgs := testutil.Shared(t, "fixtures", "clip", "images")
+	model := testutil.CLIP(t, "tiny-clip-gelu")
+	imgs := testutil.CLIP(t, "images")
 	dir := filepath.Join(t.TempDir(), "photos")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	names := []string{"gray_320x240.png", "landscape_640x480.png", "square_224x224.png", "tiny_97x61.png"}
+	names := []string{"gray_320x240.png", "landscape_400x300.png", "square_224x224.png", "tiny_97x61.png"}
 	for _, n := range names {
 		b, err := os.ReadFile(filepath.Join(imgs, n))
 		if err != nil {
@@ -128,12 +128,12 @@ func TestQueueIndexIntoDB(t *testing.T) {
 // broken is set) into a new folder.
 func copyFixtureImages(t *testing.T, broken bool) string {
 	t.Helper()
-	imgs := testutil.Shared(t, "fixtures", "clip", "images")
+	imgs := testutil.CLIP(t, "images")
 	dir := filepath.Join(t.TempDir(), "photos")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"gray_320x240.png", "landscape_640x480.png", "square_224x224.png", "tiny_97x61.png"} {
+	for _, n := range []string{"gray_320x240.png", "landscape_400x300.png", "square_224x224.png", "tiny_97x61.png"} {
 		b, err := os.ReadFile(filepath.Join(imgs, n))
 		if err != nil {
 			t.Fatal(err)
@@ -154,7 +154,7 @@ func copyFixtureImages(t *testing.T, broken bool) string {
 // URL and every item stays queued for a later run.
 func TestWorkerWeaviateUnreachable(t *testing.T) {
 	url := embeddedNATS(t)
-	model := testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu")
+	model := testutil.CLIP(t, "tiny-clip-gelu")
 	dir := copyFixtureImages(t, false)
 	getenv := fakeEnv(map[string]string{"HOME": t.TempDir(), "IMAGESCOPE_CLIP_MODEL": model})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

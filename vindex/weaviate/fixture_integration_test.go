@@ -17,8 +17,9 @@ import (
 	"github.com/imagescope/imagescope/vindex/weaviate/synth"
 )
 
-// TestIntegrationFixtureGallery: the shared fixture galleries' images (all
-// benchmarks together), embedded by the tiny fixture CLIP, searched through
+// TestIntegrationFixtureGallery: the miniature benchmarks' images in
+// testdata/datasets (all benchmarks together), embedded by the tiny CLIP in
+// testdata/clip, searched through
 // Weaviate and exactly. The galleries are small, so the test runs with a
 // candidate set smaller than k to exercise the approximate path.
 func TestIntegrationFixtureGallery(t *testing.T) {
@@ -28,7 +29,7 @@ func TestIntegrationFixtureGallery(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	root := testutil.Shared(t, "fixtures", "datasets")
+	root := testutil.Datasets(t)
 	var paths []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -43,7 +44,7 @@ func TestIntegrationFixtureGallery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := clip.Load(ctx, testutil.Shared(t, "fixtures", "clip", "tiny-clip-gelu"), clip.Options{})
+	m, err := clip.Load(ctx, testutil.CLIP(t, "tiny-clip-gelu"), clip.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
