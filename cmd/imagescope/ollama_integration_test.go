@@ -81,7 +81,7 @@ func (f *ollamaFixture) config(t *testing.T, dir string, edit func(string) strin
 	}
 	s = strings.Join(out, "\n")
 	s = strings.NewReplacer("http://localhost:11434/v1", f.url+"/v1", "llava:7b", f.vision, "llama3:8b", f.text,
-		"openai/clip-vit-base-patch32", testutil.Fixtures(t, "clip", "tiny-clip-quickgelu")).Replace(s)
+		"openai/clip-vit-base-patch32", testutil.CLIP(t, "tiny-clip-quickgelu")).Replace(s)
 	s += fmt.Sprintf(`
   evaluator:
     endpoints: [%s/v1]
@@ -119,7 +119,7 @@ func runCLI(ctx context.Context, t *testing.T, args ...string) (string, string, 
 // the run folder.
 func evalOllama(ctx context.Context, t *testing.T, cfg, runs, name string, extra ...string) (string, string, int) {
 	t.Helper()
-	args := append([]string{"eval", "--config", cfg, "--dataset", "CIRCO", "--data", testutil.Fixtures(t, "datasets"), "--split", "val",
+	args := append([]string{"eval", "--config", cfg, "--dataset", "CIRCO", "--data", testutil.Datasets(t), "--split", "val",
 		"--runs", runs, "--run-name", name}, extra...)
 	_, errs, code := runCLI(ctx, t, args...)
 	m, _ := filepath.Glob(filepath.Join(runs, "*", "*-"+name+"_*"))

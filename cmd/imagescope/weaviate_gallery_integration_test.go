@@ -44,7 +44,7 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	m, err := clip.Load(ctx, testutil.Fixtures(t, "clip", "tiny-clip-quickgelu"), clip.Options{})
+	m, err := clip.Load(ctx, testutil.CLIP(t, "tiny-clip-quickgelu"), clip.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
