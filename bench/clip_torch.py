@@ -6,6 +6,9 @@ checkpoint, timed on the CPU.
 Run with Debian's interpreter: /usr/bin/python3 bench/clip_torch.py DIR THREADS
 Prints one line: "pytorch threads=T images/s=X texts/s=Y" after checking its
 embeddings against imagescope's (DIR/go_embeds.safetensors) when present.
+Texts: every text is computed to its own end token on both sides (PyTorch
+batches texts of equal length together, so no padding is computed).
+Refuses to run on the reference BLAS or with another thread count.
 """
 
 import json
@@ -114,6 +117,25 @@ class CLIP:
         return pooled @ w["text_projection.weight"].t()
 
 
+def texts_to_their_end(model, ids, batch):
+    """Embed texts with no padding computed: texts of equal length are
+    batched together (up to batch), so every text stops at its own end
+    token, as imagescope's text tower does. Returns rows in input order."""
+    eot = ids.argmax(-1)
+    order = torch.argsort(eot, stable=True)
+    out = [None] * len(ids)
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and j - i < batch and eot[order[j]] == eot[order[i]]:
+            j += 1
+        sel = order[i:j]
+        for r, e in zip(sel.tolist(), model.texts(ids[sel])):
+            out[r] = e
+        i = j
+    return torch.stack(out)
+
+
 def main():
     d, threads = sys.argv[1], int(sys.argv[2])
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 32
@@ -125,13 +147,23 @@ def main():
     with torch.inference_mode():
         model.images(px[:2])
         model.texts(ids[:8])
+        # The BLAS is mapped in by now: refuse the reference BLAS, and check
+        # the thread counts both libraries will use.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import peerblas
+        peerblas.require_fast_blas()
+        if torch.get_num_threads() != threads:
+            print(f"torch uses {torch.get_num_threads()} threads, want {threads}", file=sys.stderr)
+            sys.exit(3)
+        blas_cfg = [l.strip() for l in torch.__config__.show().splitlines() if "BLAS" in l or "LAPACK" in l]
+        print(f"pytorch loaded {peerblas.describe()}; torch.get_num_threads()={torch.get_num_threads()} openblas_threads={peerblas.blas_threads()}; build: {'; '.join(blas_cfg)}")
         best_i = best_t = float("inf")
         for _ in range(rounds):
             t0 = time.perf_counter()
             img = torch.cat([model.images(px[i : i + batch]) for i in range(0, len(px), batch)])
             best_i = min(best_i, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            txt = torch.cat([model.texts(ids[i : i + batch]) for i in range(0, len(ids), batch)])
+            txt = texts_to_their_end(model, ids, batch)
             best_t = min(best_t, time.perf_counter() - t0)
     go = os.path.join(d, "go_embeds.safetensors")
     if os.path.exists(go):

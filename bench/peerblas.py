@@ -53,3 +53,27 @@ def require_fast_blas():
             "'update-alternatives --display libblas.so.3-x86_64-linux-gnu'.\n" % (kind, ", ".join(paths)))
         sys.exit(3)
     return kind
+
+
+def blas_threads():
+    """Threads the loaded OpenBLAS will use (None when it cannot be asked)."""
+    import ctypes
+    kind, paths = loaded_blas()
+    for p in paths:
+        if "openblas" in p.lower():
+            try:
+                lib = ctypes.CDLL(p)
+                return int(lib.openblas_get_num_threads())
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def require_threads(want, *others):
+    """Exit unless the BLAS (and every other given count) uses want threads."""
+    got = blas_threads()
+    counts = [c for c in (got,) + others if c is not None]
+    if any(c != want for c in counts):
+        sys.stderr.write("peer threads %s, want %d everywhere\n" % (counts, want))
+        sys.exit(3)
+    return got

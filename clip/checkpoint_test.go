@@ -43,7 +43,7 @@ func rewriteCheckpoint(t *testing.T, src string, edit func([]Tensor) []Tensor) s
 	return dir
 }
 
-func writeST(t *testing.T, path string, ts []Tensor) {
+func writeST(t testing.TB, path string, ts []Tensor) {
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)

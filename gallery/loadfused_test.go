@@ -83,3 +83,43 @@ func TestLoadWithReadersAndFuse(t *testing.T) {
 		t.Fatal("tau 2 accepted")
 	}
 }
+
+// BenchmarkLoad reads a 50k-image DB (768-d image and caption vectors,
+// float32) the way search and serve do: unfused, and fused with the
+// compact copy.
+func BenchmarkLoad(b *testing.B) {
+	n, dim := 50_000, 768
+	if testing.Short() {
+		n = 10_000
+	}
+	src := b.TempDir()
+	names := make([]string, n)
+	caps := map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("img%06d.jpg", i)
+		caps[names[i]] = "a caption"
+	}
+	writeRefDB(b, src, names, dim, caps)
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "bench/clip"}); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		opt  LoadOptions
+	}{{"unfused", LoadOptions{}}, {"fused+compact", LoadOptions{Fuse: true, FuseTau: 0.15, Compact: true}}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := db.LoadWith(ctx, c.opt); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "images/s")
+		})
+	}
+}

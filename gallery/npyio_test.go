@@ -14,7 +14,7 @@ import (
 	"github.com/imagescope/imagescope/internal/npy"
 )
 
-func writeRefDB(t *testing.T, dir string, names []string, dim int, captions any) (img, capv []float32) {
+func writeRefDB(t testing.TB, dir string, names []string, dim int, captions any) (img, capv []float32) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(5, 6))
 	n := len(names)

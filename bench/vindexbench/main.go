@@ -3,7 +3,7 @@
 // measures the image DB's load time and memory.
 //
 //	vindexbench gen    -dir D -n N -d DIM -q Q [-seed S]
-//	vindexbench search -dir D -k K -threads T [-reps R]   (writes D/go_ids.npy)
+//	vindexbench search -dir D -k K -tau TAU -threads T [-reps R]   (fused score; writes D/go_ids.npy)
 //	vindexbench mkdb   -dir D -db PATH -n N -d DIM        (image + caption embeddings, via ImportNPY)
 //	vindexbench load   -db PATH                           (time Open+Load, report RSS)
 package main
@@ -92,6 +92,9 @@ func gen(args []string) error {
 	if err := writeMatrix(filepath.Join(*dir, "gallery.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
 		return err
 	}
+	if err := writeMatrix(filepath.Join(*dir, "captions.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
+		return err
+	}
 	return writeMatrix(filepath.Join(*dir, "queries.npy"), randUnit(rng, *q, *d), *q, *d)
 }
 
@@ -101,10 +104,18 @@ func search(args []string) error {
 	k := fs.Int("k", 100, "hits per query")
 	threads := fs.Int("threads", runtime.NumCPU(), "search threads")
 	reps := fs.Int("reps", 3, "timed repetitions (best is reported)")
+	tau := fs.Float64("tau", 0.15, "caption weight of the fused score")
 	fs.Parse(args)
 	g, n, d, err := npy.ReadMatrixFile(filepath.Join(*dir, "gallery.npy"))
 	if err != nil {
 		return err
+	}
+	c, cn, cd, err := npy.ReadMatrixFile(filepath.Join(*dir, "captions.npy"))
+	if err != nil {
+		return err
+	}
+	if cn != n || cd != d {
+		return fmt.Errorf("captions.npy is %dx%d, gallery %dx%d", cn, cd, n, d)
 	}
 	qm, nq, qd, err := npy.ReadMatrixFile(filepath.Join(*dir, "queries.npy"))
 	if err != nil {
@@ -113,13 +124,13 @@ func search(args []string) error {
 	if qd != d {
 		return fmt.Errorf("query dimension %d != gallery %d", qd, d)
 	}
-	ix := &vindex.Index{Dim: d, Image: g, Names: make([]string, n), Threads: *threads}
+	ix := &vindex.Index{Dim: d, Image: g, Caption: c, HasCaption: true, Names: make([]string, n), Threads: *threads}
 	for i := range ix.Names {
 		ix.Names[i] = fmt.Sprint(i)
 	}
 	qs := make([]vindex.Query, nq)
 	for i := range qs {
-		qs[i] = vindex.Query{Descriptions: [][]float32{qm[i*d : (i+1)*d]}}
+		qs[i] = vindex.Query{Descriptions: [][]float32{qm[i*d : (i+1)*d]}, Tau: float32(*tau)}
 	}
 	ctx := context.Background()
 	best := time.Duration(math.MaxInt64)
@@ -145,7 +156,7 @@ func search(args []string) error {
 	if err := writeMatrix(filepath.Join(*dir, "go_ids.npy"), ids, nq, *k); err != nil {
 		return err
 	}
-	fmt.Printf("imagescope kernel=%s threads=%d runs=[%s] best=%.3fs qps=%.1f\n", vindex.KernelName(), *threads, strings.Join(times, " "), best.Seconds(), float64(nq)/best.Seconds())
+	fmt.Printf("imagescope fused tau=%g kernel=%s threads=%d runs=[%s] best=%.3fs qps=%.1f\n", *tau, vindex.KernelName(), *threads, strings.Join(times, " "), best.Seconds(), float64(nq)/best.Seconds())
 	return nil
 }
 
