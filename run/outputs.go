@@ -296,6 +296,9 @@ func (r *Runner) writeMetrics() error {
 		return err
 	}
 	head := fmt.Sprintf("%s %s: %d queries\n\n", r.cfg.Dataset.Name, r.cfg.Dataset.Split, len(r.byQ))
+	if r.interactive() {
+		head = fmt.Sprintf("%s %s: %d queries, interactive (generated questions, simulated user)\n\n", r.cfg.Dataset.Name, r.cfg.Dataset.Split, len(r.byQ))
+	}
 	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics.txt"), []byte(head+txt.String())); err != nil {
 		return err
 	}
@@ -390,13 +393,15 @@ type TraceLine struct {
 	Targets     []string `json:"targets,omitempty"`
 	// Rank is the 1-based rank of the first target after each stage
 	// (0: not within the stored list).
-	Rank       map[string]int   `json:"rank,omitempty"`
-	Calls      map[string]int   `json:"calls"`
-	Fallbacks  []string         `json:"fallbacks,omitempty"`
-	Unfinished string           `json:"unfinished,omitempty"`
-	Stage1     *pipeline.Stage1 `json:"stage1,omitempty"`
-	Stage2     *pipeline.Stage2 `json:"stage2,omitempty"`
-	Stage3     *pipeline.Stage3 `json:"stage3,omitempty"`
+	Rank       map[string]int `json:"rank,omitempty"`
+	Calls      map[string]int `json:"calls"`
+	Fallbacks  []string       `json:"fallbacks,omitempty"`
+	Unfinished string         `json:"unfinished,omitempty"`
+	// Turn is, in an interactive run, how this round's turn was generated.
+	Turn   *GeneratedTurn   `json:"turn,omitempty"`
+	Stage1 *pipeline.Stage1 `json:"stage1,omitempty"`
+	Stage2 *pipeline.Stage2 `json:"stage2,omitempty"`
+	Stage3 *pipeline.Stage3 `json:"stage3,omitempty"`
 }
 
 func (r *Runner) writeTrace() error {
@@ -406,7 +411,7 @@ func (r *Runner) writeTrace() error {
 			u := r.units[i]
 			dq := r.cfg.Dataset.Queries[u.qi]
 			q, _ := r.prepared(i)
-			tl := TraceLine{ID: dq.ID, Instruction: u.q.Instruction, Reference: u.q.Reference, Previous: q.Previous, Targets: dq.Targets, Calls: map[string]int{}}
+			tl := TraceLine{ID: dq.ID, Instruction: q.Instruction, Reference: u.q.Reference, Previous: q.Previous, Targets: dq.Targets, Calls: map[string]int{}}
 			if u.round >= 0 {
 				rd := u.round
 				tl.Round = &rd
@@ -417,6 +422,10 @@ func (r *Runner) writeTrace() error {
 					tl.Calls[k] += v
 				}
 				tl.Fallbacks = append(tl.Fallbacks, c.Fallbacks...)
+			}
+			if tl.Turn = r.getTurn(u.key); tl.Turn != nil {
+				add(tl.Turn.Ask.Calls)
+				add(tl.Turn.Calls)
 			}
 			if tl.Stage1 != nil {
 				add(tl.Stage1.Calls)
@@ -505,6 +514,10 @@ func (r *Runner) Report() Report {
 	opt := r.cfg.Engine.Options()
 	var bound, actual float64
 	for _, u := range r.units {
+		if t := r.getTurn(u.key); t != nil {
+			add(t.Ask.Calls)
+			add(t.Calls)
+		}
 		s1, s2, s3 := r.get1(u.key), r.get2(u.key), r.get3(u.key)
 		if s1 != nil {
 			rep.Finished["stage1"]++

@@ -55,6 +55,10 @@ type Settings struct {
 	Active int `json:"active"`
 	// Limit runs only the first Limit queries (0 = all).
 	Limit int `json:"limit,omitempty"`
+	// Interactive (chat datasets) replaces the given turns after the
+	// caption by generated ones: the engine asks back and the verifier,
+	// looking at the target, answers (see interactive.go).
+	Interactive bool `json:"interactive,omitempty"`
 }
 
 // Config wires a run.
@@ -86,6 +90,8 @@ type state struct {
 	s1 map[string]*pipeline.Stage1
 	s2 map[string]*pipeline.Stage2
 	s3 map[string]*pipeline.Stage3
+	// turns are the generated turns of an interactive run.
+	turns map[string]*GeneratedTurn
 }
 
 // Runner executes one run.
@@ -95,9 +101,11 @@ type Runner struct {
 	byQ   map[int][]int // query index -> unit indexes (rounds in order)
 	st    state
 	ck    [4]*checkpoint
-	done  [4]atomic.Int64
-	wrote [4]bool
-	outMu sync.Mutex
+	// turnCk holds the generated turns of an interactive run.
+	turnCk *checkpoint
+	done   [4]atomic.Int64
+	wrote  [4]bool
+	outMu  sync.Mutex
 	// writeErr is the first failure to write a stage's outputs.
 	writeErr error
 	times    [4]stageTime
@@ -157,6 +165,10 @@ func New(cfg Config) (*Runner, error) {
 	}
 	r := &Runner{cfg: cfg, byQ: map[int][]int{}, start: time.Now()}
 	r.st.s1, r.st.s2, r.st.s3 = map[string]*pipeline.Stage1{}, map[string]*pipeline.Stage2{}, map[string]*pipeline.Stage3{}
+	r.st.turns = map[string]*GeneratedTurn{}
+	if err := r.checkInteractive(); err != nil {
+		return nil, err
+	}
 	r.buildUnits()
 	if err := r.writeConfig(); err != nil {
 		return nil, err
@@ -176,6 +188,12 @@ func New(cfg Config) (*Runner, error) {
 				r.closeCheckpoints()
 				return nil, fmt.Errorf("checkpoint stage %d, %s: %w", st, k, err)
 			}
+		}
+	}
+	if r.interactive() {
+		if err := r.openTurns(); err != nil {
+			r.closeCheckpoints()
+			return nil, err
 		}
 	}
 	return r, nil
@@ -206,12 +224,14 @@ func (r *Runner) restore(st int, key string, raw json.RawMessage) error {
 }
 
 func (r *Runner) closeCheckpoints() {
-	for _, c := range r.ck {
+	for _, c := range append(r.ck[:], r.turnCk) {
 		if c != nil {
 			c.close()
 		}
 	}
 }
+
+func (r *Runner) chat() bool { return r.cfg.Dataset.Task == dataset.Chat }
 
 // Dir returns the run folder.
 func (r *Runner) Dir() string { return r.cfg.Dir }
@@ -240,6 +260,9 @@ func (r *Runner) buildUnits() {
 			for rd, turn := range dq.Turns {
 				u := base
 				u.Round, u.Instruction = rd, turn
+				if s.Interactive && rd > 0 {
+					u.Instruction = "" // generated when the round starts
+				}
 				r.byQ[qi] = append(r.byQ[qi], len(r.units))
 				r.units = append(r.units, unit{key: fmt.Sprintf("%s#%d", dq.ID, rd), qi: qi, round: rd, q: u})
 			}
@@ -397,6 +420,13 @@ func (r *Runner) prepared(i int) (pipeline.Query, bool) {
 	carry := ""
 	r.st.mu.Lock()
 	defer r.st.mu.Unlock()
+	if r.interactive() && u.round > 0 {
+		t, ok := r.st.turns[u.key]
+		if !ok {
+			return q, false
+		}
+		q.Instruction = t.Turn
+	}
 	for rd := 1; rd < u.round; rd++ {
 		prev := r.units[r.byQ[u.qi][rd]]
 		s1, ok := r.st.s1[prev.key]
@@ -454,6 +484,16 @@ func (r *Runner) step(ctx context.Context, st, i int) bool {
 	if (st == 2 && r.get1(u.key) == nil) || (st == 3 && r.get2(u.key) == nil) {
 		r.fail.Store(u.key, fmt.Errorf("stage %d unfinished", st-1))
 		return false
+	}
+	if st == 1 && r.interactive() {
+		if err := r.ensureTurn(ctx, i); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			r.fail.Store(u.key, fmt.Errorf("generate the turn: %w", err))
+			r.cfg.Log.Error("generating a turn failed; left for resume", "unit", u.key, "err", err)
+			return false
+		}
 	}
 	q, ok := r.prepared(i)
 	if !ok {
@@ -552,6 +592,16 @@ func (r *Runner) runStreaming(ctx context.Context) error {
 		go func(chain []int) {
 			defer wg.Done()
 			defer func() { <-sem }()
+			if r.interactive() {
+				// Each round's question comes from the previous
+				// round's final ranking: rounds run one after another.
+				for _, i := range chain {
+					if !r.step(ctx, 1, i) || (last >= 2 && !r.step(ctx, 2, i)) || (last >= 3 && !r.step(ctx, 3, i)) {
+						break
+					}
+				}
+				return
+			}
 			var inner sync.WaitGroup
 			for _, i := range chain {
 				if !r.step(ctx, 1, i) {

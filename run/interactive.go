@@ -1,0 +1,166 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/imagescope/imagescope/pipeline"
+)
+
+// Interactive chat runs (Settings.Interactive): the dataset's dialogue
+// gives only the caption (round 0) and the number of rounds; every later
+// round's turn is generated. The engine asks back from the previous
+// round's final ranking (pipeline.Engine.AskNext) and a simulated user,
+// the verifier looking at the target image, answers the chosen question.
+// Each generated turn is checkpointed (checkpoints/turns.jsonl) before the
+// round runs, so a resumed run replays exactly the same dialogue.
+
+// GeneratedTurn is one generated chat turn: how the question was chosen,
+// and the simulated user's answer.
+type GeneratedTurn struct {
+	Ask *pipeline.Ask `json:"ask"`
+	// Question is the chosen question ("" when none could be proposed).
+	Question string `json:"question"`
+	// Answer is the simulated user's answer ("yes" or "no") and Reply the
+	// verifier's raw reply.
+	Answer string `json:"answer,omitempty"`
+	Reply  string `json:"reply,omitempty"`
+	// Turn is the round's instruction: "question? answer".
+	Turn string `json:"turn"`
+	// Calls are the simulated user's calls (the asking calls are in Ask).
+	Calls pipeline.Calls `json:"calls"`
+}
+
+// FallbackNoQuestion marks a round for which no question could be
+// proposed: its turn is NoQuestionTurn, which adds nothing.
+const FallbackNoQuestion = "no-question"
+
+// NoQuestionTurn is the turn of a round with no question to ask.
+const NoQuestionTurn = "no new information"
+
+func (r *Runner) interactive() bool { return r.cfg.Settings.Interactive }
+
+// checkInteractive refuses settings an interactive run cannot honour.
+func (r *Runner) checkInteractive() error {
+	if !r.interactive() {
+		return nil
+	}
+	switch {
+	case !r.chat():
+		return fmt.Errorf("run: --interactive needs a chat dataset (VisDial), not %s", r.cfg.Dataset.Name)
+	case r.cfg.Settings.Barrier:
+		return errors.New("run: --interactive cannot run in --barrier mode: each round's question needs the previous round's final ranking")
+	case !r.cfg.Engine.Has(pipeline.RoleQuestioner):
+		return errors.New("run: --interactive needs a reasoner (or questioner) to propose questions")
+	case !r.cfg.Engine.Has(pipeline.RoleVerifier):
+		return errors.New("run: --interactive needs a verifier: it answers as the simulated user")
+	}
+	for _, q := range r.cfg.Dataset.Queries {
+		if len(q.Targets) == 0 {
+			return fmt.Errorf("run: --interactive needs the target of every dialogue (the simulated user looks at it); dialogue %s has none", q.ID)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) openTurns() error {
+	ck, recs, err := openCheckpoint(filepath.Join(r.cfg.Dir, "checkpoints", "turns.jsonl"))
+	if err != nil {
+		return err
+	}
+	r.turnCk = ck
+	for k, raw := range recs {
+		var t GeneratedTurn
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return fmt.Errorf("checkpoint turns, %s: %w", k, err)
+		}
+		r.st.turns[k] = &t
+	}
+	return nil
+}
+
+func (r *Runner) getTurn(k string) *GeneratedTurn {
+	r.st.mu.Lock()
+	defer r.st.mu.Unlock()
+	return r.st.turns[k]
+}
+
+// dialogueBefore returns unit i's dialogue so far: the caption and the
+// generated turns of rounds 1..round-1 (ok false when one is missing).
+func (r *Runner) dialogueBefore(i int) ([]string, bool) {
+	u := r.units[i]
+	dq := r.cfg.Dataset.Queries[u.qi]
+	d := []string{dq.Turns[0]}
+	for rd := 1; rd < u.round; rd++ {
+		t := r.getTurn(r.units[r.byQ[u.qi][rd]].key)
+		if t == nil {
+			return nil, false
+		}
+		d = append(d, t.Turn)
+	}
+	return d, true
+}
+
+// ensureTurn generates (once) the turn of interactive unit i from the
+// previous round's final ranking. It reports an error when the turn cannot
+// be made now (the previous round unfinished, a role down).
+func (r *Runner) ensureTurn(ctx context.Context, i int) error {
+	u := r.units[i]
+	if u.round < 1 || r.getTurn(u.key) != nil {
+		return nil
+	}
+	prev := r.units[r.byQ[u.qi][u.round-1]]
+	ranking := r.fullList(r.cfg.Settings.Stages, prev.key)
+	if ranking == nil {
+		return errors.New("previous round unfinished")
+	}
+	dialogue, ok := r.dialogueBefore(i)
+	if !ok {
+		return errors.New("previous round's turn missing")
+	}
+	a, err := r.cfg.Engine.AskNext(ctx, dialogue, ranking)
+	if err != nil {
+		return err
+	}
+	t := &GeneratedTurn{Ask: a, Turn: NoQuestionTurn}
+	if best := a.Best(); best != nil {
+		target := r.cfg.Dataset.Queries[u.qi].Targets[0]
+		ans, reply, err := r.cfg.Engine.AnswerAbout(ctx, target, best.English, &t.Calls)
+		if err != nil {
+			return fmt.Errorf("simulated user: %w", err)
+		}
+		t.Question, t.Answer, t.Reply = best.English, ans, reply
+		t.Turn = pipeline.Turn(best.English, ans)
+	} else {
+		t.Calls.Fallbacks = append(t.Calls.Fallbacks, FallbackNoQuestion)
+	}
+	if err := r.turnCk.append(u.key, t); err != nil {
+		return err
+	}
+	r.st.mu.Lock()
+	r.st.turns[u.key] = t
+	r.st.mu.Unlock()
+	return nil
+}
+
+// fullList is unit key's whole ranking after stage st (nil if unfinished).
+func (r *Runner) fullList(st int, key string) []string {
+	switch st {
+	case 1:
+		if s := r.get1(key); s != nil {
+			return s.Names()
+		}
+	case 2:
+		if s := r.get2(key); s != nil {
+			return s.Ranking
+		}
+	case 3:
+		if s := r.get3(key); s != nil {
+			return s.Ranking
+		}
+	}
+	return nil
+}
