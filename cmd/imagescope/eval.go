@@ -61,7 +61,11 @@ effective configuration, metrics.json, rankings.<stage>.json, trace.jsonl,
 submissions (CIRR/CIRCO test), metrics.txt, recall.svg and report.txt.
 Every finished stage of every query is checkpointed: --resume RUNDIR completes
 an interrupted run without repeating finished model calls, and can extend it
-with later stages (--stages).`)
+with later stages (--stages).
+--interactive (VisDial) replaces the human turns after the caption: each
+round the engine asks back the question that best splits its current top
+candidates and the verifier, looking at the target, answers it
+(docs/asking-back.md).`)
 	dsName := fs.String("dataset", "", "CIRR, CIRCO, FashionIQ-dress|shirt|toptee, Flickr30K, MSCOCO or VisDial")
 	data := fs.String("data", "", "data root (or the dataset folder)")
 	split := fs.String("split", "", "valid|val|test")
@@ -83,6 +87,7 @@ with later stages (--stages).`)
 	soft := fs.Bool("soft", false, "also score verification softly from yes/no log-probabilities (reported beside the hard count)")
 	limit := fs.Int("limit", 0, "run only the first N queries (0: all)")
 	active := fs.Int("active", 64, "queries in progress at once")
+	interactive := fs.Bool("interactive", false, "chat datasets: generate each round's question (asking back) and answer it with the verifier looking at the target")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -101,7 +106,7 @@ with later stages (--stages).`)
 	var opt pipeline.Options
 	dir := *resume
 	if dir != "" {
-		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs"} {
+		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs", "interactive"} {
 			if set[name] {
 				return usagef("--%s cannot change on --resume (the run's settings are in %s)", name, filepath.Join(dir, "config.json"))
 			}
@@ -136,7 +141,7 @@ with later stages (--stages).`)
 			return usagef("--limit must be >= 0 and --active >= 1")
 		}
 		settings = evalrun.Settings{Dataset: *dsName, Split: *split, Data: *data, Stages: lastStage, Subset: *subset,
-			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit}
+			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit, Interactive: *interactive}
 		opt = pipeline.DefaultOptions()
 		opt.Tau, opt.TopK, opt.Alpha, opt.YesRule, opt.Soft = float32(*tau), *topK, *alpha, *yesRule, *soft
 		if *tau < 0 || *tau > 1 || *topK < 1 || *alpha < 1 {

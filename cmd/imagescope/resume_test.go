@@ -29,6 +29,27 @@ func TestHelperEvalProcess(t *testing.T) {
 	os.Exit(code)
 }
 
+// traceTurns lists the instructions of every trace line.
+func traceTurns(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "trace.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var tl struct {
+			ID          string `json:"id"`
+			Instruction string `json:"instruction"`
+		}
+		if err := json.Unmarshal([]byte(l), &tl); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tl.ID+": "+tl.Instruction)
+	}
+	return strings.Join(out, "\n")
+}
+
 func countLines(path string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -45,15 +66,21 @@ func TestEvalKillAndResume(t *testing.T) {
 		t.Skip("subprocess test")
 	}
 	for _, tc := range []struct {
-		dataset, split string
-		files          []string
+		name, dataset, split string
+		files                []string
+		extra                []string
+		// killAt is the checkpoint whose second line triggers the kill.
+		killAt string
 	}{
-		{"VisDial", "val", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}},
-		{"CIRR", "test", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json",
-			"submissions/stage1.recall.json", "submissions/stage2.recall_subset.json", "submissions/stage3.recall.json", "submissions/stage3.recall_subset.json"}},
+		{"VisDial", "VisDial", "val", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}, nil, "stage2.jsonl"},
+		{"CIRR", "CIRR", "test", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json",
+			"submissions/stage1.recall.json", "submissions/stage2.recall_subset.json", "submissions/stage3.recall.json", "submissions/stage3.recall_subset.json"}, nil, "stage2.jsonl"},
+		// Killed after two generated turns: the resumed run continues the
+		// same dialogues.
+		{"VisDial-interactive", "VisDial", "val", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}, []string{"--interactive"}, "turns.jsonl"},
 	} {
-		t.Run(tc.dataset, func(t *testing.T) {
-			common := []string{"--dataset", tc.dataset, "--data", "", "--split", tc.split, "--active", "2", "--alpha", "2"}
+		t.Run(tc.name, func(t *testing.T) {
+			common := append([]string{"--dataset", tc.dataset, "--data", "", "--split", tc.split, "--active", "2", "--alpha", "2"}, tc.extra...)
 
 			// Uninterrupted reference run (own home and cache).
 			ref := newEvalFixture(t, true)
@@ -79,7 +106,7 @@ func TestEvalKillAndResume(t *testing.T) {
 			killed := false
 			deadline := time.Now().Add(120 * time.Second)
 			for time.Now().Before(deadline) {
-				m, _ := filepath.Glob(filepath.Join(runs, "*", "*", "checkpoints", "stage2.jsonl"))
+				m, _ := filepath.Glob(filepath.Join(runs, "*", "*", "checkpoints", tc.killAt))
 				if len(m) == 1 && countLines(m[0]) >= 2 {
 					cmd.Process.Signal(syscall.SIGKILL)
 					killed = true
@@ -118,6 +145,12 @@ func TestEvalKillAndResume(t *testing.T) {
 				}
 				if !bytes.Equal(got, want) {
 					t.Errorf("%s differs after resume:\n got %s\nwant %s", name, got, want)
+				}
+			}
+			if tc.extra != nil {
+				// The generated dialogues are the same.
+				if a, b := traceTurns(t, refDir), traceTurns(t, dir); a != b {
+					t.Errorf("generated turns differ after resume:\n got %s\nwant %s", b, a)
 				}
 			}
 			// Finished calls are not repeated: a request sent before the kill
