@@ -98,6 +98,9 @@ candidates and the verifier, looking at the target, answers it
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if *dbPath != "" && *wvCollection != "" {
+		return usagef("give --db PATH or --weaviate COLLECTION, not both")
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
@@ -229,9 +232,6 @@ candidates and the verifier, looking at the target, answers it
 		setup engineSetup
 	)
 	if *wvCollection != "" {
-		if *dbPath != "" {
-			return usagef("give --db PATH or --weaviate COLLECTION, not both")
-		}
 		g, err := openWeaviateGallery(ctx, &runEnv, cfg, model, *wvCollection)
 		if err != nil {
 			return refuse(err)
