@@ -8,7 +8,7 @@ import (
 	"math"
 	"strings"
 
-	"github.com/imagescope/imagescope/linalg"
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // Embedding is one item's result: the projected (not normalised) feature, or
@@ -107,7 +107,7 @@ func (m *Model) EmbedImages(ctx context.Context, imgs []image.Image) ([]Embeddin
 	for lo := 0; lo < len(imgs); lo += bs {
 		hi := min(lo+bs, len(imgs))
 		px := make([][]float32, hi-lo)
-		linalg.ParallelTasks(m.threads, hi-lo, func(j int) {
+		parallel.For(m.threads, hi-lo, func(_, j int) {
 			p, err := m.pixelsOf(imgs[lo+j])
 			if err != nil {
 				out[lo+j].Err = fmt.Errorf("image %d: %w", lo+j, err)
@@ -161,7 +161,7 @@ func (m *Model) EmbedImageFiles(ctx context.Context, paths []string) ([]Embeddin
 		}
 		hi := min(lo+bs, len(paths))
 		px := make([][]float32, hi-lo)
-		linalg.ParallelTasks(m.threads, hi-lo, func(j int) {
+		parallel.For(m.threads, hi-lo, func(_, j int) {
 			path := paths[lo+j]
 			img, err := m.decodeSafe(path)
 			if err != nil {

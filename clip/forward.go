@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/linalg"
 )
 
@@ -17,14 +18,14 @@ type traceFunc func(stage string, x []float32)
 
 // layerNormRows applies layer norm to rows of x into dst, in parallel.
 func layerNormRows(dst, x []float32, rows, dim int, g, b []float32, eps float32, threads int) {
-	linalg.ParallelFor(threads, rows, func(lo, hi int) {
+	parallel.Chunks(threads, rows, func(lo, hi int) {
 		linalg.LayerNorm(dst[lo*dim:hi*dim], x[lo*dim:hi*dim], hi-lo, dim, g, b, eps)
 	})
 }
 
 // activate applies the tower's activation to rows of x in parallel.
 func activate(x []float32, rows, dim int, act string, threads int) {
-	linalg.ParallelFor(threads, rows, func(lo, hi int) {
+	parallel.Chunks(threads, rows, func(lo, hi int) {
 		if act == "gelu" {
 			linalg.GELU(x[lo*dim : hi*dim])
 		} else {
@@ -67,11 +68,11 @@ func encode(ctx context.Context, c TowerConfig, blocks []block, x []float32, spa
 func attention(out, qkv []float32, spans []seqSpan, W, heads int, causal bool, threads int, ws *workspace) {
 	dh := W / heads
 	scale := float32(1 / math.Sqrt(float64(dh)))
-	threads = linalg.Threads(threads)
+	threads = parallel.Workers(threads)
 	for len(ws.att) < threads {
 		ws.att = append(ws.att, &linalg.Scratch{})
 	}
-	linalg.ParallelWorkers(threads, len(spans)*heads, func(worker, t int) {
+	parallel.For(threads, len(spans)*heads, func(worker, t int) {
 		s, h := spans[t/heads], t%heads
 		ws.att[worker].AttentionHead(out[s.off*W+h*dh:], W, qkv[s.off*3*W:], 3*W,
 			h*dh, W+h*dh, 2*W+h*dh, s.n, dh, scale, causal)
@@ -92,7 +93,7 @@ func (v *visionTower) forward(ctx context.Context, pixels [][]float32, D, thread
 	}
 	np := B * G * G
 	patches := grow(&ws.patches, np*K)
-	linalg.ParallelFor(threads, np, func(lo, hi int) {
+	parallel.Chunks(threads, np, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, g := r/(G*G), r%(G*G)
 			gy, gx := g/G, g%G

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/imagescope/imagescope/hfhub"
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/linalg"
 )
 
@@ -145,7 +146,7 @@ func loadLocal(dir string, opt Options) (*Model, error) {
 	return &Model{
 		id: filepath.Clean(dir), dir: dir, layout: layout, cfg: *cfg,
 		vision: v, text: t, logitScale: float32(math.Exp(float64(scale))),
-		threads: linalg.Threads(opt.Threads), log: log,
+		threads: parallel.Workers(opt.Threads), log: log,
 	}, nil
 }
 

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"runtime"
-	"sync"
+
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // Filter is a resampling filter, numbered as PIL's Image.Resampling (and as
@@ -338,22 +338,7 @@ func resizeNearest(src *RGB, w, h int) *RGB {
 // parallelRows splits [0,n) into contiguous chunks run on up to GOMAXPROCS
 // goroutines when the work (n * perRow multiply-adds) is large enough.
 func parallelRows(n, perRow int, fn func(y0, y1 int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if work := n * perRow; work < 1<<20 || workers < 2 || n < 2*workers {
-		fn(0, n)
-		return
-	}
-	chunk := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for y0 := 0; y0 < n; y0 += chunk {
-		y1 := min(y0+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(y0, y1)
-		}()
-	}
-	wg.Wait()
+	parallel.Chunks(parallel.Workload(0, n, perRow, 1<<20), n, fn)
 }
 
 // Resize converts img to RGB (PIL convert("RGB") semantics) and resizes it

@@ -2,9 +2,8 @@ package linalg
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
+
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // kernelSpec is a micro-kernel and its tile and cache block sizes.
@@ -91,14 +90,6 @@ func packPanelsInto(buf []float32, p *Packed, at func(row, col int) float32) {
 	}
 }
 
-// Threads returns n, or the number of CPUs when n <= 0.
-func Threads(n int) int {
-	if n <= 0 {
-		return runtime.GOMAXPROCS(0)
-	}
-	return n
-}
-
 // Scratch holds buffers reused across matrix multiplies so that a forward
 // pass does not allocate per call. The zero value is ready; a Scratch must
 // not be used by two goroutines at once.
@@ -143,7 +134,7 @@ func (s *Scratch) Linear(dst, a []float32, m int, b *Packed, bias []float32, thr
 			clear(row)
 		}
 	}
-	gemmAcc(dst, a, m, b, Threads(threads), s)
+	gemmAcc(dst, a, m, b, parallel.Workers(threads), s)
 }
 
 // LinearAdd is the package-level LinearAdd reusing s's buffers.
@@ -163,7 +154,7 @@ func (s *Scratch) LinearAdd(dst, a []float32, m int, b *Packed, bias []float32, 
 			}
 		}
 	}
-	gemmAcc(dst, a, m, b, Threads(threads), s)
+	gemmAcc(dst, a, m, b, parallel.Workers(threads), s)
 }
 
 // MatMulNT computes dst (m x n) = a (m x k) · bᵀ where b is n x k, on the
@@ -274,83 +265,10 @@ func gemmPure(dst, a []float32, m int, b *Packed, threads int, s *Scratch) {
 		}
 		return
 	}
-	workers := min(threads, tasks)
-	if workers < 1 {
-		workers = 1
-	}
-	parallelFor(min(threads, mp), mp, packA)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var tmp [maxTile]float32
-			for {
-				t := int(next.Add(1) - 1)
-				if t >= tasks {
-					return
-				}
-				task(t, &tmp)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// parallelFor splits [0,n) into at most workers contiguous chunks and runs fn
-// on each, waiting for all.
-func parallelFor(workers, n int, fn func(lo, hi int)) {
-	if workers <= 1 || n <= 1 {
-		fn(0, n)
-		return
-	}
-	workers = min(workers, n)
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
-}
-
-// ParallelFor runs fn over [0,n) split into contiguous chunks on up to
-// threads goroutines, each chunk handled by one call.
-func ParallelFor(threads, n int, fn func(lo, hi int)) {
-	parallelFor(Threads(threads), n, fn)
-}
-
-// ParallelTasks runs fn(i) for i in [0,n) with dynamic scheduling on up to
-// threads goroutines. Use it for uneven work items.
-func ParallelTasks(threads, n int, fn func(i int)) {
-	threads = Threads(threads)
-	if threads <= 1 || n <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < min(threads, n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Chunks(min(threads, mp), mp, packA)
+	workers := max(1, min(threads, tasks))
+	tmps := make([][maxTile]float32, workers)
+	parallel.For(workers, tasks, func(w, t int) { task(t, &tmps[w]) })
 }
 
 // kernelGo is the portable micro-kernel for any tile shape.
@@ -389,35 +307,6 @@ func MatMulNT(dst, a []float32, m, k int, b []float32, n int) {
 // goroutine.
 func MatMulNN(dst, a []float32, m, k int, b []float32, n int) {
 	new(Scratch).MatMulNN(dst, a, m, k, b, n)
-}
-
-// ParallelWorkers runs fn(worker, i) for i in [0,n) with dynamic scheduling
-// on up to threads goroutines; worker (0..threads-1) identifies the
-// goroutine so fn can use per-worker scratch space.
-func ParallelWorkers(threads, n int, fn func(worker, i int)) {
-	threads = Threads(threads)
-	if threads <= 1 || n <= 1 {
-		for i := 0; i < n; i++ {
-			fn(0, i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < min(threads, n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(w, i)
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // pack12 packs 12 full rows of a (row stride K) into a k-major 12-row panel.

@@ -7,7 +7,8 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
+
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // panels packs the batch's query vectors into kernel panels: panel p holds
@@ -128,10 +129,7 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 	blocks := (n + nb - 1) / nb
 	t := max(1, min(threads, blocks))
 	workers := make([]*worker, t)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, t)
-	for wi := 0; wi < t; wi++ {
+	for wi := range workers {
 		wk := &worker{
 			c:       make([]float32, np*((nb+mr-1)/mr)*mr*w),
 			tailImg: make([]float32, mr*d),
@@ -145,30 +143,15 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 			wk.heaps[i] = newTopK(k)
 		}
 		workers[wi] = wk
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				b := int(next.Add(1) - 1)
-				if b >= blocks {
-					return
-				}
-				if err := ctx.Err(); err != nil {
-					errs[wi] = err
-					return
-				}
-				r0 := b * nb
-				r1 := min(r0+nb, n)
-				groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
-				ix.collect(kern, wk, preps, batch, groups, r0, r1)
-			}
-		}()
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
+		wk := workers[wi]
+		r0 := b * nb
+		r1 := min(r0+nb, n)
+		groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		ix.collect(kern, wk, preps, batch, groups, r0, r1)
+	}); err != nil {
+		return err
 	}
 	// Merge the workers' heaps.
 	for bi, qi := range batch {
@@ -240,50 +223,33 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 	nb := kern.nb
 	blocks := (n + nb - 1) / nb
 	t := max(1, min(threads, blocks))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, t)
-	for wi := 0; wi < t; wi++ {
-		wk := &worker{
+	workers := make([]*worker, t)
+	for wi := range workers {
+		workers[wi] = &worker{
 			c:       make([]float32, np*((nb+mr-1)/mr)*mr*w),
 			tailImg: make([]float32, mr*d),
 			tailCap: make([]float32, mr*d),
 			groups:  make([][]float32, (nb+mr-1)/mr),
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tile := mr * w
-			for {
-				b := int(next.Add(1) - 1)
-				if b >= blocks {
-					return
-				}
-				if err := ctx.Err(); err != nil {
-					errs[wi] = err
-					return
-				}
-				r0 := b * nb
-				r1 := min(r0+nb, n)
-				groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
-				for bi := range batch {
-					p, l := bi/w, bi%w
-					dst := scores[bi]
-					for r := r0; r < r1; r++ {
-						g, i := (r-r0)/mr, (r-r0)%mr
-						dst[r] = wk.c[(p*groups+g)*tile+i*w+l]
-					}
-				}
+	}
+	tile := mr * w
+	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
+		wk := workers[wi]
+		r0 := b * nb
+		r1 := min(r0+nb, n)
+		groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		for bi := range batch {
+			p, l := bi/w, bi%w
+			dst := scores[bi]
+			for r := r0; r < r1; r++ {
+				g, i := (r-r0)/mr, (r-r0)%mr
+				dst[r] = wk.c[(p*groups+g)*tile+i*w+l]
 			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
 		}
+	}); err != nil {
+		return err
 	}
-	return parallelFor(ctx, threads, len(batch), func(bi int) {
+	return forQueries(ctx, threads, len(batch), func(bi int) {
 		qi := batch[bi]
 		ex := preps[qi].exclude
 		idx := make([]int32, 0, n-len(ex))
@@ -313,7 +279,7 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 			img: make([]float32, mr*d), cap: make([]float32, mr*d), c: make([]float32, mr*w),
 		}
 	}}
-	return parallelFor(ctx, threads, len(qis), func(i int) {
+	return forQueries(ctx, threads, len(qis), func(i int) {
 		qi := qis[i]
 		p := &preps[qi]
 		sc := pool.Get().(*restrictScratch)
@@ -364,26 +330,10 @@ type restrictScratch struct {
 	apan, bpan, img, cap, c []float32
 }
 
-// parallelFor runs f(0..n-1) on up to threads goroutines.
-func parallelFor(ctx context.Context, threads, n int, f func(i int)) error {
-	t := max(1, min(threads, n))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range t {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+// forQueries runs f(0..n-1) on up to threads goroutines and names the
+// search in the error when ctx ends the loop early.
+func forQueries(ctx context.Context, threads, n int, f func(i int)) error {
+	if err := parallel.ForCtx(ctx, max(1, min(threads, n)), n, func(_, i int) { f(i) }); err != nil {
 		return fmt.Errorf("vindex: search: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/filters"
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/graphql"
 
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -53,22 +54,14 @@ func (s *Store) Search(ctx context.Context, qs []vindex.Query, k int) ([][]vinde
 		}
 	}
 	errs := make([]error, len(qs))
-	sem := make(chan struct{}, s.cfg.QueryConcurrency)
-	var wg sync.WaitGroup
-	for qi := range qs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			hits, err := s.searchOne(ctx, &qs[qi], k, all)
-			if err != nil {
-				errs[qi] = fmt.Errorf("weaviate: query %d: %w", qi, err)
-				return
-			}
-			out[qi] = hits
-		}()
-	}
-	wg.Wait()
+	parallel.For(s.cfg.QueryConcurrency, len(qs), func(_, qi int) {
+		hits, err := s.searchOne(ctx, &qs[qi], k, all)
+		if err != nil {
+			errs[qi] = fmt.Errorf("weaviate: query %d: %w", qi, err)
+			return
+		}
+		out[qi] = hits
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
