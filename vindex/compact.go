@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 	"sync/atomic"
+
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // A compact copy of the searched matrix makes a single query's scan cheap:
@@ -98,7 +99,7 @@ func buildCompact(ctx context.Context, src []float32, n, d, threads int, dots do
 	}
 	var bad atomic.Int64
 	bad.Store(-1)
-	err := parallelFor(ctx, threads, blocks, func(b int) {
+	err := forQueries(ctx, threads, blocks, func(b int) {
 		blk := c.codes[b*bs : (b+1)*bs]
 		for i := range blk {
 			blk[i] = 128 // code 0: padding dimensions and rows add nothing
@@ -248,50 +249,39 @@ func (c *compact) candidates(ctx context.Context, m []float32, exclude []int32, 
 	chunks := (c.blocks + compactChunk - 1) / compactChunk
 	t := max(1, min(threads, chunks))
 	parts := make([]*part, t)
-	var next atomic.Int64
-	var wg sync.WaitGroup
+	dots := make([][]int32, t)
 	for wi := range parts {
-		p := &part{low: lowHeap{k: k, v: make([]float64, 0, k)}}
-		parts[wi] = p
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dots := make([]int32, compactChunk*compactRows)
-			bs := c.groups * compactRows * 4
-			for {
-				ch := int(next.Add(1) - 1)
-				if ch >= chunks || ctx.Err() != nil {
-					return
-				}
-				b0 := ch * compactChunk
-				nb := min(compactChunk, c.blocks-b0)
-				c.dots.fn(cq.q, c.codes[b0*bs:(b0+nb)*bs], nb, c.groups, dots)
-				r0 := b0 * compactRows
-				r1 := min(n, r0+nb*compactRows)
-				thr := p.low.threshold()
-				for r := r0; r < r1; r++ {
-					x := float64(int64(dots[r-r0])-cq.corr) * cq.beta * float64(c.scale[r])
-					qn, en := float64(c.qnorm[r]), float64(c.enorm[r])
-					bound := cq.qerr*qn + cq.mnorm*en + cq.rerr*(qn+en)
-					hi := x + bound
-					if hi < thr {
-						continue
-					}
-					if len(exclude) > 0 {
-						if _, found := slices.BinarySearch(exclude, int32(r)); found {
-							continue
-						}
-					}
-					p.pos = append(p.pos, int32(r))
-					p.high = append(p.high, hi)
-					p.low.push(x - bound)
-					thr = p.low.threshold()
+		parts[wi] = &part{low: lowHeap{k: k, v: make([]float64, 0, k)}}
+		dots[wi] = make([]int32, compactChunk*compactRows)
+	}
+	bs := c.groups * compactRows * 4
+	if err := parallel.ForCtx(ctx, t, chunks, func(wi, ch int) {
+		p, dots := parts[wi], dots[wi]
+		b0 := ch * compactChunk
+		nb := min(compactChunk, c.blocks-b0)
+		c.dots.fn(cq.q, c.codes[b0*bs:(b0+nb)*bs], nb, c.groups, dots)
+		r0 := b0 * compactRows
+		r1 := min(n, r0+nb*compactRows)
+		thr := p.low.threshold()
+		for r := r0; r < r1; r++ {
+			x := float64(int64(dots[r-r0])-cq.corr) * cq.beta * float64(c.scale[r])
+			qn, en := float64(c.qnorm[r]), float64(c.enorm[r])
+			bound := cq.qerr*qn + cq.mnorm*en + cq.rerr*(qn+en)
+			hi := x + bound
+			if hi < thr {
+				continue
+			}
+			if len(exclude) > 0 {
+				if _, found := slices.BinarySearch(exclude, int32(r)); found {
+					continue
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+			p.pos = append(p.pos, int32(r))
+			p.high = append(p.high, hi)
+			p.low.push(x - bound)
+			thr = p.low.threshold()
+		}
+	}); err != nil {
 		return nil, fmt.Errorf("vindex: search: %w", err)
 	}
 	// T: the k-th largest lower bound over all rows (every row's lower
