@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"math"
 	"strings"
 
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/internal/parallel"
 )
 
@@ -18,20 +18,9 @@ type Embedding struct {
 	Err    error
 }
 
-// Normalize scales v in place to unit L2 norm (a zero vector is left as is).
-func Normalize(v []float32) {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	if s == 0 {
-		return
-	}
-	inv := float32(1 / math.Sqrt(s))
-	for i := range v {
-		v[i] *= inv
-	}
-}
+// Normalize scales v in place to unit L2 norm (a zero or non-finite
+// vector is left as is), the way the image DB and the pipeline normalise.
+func Normalize(v []float32) { l2.Normalize(v) }
 
 // ErrEmptyText is the per-item error for a text with nothing to embed.
 var ErrEmptyText = errors.New("empty text")

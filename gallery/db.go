@@ -22,13 +22,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/half"
 	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/imagescope/imagescope/internal/half"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -300,21 +301,4 @@ func decodeVec(dtype string, b []byte, dst []float32) error {
 		return fmt.Errorf("unknown vector type %q", dtype)
 	}
 	return nil
-}
-
-// normalize L2-normalises v in place; it reports false for a zero or
-// non-finite vector.
-func normalize(v []float32) bool {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	if s == 0 || math.IsNaN(s) || math.IsInf(s, 0) {
-		return false
-	}
-	inv := 1 / math.Sqrt(s)
-	for i := range v {
-		v[i] = float32(float64(v[i]) * inv)
-	}
-	return true
 }

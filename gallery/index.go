@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/internal/l2"
 )
 
 // Item is one gallery image to index.
@@ -524,7 +525,7 @@ func checkVec(v []float32, dim int) error {
 	}
 	w := make([]float32, dim)
 	copy(w, v)
-	if !normalize(w) {
+	if !l2.Normalize(w) {
 		return errors.New("embedding is zero or not finite")
 	}
 	copy(v, w)

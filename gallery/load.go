@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -322,7 +323,7 @@ func (db *DB) readVectors(ctx context.Context, threads int, table string, dim in
 				if err := decodeVec(dt, vec, buf); err != nil {
 					return fmt.Errorf("load image DB %s: image %s: %s: %w", db.path, names[i], what, err)
 				}
-				normalize(buf)
+				l2.Normalize(buf)
 				put(i, buf)
 				if count++; count%4096 == 0 {
 					if err := gctx.Err(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/internal/npy"
 )
 
@@ -26,7 +27,7 @@ func writeRefDB(t testing.TB, dir string, names []string, dim int, captions any)
 			for j := range row {
 				row[j] = float32(rng.NormFloat64())
 			}
-			normalize(row)
+			l2.Normalize(row)
 		}
 	}
 	mustWrite := func(name string, f func(*os.File) error) {

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/imagescope/imagescope/internal/l2"
 )
 
 // memIndex is an exact fused-score index for tests.
@@ -31,7 +33,7 @@ func (m *memIndex) ImageVector(name string) ([]float32, bool) {
 	if !ok {
 		return nil, false
 	}
-	return Normalize(m.img[i]), true
+	return l2.Normalized(m.img[i]), true
 }
 
 func (m *memIndex) CaptionSimilarity(name string) (float32, bool) {
@@ -39,7 +41,7 @@ func (m *memIndex) CaptionSimilarity(name string) (float32, bool) {
 	if !ok || m.noCaps {
 		return 0, false
 	}
-	return dot(Normalize(m.img[i]), Normalize(m.cap[i])), true
+	return dot(l2.Normalized(m.img[i]), l2.Normalized(m.cap[i])), true
 }
 
 func (m *memIndex) Caption(name string) (string, bool) { s, ok := m.captions[name]; return s, ok }
@@ -71,7 +73,7 @@ func (m *memIndex) Search(ctx context.Context, qs []SearchQuery, k int) ([][]Hit
 			}
 			var s float32
 			for _, t := range q.Descriptions {
-				s += (1-q.Tau)*dot(t, Normalize(m.img[j])) + q.Tau*dot(t, Normalize(m.cap[j]))
+				s += (1-q.Tau)*dot(t, l2.Normalized(m.img[j])) + q.Tau*dot(t, l2.Normalized(m.cap[j]))
 			}
 			s /= float32(len(q.Descriptions))
 			hits = append(hits, Hit{Index: j, Name: m.names[j], Score: s})

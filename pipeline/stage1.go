@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -206,7 +206,7 @@ func (e *Engine) embedTexts(ctx context.Context, texts []string) ([][]float32, e
 		if len(v) == 0 {
 			return nil, fmt.Errorf("embed description %q: empty vector", texts[i])
 		}
-		out[i] = Normalize(v)
+		out[i] = l2.Normalized(v)
 	}
 	return out, nil
 }
@@ -244,23 +244,6 @@ func (e *Engine) search(ctx context.Context, q Query, vecs [][]float32, k int) (
 		return nil, 0, 0, false, fmt.Errorf("search gallery: got %d result lists for 1 query", len(res))
 	}
 	return res[0], sq.Tau, restricted, excluded, nil
-}
-
-// Normalize returns v scaled to unit L2 norm (a copy; zero stays zero).
-func Normalize(v []float32) []float32 {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	out := make([]float32, len(v))
-	if s == 0 {
-		return out
-	}
-	inv := 1 / math.Sqrt(s)
-	for i, x := range v {
-		out[i] = float32(float64(x) * inv)
-	}
-	return out
 }
 
 // stage1ByImage ranks the gallery for an image-only query ("more like
@@ -303,7 +286,7 @@ func (e *Engine) referenceVector(ctx context.Context, q Query) ([]float32, error
 	if q.Reference != "" {
 		if gv, ok := e.cfg.Gallery.(GalleryVectors); ok {
 			if v, ok := gv.ImageVector(q.Reference); ok {
-				return Normalize(v), nil
+				return l2.Normalized(v), nil
 			}
 		}
 	}
@@ -334,5 +317,5 @@ func (e *Engine) referenceVector(ctx context.Context, q Query) ([]float32, error
 	if len(v) == 0 {
 		return nil, errors.New("embed reference image: empty vector")
 	}
-	return Normalize(v), nil
+	return l2.Normalized(v), nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
 )
@@ -31,7 +32,7 @@ func hashVec(s string, dim int) []float32 {
 		seed = seed*6364136223846793005 + 1442695040888963407
 		v[i] = float32(int32(seed>>33)) / float32(math.MaxInt32)
 	}
-	return pipeline.Normalize(v)
+	return l2.Normalized(v)
 }
 
 // fakeGallery is an exact fused-score index over hash embeddings.

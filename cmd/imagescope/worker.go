@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/adapt"
 	"log/slog"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagescope/imagescope/internal/adapt"
+	"github.com/imagescope/imagescope/internal/l2"
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
@@ -341,9 +342,9 @@ func newWeaviateSink(st *weaviate.Store, log *slog.Logger) *weaviateSink {
 }
 
 func (s *weaviateSink) write(ctx context.Context, it queue.Item, caption string, img, capv []float32) error {
-	img = unit(img)
+	img = l2.Normalized(img)
 	if capv != nil {
-		capv = unit(capv)
+		capv = l2.Normalized(capv)
 	}
 	w := &pendingWrite{obj: weaviate.Object{Name: it.Name, Path: it.Path, Caption: caption, Ord: it.Ord, Image: img, CaptionVec: capv}, done: make(chan error, 1)}
 	select {
@@ -418,21 +419,4 @@ func (s *weaviateSink) close() {
 		s.log.Info("weaviate writes", "collection", s.st.Collection(), "objects", s.objects, "batches", s.batches)
 	}
 	_ = s.st.Close()
-}
-
-func unit(v []float32) []float32 {
-	var n float64
-	for _, x := range v {
-		n += float64(x) * float64(x)
-	}
-	out := make([]float32, len(v))
-	if n == 0 || math.IsNaN(n) || math.IsInf(n, 0) {
-		copy(out, v)
-		return out
-	}
-	inv := 1 / math.Sqrt(n)
-	for i, x := range v {
-		out[i] = float32(float64(x) * inv)
-	}
-	return out
 }

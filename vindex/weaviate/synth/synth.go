@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -76,19 +77,8 @@ func (g *Gen) unit(base []float32, noise float64) []float32 {
 		}
 		v[j] = float32(x)
 	}
-	normalize(v)
+	l2.Normalize(v)
 	return v
-}
-
-func normalize(v []float32) {
-	var n float64
-	for _, x := range v {
-		n += float64(x) * float64(x)
-	}
-	n = math.Sqrt(n)
-	for j := range v {
-		v[j] = float32(float64(v[j]) / n)
-	}
 }
 
 // Gallery makes the gallery (names img000000.jpg...).
