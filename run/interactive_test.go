@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -121,7 +122,7 @@ func bitsSetup(t *testing.T, w *bitsWorld) (*pipeline.Engine, *dataset.Dataset) 
 		for k := range 3 {
 			v[k] = float32(2*(j>>k&1) - 1)
 		}
-		g.names, g.img, g.cap = append(g.names, name), append(g.img, pipeline.Normalize(v)), append(g.cap, pipeline.Normalize(v))
+		g.names, g.img, g.cap = append(g.names, name), append(g.img, l2.Normalized(v)), append(g.cap, l2.Normalized(v))
 		g.pos[name] = j
 	}
 	opt := pipeline.DefaultOptions()
