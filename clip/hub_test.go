@@ -130,3 +130,36 @@ func TestLoadFromHubOpenCLIPOnly(t *testing.T) {
 		t.Errorf("unknown repo: %v", err)
 	}
 }
+
+// TestLoadHubUnreachableSaysWhatToDo: with the hub out of reach and nothing
+// cached, the error names the cause and every way forward.
+func TestLoadHubUnreachableSaysWhatToDo(t *testing.T) {
+	noenv := func(string) string { return "" }
+	srv := httptest.NewServer(http.NotFoundHandler())
+	endpoint := srv.URL
+	srv.Close() // nothing listens there any more
+	cases := []struct {
+		name string
+		opt  hfhub.Options
+		want []string
+		is   error
+	}{
+		{"unreachable", hfhub.Options{Endpoint: endpoint, CacheDir: t.TempDir(), Getenv: noenv},
+			[]string{"cannot reach " + endpoint, "not in the HF cache", "HF_ENDPOINT", "HF_HUB_OFFLINE=1", "--clip DIR"}, hfhub.ErrUnreachable},
+		{"offline", hfhub.Options{CacheDir: t.TempDir(), Offline: true, Getenv: noenv},
+			[]string{"HF_HUB_OFFLINE=1", "not in the cache", "--clip DIR"}, hfhub.ErrOffline},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(context.Background(), "org/some-clip", Options{Hub: hfhub.NewClient(c.opt)})
+			if err == nil || !errors.Is(err, c.is) {
+				t.Fatalf("err %v, want %v", err, c.is)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}

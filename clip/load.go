@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/imagescope/imagescope/hfhub"
 	"github.com/imagescope/imagescope/imageio"
 )
 
@@ -74,6 +75,9 @@ func resolveRef(ctx context.Context, ref string, opt Options) (dir, id string, e
 	}
 	dir, err = fetchFromHub(ctx, ref, opt)
 	if err != nil {
+		if errors.Is(err, hfhub.ErrUnreachable) || errors.Is(err, hfhub.ErrOffline) {
+			return "", "", fmt.Errorf("load CLIP model %s: %w; or give a local checkpoint folder instead of a hub id (--clip DIR, a folder holding config.json and model.safetensors)", ref, err)
+		}
 		return "", "", fmt.Errorf("load CLIP model %s: %w", ref, err)
 	}
 	return dir, ref, nil

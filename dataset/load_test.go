@@ -3,10 +3,12 @@ package dataset
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/imagescope/imagescope/internal/testutil"
@@ -264,6 +266,12 @@ func TestLoadFolder(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "missing.jpg"), filepath.Join(dir, "dangling.jpg")); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Symlink("loop.png", filepath.Join(dir, "loop.png")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "sub"), filepath.Join(dir, "subdir.jpg")); err != nil {
+		t.Fatal(err)
+	}
 	ds, err := LoadFolder(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -272,15 +280,24 @@ func TestLoadFolder(t *testing.T) {
 	for _, im := range ds.Gallery {
 		names = append(names, im.Name)
 	}
-	want := []string{"a.PNG", "b.jpg", "g.bmp", "link.jpg", "sub/c.webp", "sub/deeper/d.jpeg", "sub/f.gif"}
+	// Links that cannot be followed stay in, so indexing reports them as
+	// unreadable; a link to a folder is not an image.
+	want := []string{"a.PNG", "b.jpg", "dangling.jpg", "g.bmp", "link.jpg", "loop.png", "sub/c.webp", "sub/deeper/d.jpeg", "sub/f.gif"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("folder gallery = %v, want %v", names, want)
 	}
-	if ds.Name != Folder || len(ds.Queries) != 0 || ds.Gallery[4].Path != filepath.Join(dir, "sub", "c.webp") {
+	if ds.Name != Folder || len(ds.Queries) != 0 || ds.Gallery[6].Path != filepath.Join(dir, "sub", "c.webp") {
 		t.Errorf("folder dataset = %+v", ds)
 	}
 	if _, err := LoadFolder(context.Background(), filepath.Join(dir, "b.jpg")); err == nil {
 		t.Error("file accepted as folder")
+	}
+	empty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(empty, "notes.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadFolder(context.Background(), empty); !errors.Is(err, ErrNoImages) || !strings.Contains(err.Error(), "holds no images") {
+		t.Errorf("folder without images: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

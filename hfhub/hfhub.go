@@ -42,7 +42,10 @@ var (
 	ErrUnauthorized = errors.New("hub access denied")
 	ErrGated        = errors.New("gated repository")
 	ErrOffline      = errors.New("not in the local hub cache and offline mode is on")
-	ErrCorrupt      = errors.New("downloaded file does not match the hub's size or checksum")
+	// ErrUnreachable marks a failure to reach the hub at all (name
+	// lookup, connection, TLS, a dropped transfer).
+	ErrUnreachable = errors.New("hub unreachable")
+	ErrCorrupt     = errors.New("downloaded file does not match the hub's size or checksum")
 )
 
 // Options configure a Client. Zero fields are filled from the environment
@@ -182,7 +185,7 @@ func (c *Client) Snapshot(ctx context.Context, repoID, revision string, files []
 	if c.offline {
 		dir, err := c.cached(repoID, revision, files)
 		if err != nil {
-			return "", fmt.Errorf("hub %s@%s (HF_HUB_OFFLINE=1): %w", repoID, revision, err)
+			return "", fmt.Errorf("hub %s@%s (HF_HUB_OFFLINE=1; download the model once with network, or unset HF_HUB_OFFLINE): %w", repoID, revision, err)
 		}
 		return dir, nil
 	}
@@ -194,6 +197,13 @@ func (c *Client) Snapshot(ctx context.Context, repoID, revision string, files []
 				c.log.Warn("hub unreachable; using the cached snapshot", "repo", repoID, "revision", revision, "err", err)
 				return d, nil
 			}
+			cause := err
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				cause = ue.Err
+			}
+			return "", &transportError{fmt.Errorf("hub %s@%s: cannot reach %s (%v), and the model is not in the HF cache %s; set HF_ENDPOINT to use a mirror, or HF_HUB_OFFLINE=1 once the model is in the cache",
+				repoID, revision, c.endpoint, cause, c.cacheDir)}
 		}
 		return "", err
 	}
@@ -240,8 +250,9 @@ func (c *Client) cached(repoID, revision string, files []File) (string, error) {
 // transportError marks a failure to reach the hub at all.
 type transportError struct{ err error }
 
-func (e *transportError) Error() string { return e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
+func (e *transportError) Error() string        { return e.err.Error() }
+func (e *transportError) Unwrap() error        { return e.err }
+func (e *transportError) Is(target error) bool { return target == ErrUnreachable }
 
 // meta is what a HEAD on the resolve URL tells about a file.
 type meta struct {

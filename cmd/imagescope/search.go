@@ -105,6 +105,12 @@ searches an existing image DB.`)
 	if err != nil {
 		return err
 	}
+	var folder *dataset.Dataset
+	if *galleryDir != "" { // checked before the model loads: a typo should not cost a download
+		if folder, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
+			return err
+		}
+	}
 	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
 	if err != nil {
 		return err
@@ -129,12 +135,8 @@ searches an existing image DB.`)
 		g.use(&setup)
 		ix = g.index
 	} else if *galleryDir != "" {
-		ds, err := dataset.LoadFolder(ctx, *galleryDir)
-		if err != nil {
-			return err
-		}
-		items := make([]gallery.Item, len(ds.Gallery))
-		for i, im := range ds.Gallery {
+		items := make([]gallery.Item, len(folder.Gallery))
+		for i, im := range folder.Gallery {
 			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
 		}
 		abs, _ := filepath.Abs(*galleryDir)

@@ -189,3 +189,41 @@ func TestPrintRankingColumns(t *testing.T) {
 		t.Errorf("first results:\n%s", got)
 	}
 }
+
+// TestFirstRunGalleryChecks: a missing or image-less gallery folder is
+// reported before any CLIP model is loaded (here the default hub model with
+// the hub out of reach, which would otherwise be the first error).
+func TestFirstRunGalleryChecks(t *testing.T) {
+	home := t.TempDir()
+	empty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(empty, "notes.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"IMAGESCOPE_HOME": home}
+	// The hub client reads the process environment.
+	t.Setenv("HF_HOME", filepath.Join(home, "hf"))
+	t.Setenv("HF_HUB_CACHE", "")
+	t.Setenv("HF_HUB_OFFLINE", "")
+	t.Setenv("HF_ENDPOINT", "http://127.0.0.1:1")
+	for _, c := range []struct{ dir, want string }{
+		{filepath.Join(empty, "nope"), "does not exist"},
+		{empty, "holds no images"},
+	} {
+		for _, cmd := range []string{"search", "serve"} {
+			args := []string{cmd, "--gallery", c.dir}
+			if cmd == "search" {
+				args = append(args, "a cat")
+			}
+			code, _, errOut := runCmd(t, env, args...)
+			if code != 1 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "CLIP") {
+				t.Errorf("%s --gallery %s: exit %d, stderr %q; want 1 and %q before any model loads", cmd, c.dir, code, errOut, c.want)
+			}
+		}
+	}
+	// With a gallery but no model reachable: the hint says what to do.
+	gal := testutil.Data(t, "datasets", "CIRCO", "unlabeled2017")
+	code, _, errOut := runCmd(t, env, "search", "--gallery", gal, "a cat")
+	if code != 1 || !strings.Contains(errOut, "--clip DIR") || !strings.Contains(errOut, "HF_HUB_OFFLINE") {
+		t.Errorf("unreachable hub: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -107,10 +107,16 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		return usagef("--domain %q: unknown prompt set", *domain)
 	}
 
+	var folder *dataset.Dataset
+	if *galleryDir != "" { // checked before the model loads
+		if folder, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
+			return err
+		}
+	}
 	e.log.Info("loading CLIP", "model", cfg.CLIP.Model)
 	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log})
 	if err != nil {
-		return fmt.Errorf("load CLIP model %s: %w", cfg.CLIP.Model, err)
+		return err
 	}
 	roles, err := openRoles(ctx, cfg, e.log)
 	if err != nil {
@@ -140,13 +146,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		if err != nil {
 			return fmt.Errorf("gallery folder %s: %w", *galleryDir, err)
 		}
-		ds, err := dataset.LoadFolder(ctx, abs)
-		if err != nil {
-			return err
-		}
-		if len(ds.Gallery) == 0 {
-			return fmt.Errorf("gallery folder %s holds no images", *galleryDir)
-		}
+		ds := folder
 		sum := sha256.Sum256([]byte(abs))
 		path = gallery.DefaultPath(cfg.Home, "folder-"+filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
 		items := make([]gallery.Item, len(ds.Gallery))
