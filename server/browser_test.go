@@ -92,6 +92,8 @@ func evalString(t *testing.T, ctx context.Context, expr string) string {
 
 func shoot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
+	// Let cards that are sliding to a new place settle first.
+	waitJS(t, ctx, "animations to end", `document.getAnimations().filter(a => a.effect && a.effect.getTiming().iterations !== Infinity).length === 0 && !document.querySelector(".moved-now")`)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
@@ -164,9 +166,16 @@ func TestBrowserUI(t *testing.T) {
 	}
 	waitJS(t, ctx, "detail image", `document.getElementById('detail-img').complete && document.getElementById('detail-img').naturalWidth > 0`)
 	ex := evalString(t, ctx, `document.getElementById('detail-explain').innerText`)
-	for _, want := range []string{"a photo of dog beach", "Is there a dog?", "Verifier said", "No — does not satisfy", "Final rank 2; rank after retrieval 1"} {
+	for _, want := range []string{"Why it is #2", "Is there a dog?", "Verifier said", "Judged no: The candidate does not show dog beach.", "Rank after retrieval 1"} {
 		if !strings.Contains(ex, want) {
 			t.Fatalf("explanation lacks %q:\n%s", want, ex)
+		}
+	}
+	// The explanation holds this image's facts, not the query's
+	// descriptions again, and the evaluator's decision once.
+	for _, unwanted := range []string{"a photo of dog beach", "ANSWER:"} {
+		if strings.Contains(ex, unwanted) {
+			t.Fatalf("explanation holds %q:\n%s", unwanted, ex)
 		}
 	}
 	shoot(t, ctx, dir, "2-detail.png")
@@ -402,10 +411,13 @@ func TestBrowserRealPipeline(t *testing.T) {
 	}
 	waitJS(t, ctx, "detail image", `document.getElementById('detail-img').complete && document.getElementById('detail-img').naturalWidth > 0`)
 	ex := evalString(t, ctx, `document.getElementById('detail-explain').innerText`)
-	for _, want := range []string{"a tabby cat looking to the side indoors", "Is there a cat?", "Is there a rocket?", "Score 2 of 2"} {
+	for _, want := range []string{"Caption\na tabby cat looking to the side", "Image vs caption", "Retrieve: #", "Verify: #", "agreed with 2 of 2 propositions", "Is there a cat?", "Is there a rocket?", "Score 2 of 2", "Judged"} {
 		if !strings.Contains(ex, want) {
 			t.Fatalf("explanation lacks %q:\n%s", want, ex)
 		}
+	}
+	if strings.Contains(ex, "ANSWER:") {
+		t.Fatalf("the evaluator's decision line is repeated:\n%s", ex)
 	}
 	shoot(t, ctx, dir, "real-1-detail.png")
 	if err := chromedp.Do(ctx, chromedp.KeyEvent("\x1b")); err != nil {
@@ -425,7 +437,7 @@ func TestBrowserRealPipeline(t *testing.T) {
 	}
 	waitJS(t, ctx, "reference preview", `document.getElementById('ref-img').naturalWidth > 0`)
 	submitAndWait(t, ctx, "real composed search")
-	if got := evalString(t, ctx, `document.getElementById('summary-body').innerText`); !strings.Contains(got, "replace the astronaut with a rocket") {
+	if got := evalString(t, ctx, `document.getElementById('summary-body').textContent`); !strings.Contains(got, "replace the astronaut with a rocket") {
 		t.Fatalf("composed summary:\n%s", got)
 	}
 	shoot(t, ctx, dir, "real-3-composed.png")
@@ -445,7 +457,7 @@ func TestBrowserRealPipeline(t *testing.T) {
 	}
 	submitAndWait(t, ctx, "real chat turn 2")
 	waitJS(t, ctx, "chat log 2", `document.querySelectorAll('#chat-log li').length === 4`)
-	if got := evalString(t, ctx, `document.getElementById('summary-body').innerText`); !strings.Contains(got, "a hot cup of coffee on a saucer") || !strings.Contains(got, "2 rounds") {
+	if got := evalString(t, ctx, `document.getElementById('summary-body').textContent`); !strings.Contains(got, "a hot cup of coffee on a saucer") || !strings.Contains(got, "continuing from the kept state") {
 		t.Fatalf("chat summary:\n%s", got)
 	}
 	names = evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result .name')).map(e => e.textContent).join(',')`)
@@ -473,4 +485,172 @@ func TestBrowserRealPipeline(t *testing.T) {
 	}
 	<-e.models.canceled // the verifier call in flight was canceled
 	waitJS(t, ctx, "stopped", `document.getElementById('status').textContent === 'Stopped.' && !document.getElementById('go').disabled`)
+}
+
+// firstRowVisible is true when the whole first result card (and its More
+// like this button) lies inside the viewport.
+const firstRowVisible = `(() => { const li = document.querySelector('#results li.result'); if (!li) return false; const r = li.getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight; })()`
+
+// TestBrowserProgressive drives the UI over the real pipeline with a
+// verifier that holds its answers: the first results show before the
+// verifier finishes, marked as being refined, and the same cards then move
+// to their refined places. It then checks the query in the URL surviving a
+// reload, More like this from a result and from a pasted image, each mode
+// keeping its own query, and the first row above the fold on a desktop and
+// a phone screen.
+func TestBrowserProgressive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx := browser(t)
+	gal := demoGallery(t)
+	replies := map[string][2]string{
+		"a cat looking to the side": {
+			"```json\n{\"step1\": [[\"Addition\", \"a tabby cat\"]], \"step2\": [\"a cat\", \"a tabby cat\", \"a tabby cat looking to the side indoors\"]}\n```",
+			`{"step1": ["There is a cat.", "There is no rocket."], "step2": [["Is there a cat?", "True"], ["Is there a rocket?", "False"]]}`},
+	}
+	e := newRealEnvWith(t, true, gal, len(gal), replies)
+	dir := artifactDir(t)
+	gate := make(chan struct{})
+	e.models.verifGate.Store(&gate)
+
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 800),
+		chromedp.Navigate(e.ts.URL),
+		chromedp.WaitVisible(chromedp.ID("search-form")),
+		chromedp.SendKeys(chromedp.ID("q"), "a cat looking to the side"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "info", `document.getElementById('desc').textContent.includes('8 images')`)
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("go"))); err != nil {
+		t.Fatal(err)
+	}
+	// First results while the verifier is still held.
+	waitJS(t, ctx, "first results", `document.querySelectorAll('#results li.result').length === 8 && document.getElementById('results').classList.contains('refining') && !document.getElementById('refining').hidden`)
+	if got := evalString(t, ctx, `document.querySelector('#stages li[data-stage=verify]').dataset.status`); got != "running" {
+		t.Fatalf("verify stage %q while the first results show", got)
+	}
+	waitJS(t, ctx, "first thumbnails", `Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)`)
+	waitJS(t, ctx, "first row above the fold (1280x800)", firstRowVisible)
+	first := evalString(t, ctx, `(window.firstCards = Array.from(document.querySelectorAll('#results li.result'))).map(li => li.dataset.name).join(',')`)
+	shoot(t, ctx, dir, "prog-1-first-results.png")
+
+	// The verifier answers: the same cards re-order in place.
+	close(gate)
+	waitJS(t, ctx, "refined", `!document.getElementById('results').classList.contains('refining') && document.getElementById('refining').hidden && ['verify','evaluate'].every(s => document.querySelector('#stages li[data-stage='+s+']').dataset.status === 'done')`)
+	final := evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result')).map(li => li.dataset.name).join(',')`)
+	if final == first {
+		t.Fatalf("the ranking did not change after verification: %s", final)
+	}
+	if got := evalString(t, ctx, `String(Array.from(document.querySelectorAll('#results li.result')).every(li => window.firstCards.includes(li)))`); got != "true" {
+		t.Fatalf("the refined results are new cards, not the first ones moved in place")
+	}
+	if got := evalString(t, ctx, `document.getElementById('results').innerText`); !strings.Contains(got, "was ") {
+		t.Fatalf("no card says where it was: %s", got)
+	}
+	if !strings.HasPrefix(final, "chelsea,") && !strings.Contains(strings.Join(strings.Split(final, ",")[:2], ","), "chelsea") {
+		t.Fatalf("refined ranking %s: chelsea not in the top 2", final)
+	}
+	if open := evalString(t, ctx, `String(document.getElementById('summary').open)`); open != "false" {
+		t.Fatalf("the explanation panel starts open")
+	}
+	waitJS(t, ctx, "first row above the fold after refining", firstRowVisible)
+	shoot(t, ctx, dir, "prog-2-refined.png")
+
+	// The query is in the URL, and a reload restores it and searches again.
+	if u := evalString(t, ctx, `location.search`); !strings.Contains(u, "q=a+cat+looking+to+the+side") {
+		t.Fatalf("URL query %q", u)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "restored query", `document.getElementById('q').value === 'a cat looking to the side'`)
+	waitJS(t, ctx, "results after reload", `document.querySelectorAll('#results li.result').length === 8 && !document.getElementById('go').disabled && !document.getElementById('results').classList.contains('refining')`)
+	textNames := evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result')).map(li => li.dataset.name).join(',')`)
+	if textNames != final {
+		t.Fatalf("after reload %s, before %s", textNames, final)
+	}
+
+	// More like this from a result: no text, the image's neighbours, the
+	// image itself left out, stages 2 and 3 skipped.
+	top := strings.Split(final, ",")[0]
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#results li.result[data-name="`+top+`"] button.similar`))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "similar results", `document.getElementById('mode-composed').getAttribute('aria-selected') === 'true' && document.querySelectorAll('#results li.result').length === 7 && !document.getElementById('go').disabled`)
+	similar := evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result')).map(li => li.dataset.name).join(',')`)
+	if strings.Contains(","+similar+",", ","+top+",") {
+		t.Fatalf("more like %s lists it: %s", top, similar)
+	}
+	if got := evalString(t, ctx, `document.querySelector('#stages li[data-stage=verify]').textContent`); !strings.Contains(got, "no text to verify") {
+		t.Fatalf("verify stage after more like this: %q", got)
+	}
+	if u := evalString(t, ctx, `location.search`); !strings.Contains(u, "ref="+top) || !strings.Contains(u, "m=composed") {
+		t.Fatalf("URL after more like this %q", u)
+	}
+	shoot(t, ctx, dir, "prog-3-more-like-this.png")
+
+	// Each mode keeps its own query and results.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("mode-text"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "text mode restored", `document.getElementById('q').value === 'a cat looking to the side' && Array.from(document.querySelectorAll('#results li.result')).map(li => li.dataset.name).join(',') === '`+final+`'`)
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("mode-composed"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "composed mode restored", `document.getElementById('q').value === '' && Array.from(document.querySelectorAll('#results li.result')).map(li => li.dataset.name).join(',') === '`+similar+`'`)
+
+	// More like this from a pasted image: the coffee photo's file pasted
+	// as a clipboard image; its gallery copy comes first.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(async () => {
+		const b = await (await fetch('/api/images/coffee')).blob();
+		const dt = new DataTransfer();
+		dt.items.add(new File([b], 'clipboard.png', { type: b.type || 'image/png' }));
+		document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "pasted reference", `document.getElementById('ref-label').textContent.startsWith('Pasted') && document.getElementById('ref-img').naturalWidth > 0 && !document.getElementById('ref-similar').hidden`)
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("ref-similar"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "results for the pasted image", `document.querySelectorAll('#results li.result').length === 8 && !document.getElementById('go').disabled && document.querySelector('#results li.result').dataset.name === 'coffee'`)
+	if got := evalString(t, ctx, `document.querySelector('#stages li[data-stage=evaluate]').textContent`); !strings.Contains(got, "no text to verify") {
+		t.Fatalf("evaluate stage after a pasted image: %q", got)
+	}
+	waitJS(t, ctx, "thumbnails", `Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)`)
+	shoot(t, ctx, dir, "prog-4-pasted.png")
+
+	// A phone: the first row of results is above the fold, for a text
+	// search and after three chat turns.
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Navigate(e.ts.URL+"/?q=a+cat+looking+to+the+side"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "phone results", `document.querySelectorAll('#results li.result').length === 8 && !document.getElementById('go').disabled`)
+	waitJS(t, ctx, "phone thumbnails", `Array.from(document.querySelectorAll('#results img')).slice(0, 2).every(i => i.complete && i.naturalWidth > 0)`)
+	waitJS(t, ctx, "first row above the fold (390x844)", firstRowVisible)
+	if w := evalString(t, ctx, `String(document.documentElement.scrollWidth <= window.innerWidth)`); w != "true" {
+		t.Errorf("page scrolls sideways on a phone")
+	}
+	shoot(t, ctx, dir, "prog-5-phone.png")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("mode-chat"))); err != nil {
+		t.Fatal(err)
+	}
+	for i, turn := range []string{"something to drink", "is it hot? yes", "is there a saucer? yes"} {
+		if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("q"), turn)); err != nil {
+			t.Fatal(err)
+		}
+		submitAndWait(t, ctx, fmt.Sprintf("phone chat turn %d", i+1))
+		waitJS(t, ctx, "chat reply", fmt.Sprintf(`document.querySelectorAll('#chat-log li').length === %d && document.getElementById('results').classList.contains('refining') === false`, 2*(i+1)))
+	}
+	waitJS(t, ctx, "chat reply thumbnail", `(() => { const i = document.querySelector('#chat-log li.system img'); return i && i.complete && i.naturalWidth > 0; })()`)
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`)); err != nil {
+		t.Fatal(err)
+	}
+	shoot(t, ctx, dir, "prog-6-phone-chat.png")
+	waitJS(t, ctx, "first row above the fold after 3 chat turns (390x844)", firstRowVisible)
 }

@@ -355,7 +355,7 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 	if s1 != nil {
 		retrieve.Calls = callCount(s1.Calls)
 		out.Descriptions = s1.Descriptions
-		if len(out.Descriptions) == 0 {
+		if len(out.Descriptions) == 0 && !s1.ByImage {
 			out.Descriptions = s1.Embedded
 		}
 		for _, a := range s1.Atomic {

@@ -40,6 +40,9 @@ type scriptedModels struct {
 	prompts    map[string][]string
 	evalCalls  atomic.Int64
 	blockVerif atomic.Bool
+	// verifGate, when set, holds every verifier call until it is closed
+	// (or the call is canceled).
+	verifGate atomic.Pointer[chan struct{}]
 	// canceled receives one value per blocked request whose context ended.
 	canceled chan struct{}
 	verifIn  chan struct{}
@@ -191,6 +194,13 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 			if images != 1 {
 				http.Error(w, "verifier wants one image", 400)
 				return
+			}
+			if g := s.verifGate.Load(); g != nil {
+				select {
+				case <-*g:
+				case <-r.Context().Done():
+					return
+				}
 			}
 			if s.blockVerif.Load() {
 				s.verifIn <- struct{}{}

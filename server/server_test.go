@@ -119,8 +119,8 @@ func (f *fakeSearcher) Search(ctx context.Context, q Query, observe func(StageEv
 	if f.evaluate.Load() {
 		observe(StageEvent{Stage: StageEvaluate, Status: StatusStarted})
 		if len(res.Hits) > 1 {
-			res.Hits[0].Verdict = &Verdict{Yes: false, Text: "ANSWER: No\nThe candidate does not show " + q.Text + "."}
-			res.Hits[1].Verdict = &Verdict{Yes: true, Text: "ANSWER: Yes\nThe candidate shows " + q.Text + "."}
+			res.Hits[0].Verdict = &Verdict{Yes: false, Text: "ANSWER: No\nThe candidate does not show " + q.Text + ".", Reasoning: "The candidate does not show " + q.Text + "."}
+			res.Hits[1].Verdict = &Verdict{Yes: true, Text: "ANSWER: Yes\nThe candidate shows " + q.Text + ".", Reasoning: "The candidate shows " + q.Text + "."}
 			res.Hits[0], res.Hits[1] = res.Hits[1], res.Hits[0]
 		}
 		observe(StageEvent{Stage: StageEvaluate, Status: StatusDone})

@@ -10,6 +10,8 @@
     evaluate: "Evaluate",
   };
   const STAGE_ORDER = ["reason", "retrieve", "verify", "evaluate"];
+  const MODES = ["text", "composed", "chat"];
+  const reducedMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
   const state = {
     mode: "text",
@@ -19,6 +21,10 @@
     refFile: null,
     refURL: "",
     turns: [], // chat: earlier turns (texts), oldest first
+    chatReplies: [], // chat: one reply per turn {top, thumb, desc}
+    conversation: "", // chat: the server's id for the kept state
+    // Each mode keeps its own query and results.
+    modes: { text: { q: "", result: null }, composed: { q: "", result: null }, chat: { q: "", result: null } },
     hits: [],
     result: null,
     detailIndex: -1,
@@ -118,6 +124,12 @@
   // ---------- modes ----------
   const tabs = Array.from(document.querySelectorAll("[role=tab]"));
   function setMode(mode, focus) {
+    if (mode !== state.mode) {
+      state.modes[state.mode].q = $("q").value;
+      state.modes[state.mode].result = state.result;
+      if (state.abort) state.abort.abort();
+    }
+    const changed = mode !== state.mode;
     state.mode = mode;
     for (const t of tabs) {
       const on = t.dataset.mode === mode;
@@ -132,15 +144,27 @@
       $("q-label").textContent = "What are you looking for?";
       q.placeholder = "a dog running on a beach at sunset";
     } else if (mode === "composed") {
-      $("q-label").textContent = "What should be different from the reference image?";
+      $("q-label").textContent = "What should be different? (leave empty for more like this)";
       q.placeholder = "make it night time and add a second dog";
     } else {
       $("q-label").textContent = state.turns.length ? "Refine: answer or add a detail" : "Describe the picture you have in mind";
       q.placeholder = state.turns.length ? "is it indoors? yes, in a kitchen" : "a person holding an umbrella in the rain";
     }
+    if (changed) {
+      q.value = state.modes[mode].q;
+      const res = state.modes[mode].result;
+      resetStages();
+      if (res) {
+        showStages(res);
+        renderResult(res);
+      } else {
+        clearResults();
+      }
+      setStatus("");
+    }
   }
   for (const t of tabs) {
-    t.addEventListener("click", () => setMode(t.dataset.mode, true));
+    t.addEventListener("click", () => { setMode(t.dataset.mode, true); pushURL(); });
     t.addEventListener("keydown", (ev) => {
       const i = tabs.indexOf(t);
       let j = -1;
@@ -167,8 +191,9 @@
       img.hidden = true;
       img.removeAttribute("src");
     }
-    $("ref-label").textContent = label || "No reference image yet.";
+    $("ref-label").textContent = label || "No reference image yet: upload, paste or drop one.";
     $("ref-clear").hidden = !url;
+    $("ref-similar").hidden = !url;
   }
   function clearRef() {
     if (state.refURL) URL.revokeObjectURL(state.refURL);
@@ -178,26 +203,84 @@
     $("ref-file").value = "";
     showRef("", "");
   }
-  $("ref-file").addEventListener("change", () => {
-    const f = $("ref-file").files[0];
-    if (!f) return;
-    clearRef();
+  // setRefFile takes an uploaded, pasted or dropped image as the reference.
+  function setRefFile(f, how) {
+    if (!f) return false;
+    if (!/^image\//.test(f.type)) {
+      setStatus("That is not an image (" + (f.type || "unknown type") + ").", true);
+      return false;
+    }
     const max = state.info ? state.info.limits.max_upload_bytes : 0;
     if (max && f.size > max) {
       setStatus("That file is " + Math.round(f.size / 1048576) + " MB; the server accepts up to " + Math.round(max / 1048576) + " MB.", true);
-      return;
+      return false;
     }
+    clearRef();
     state.refFile = f;
     state.refURL = URL.createObjectURL(f);
-    showRef("Uploaded: " + f.name, state.refURL, true);
-  });
+    if (state.mode !== "composed") setMode("composed", false);
+    showRef(how + ": " + (f.name || "image"), state.refURL, true);
+    setStatus("Reference image set. Say what to change, or choose More like this.");
+    return true;
+  }
+  $("ref-file").addEventListener("change", () => setRefFile($("ref-file").files[0], "Uploaded"));
   $("ref-clear").addEventListener("click", clearRef);
+  $("ref-similar").addEventListener("click", () => {
+    $("q").value = "";
+    submit();
+  });
   function useReference(name, thumbURL) {
     clearRef();
     state.refName = name;
+    if (state.mode !== "composed") setMode("composed", false);
     showRef("Gallery: " + name, thumbURL);
-    setMode("composed", false);
   }
+  // moreLikeThis searches for images like a gallery image (no text).
+  function moreLikeThis(name, thumbURL) {
+    useReference(name, thumbURL);
+    $("q").value = "";
+    submit();
+  }
+
+  // Paste and drag-and-drop: an image anywhere on the page becomes the
+  // reference image.
+  function imageFrom(dt) {
+    if (!dt) return null;
+    for (const it of Array.from(dt.items || [])) {
+      if (it.kind === "file" && /^image\//.test(it.type)) return it.getAsFile();
+    }
+    for (const f of Array.from(dt.files || [])) {
+      if (/^image\//.test(f.type)) return f;
+    }
+    return null;
+  }
+  document.addEventListener("paste", (ev) => {
+    const f = imageFrom(ev.clipboardData);
+    if (!f) return; // plain text pastes go where they were aimed
+    ev.preventDefault();
+    setRefFile(f, "Pasted");
+  });
+  let dragDepth = 0;
+  document.addEventListener("dragenter", (ev) => {
+    if (!ev.dataTransfer || !Array.from(ev.dataTransfer.types || []).includes("Files")) return;
+    dragDepth++;
+    $("drop-hint").hidden = false;
+  });
+  document.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) $("drop-hint").hidden = true;
+  });
+  document.addEventListener("dragover", (ev) => {
+    if (ev.dataTransfer && Array.from(ev.dataTransfer.types || []).includes("Files")) ev.preventDefault();
+  });
+  document.addEventListener("drop", (ev) => {
+    dragDepth = 0;
+    $("drop-hint").hidden = true;
+    const f = imageFrom(ev.dataTransfer);
+    if (!f) return;
+    ev.preventDefault();
+    setRefFile(f, "Dropped");
+  });
 
   // gallery picker
   async function loadPicker(reset) {
@@ -242,22 +325,42 @@
   $("picker-more").addEventListener("click", () => loadPicker(false));
 
   // ---------- chat ----------
-  function renderChat(lastSystem) {
+  function chatReply(r) {
+    const li = el("li", { class: "system" });
+    if (r.top) {
+      const img = el("img", { alt: "Best match: " + r.top, width: "64", height: "48" });
+      setImage(img, r.thumb + "?size=128");
+      li.append(el("button", { type: "button", class: "chat-thumb", title: "Show " + r.top, onclick: () => {
+        const i = state.hits.findIndex((h) => h.name === r.top);
+        if (i >= 0) openDetail(i);
+      } }, img));
+    }
+    li.append(el("span", null,
+      r.top ? "Best match now: " + r.top + ". " : "No match yet. ",
+      r.desc ? el("span", { class: "muted" }, "Looking for: " + r.desc) : ""));
+    return li;
+  }
+  function renderChat(pending) {
     const log = $("chat-log");
     log.textContent = "";
     state.turns.forEach((t, i) => {
       log.append(el("li", { class: "user" }, t));
-      const sys = state.chatReplies && state.chatReplies[i];
-      if (sys) log.append(el("li", { class: "system" }, sys));
+      const r = state.chatReplies[i];
+      if (r) log.append(chatReply(r));
     });
-    if (lastSystem) log.append(el("li", { class: "system" }, lastSystem));
+    if (pending) log.append(el("li", { class: "user" }, pending), el("li", { class: "system muted" }, "…"));
     $("chat-reset").hidden = state.turns.length === 0;
+    log.scrollTop = log.scrollHeight;
   }
   $("chat-reset").addEventListener("click", () => {
     state.turns = [];
     state.chatReplies = [];
+    state.conversation = "";
+    state.modes.chat.result = null;
     renderChat();
+    clearResults();
     setMode("chat", false);
+    pushURL();
     $("q").focus();
   });
 
@@ -293,6 +396,63 @@
     }
   }
 
+  function showStages(result) {
+    for (const st of result.stages) {
+      setStage(st.name, st.status === "pending" ? "running" : st.status,
+        st.status === "done" ? (st.duration_ms > 0 ? Math.round(st.duration_ms) + " ms" : "") : st.reason || "");
+    }
+  }
+
+  // ---------- URL state ----------
+  // The query lives in the URL (?m=mode&q=text&ref=name&t=turn...), so a
+  // reload, Back and a shared link restore it.
+  function urlParams(text) {
+    const p = new URLSearchParams();
+    if (state.mode !== "text") p.set("m", state.mode);
+    if (state.mode === "chat") {
+      for (const t of state.turns) p.append("t", t);
+      if (text) p.append("t", text);
+    } else if (text) {
+      p.set("q", text);
+    }
+    if (state.mode === "composed" && state.refName) p.set("ref", state.refName);
+    return p;
+  }
+  function pushURL(text) {
+    const p = urlParams(text === undefined ? "" : text).toString();
+    const want = location.pathname + (p ? "?" + p : "");
+    if (want !== location.pathname + location.search) history.pushState(null, "", want);
+  }
+  function restoreURL() {
+    const p = new URLSearchParams(location.search);
+    const mode = MODES.includes(p.get("m")) ? p.get("m") : "text";
+    if (state.abort) state.abort.abort();
+    setMode(mode, false);
+    let text = p.get("q") || "";
+    if (mode === "chat") {
+      const turns = p.getAll("t");
+      text = turns.pop() || "";
+      if (turns.join("\n") !== state.turns.join("\n")) {
+        state.turns = turns;
+        state.chatReplies = [];
+        state.conversation = "";
+      }
+      renderChat();
+      setMode("chat", false);
+    }
+    if (mode === "composed") {
+      const ref = p.get("ref") || "";
+      if (ref && ref !== state.refName) useReference(ref, "/api/thumbs/" + ref.split("/").map(encodeURIComponent).join("/"));
+      if (!ref && state.refName) clearRef();
+    }
+    const runnable = mode === "composed" ? !!(text || state.refName) : !!text;
+    if (runnable) {
+      $("q").value = text;
+      submit({ fromURL: true });
+    }
+  }
+  window.addEventListener("popstate", restoreURL);
+
   // ---------- search ----------
   function stageOptions() {
     const o = {};
@@ -311,12 +471,13 @@
     if (state.mode === "chat") {
       req.chat = true;
       if (state.turns.length) req.dialogue = state.turns.slice();
+      if (state.conversation) req.conversation = state.conversation;
     }
     if (state.mode === "composed") {
       if (state.refFile) {
         const fd = new FormData();
         fd.append("request", JSON.stringify(req));
-        fd.append("image", state.refFile, state.refFile.name);
+        fd.append("image", state.refFile, state.refFile.name || "image");
         return { body: fd, headers: {} };
       }
       if (state.refName) req.reference = state.refName;
@@ -355,10 +516,16 @@
     document.body.setAttribute("aria-busy", on ? "true" : "false");
   }
 
+  function refining(res) {
+    const next = { retrieve: "verifying the top candidates", verify: "judging the top few" }[res.partial] || "refining";
+    $("refining").textContent = "First results — " + next + "; they will re-order in place.";
+  }
+
   async function runSearch(text) {
     if (state.abort) state.abort.abort();
     const ctl = new AbortController();
     state.abort = ctl;
+    const mode = state.mode;
     resetStages();
     busy(true);
     setStatus("Searching…");
@@ -371,10 +538,16 @@
       if (!resp.ok) throw new Error(await errorText(resp));
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       const feed = sseParser((name, data) => {
+        if (state.abort !== ctl) return;
         if (name === "stage") {
           const st = data.status === "started" ? "running" : data.status;
           setStage(data.stage, st, data.status === "skipped" ? data.reason : (data.detail || data.reason || ""));
           if (data.status === "started") setStatus((STAGE_LABELS[data.stage] || data.stage) + "…");
+        } else if (name === "partial") {
+          renderResult(data);
+          refining(data);
+          const secs = ((performance.now() - started) / 1000).toFixed(1);
+          setStatus(data.results.length + " first results in " + secs + " s; refining…");
         } else if (name === "result") {
           result = data;
         } else if (name === "error") {
@@ -390,17 +563,20 @@
       if (e.name === "AbortError") failure = "Stopped.";
       else failure = e.message;
     } finally {
-      busy(false);
-      if (state.abort === ctl) state.abort = null;
+      if (state.abort === ctl) {
+        busy(false);
+        state.abort = null;
+      }
     }
+    if (state.mode !== mode) return null; // switched away meanwhile
     if (!result) {
       setStatus(failure || "The search ended without a result.", true);
+      $("refining").hidden = true;
+      $("results").classList.remove("refining");
       for (const li of document.querySelectorAll("#stages li.running")) setStage(li.dataset.stage, "failed", "");
       return null;
     }
-    for (const st of result.stages) {
-      setStage(st.name, st.status, st.status === "done" ? (st.duration_ms > 0 ? Math.round(st.duration_ms) + " ms" : "") : st.reason || "");
-    }
+    showStages(result);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(result.results.length + " results in " + secs + " s.");
     renderResult(result);
@@ -409,40 +585,37 @@
 
   $("stop").addEventListener("click", () => { if (state.abort) state.abort.abort(); });
 
-  $("search-form").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  async function submit(opts) {
+    opts = opts || {};
     const text = $("q").value.trim();
-    if (!text) {
+    if (state.mode === "composed" && !state.refName && !state.refFile) {
+      setStatus("Pick a reference image (upload, paste or drop one, or choose from the gallery) first.", true);
+      $("ref-pick").focus();
+      return;
+    }
+    if (!text && state.mode !== "composed") {
       setStatus("Type what you are looking for first.", true);
       $("q").focus();
       return;
     }
-    if (state.mode === "composed" && !state.refName && !state.refFile) {
-      setStatus("Pick a reference image (upload one or choose from the gallery) first.", true);
-      $("ref-pick").focus();
-      return;
-    }
-    if (state.mode === "chat") {
-      renderChat("…");
-      const log = $("chat-log");
-      log.lastChild.remove();
-      log.append(el("li", { class: "user" }, text));
-    }
+    if (!opts.fromURL) pushURL(text);
+    if (state.mode === "chat") renderChat(text);
     const res = await runSearch(text);
     if (state.mode === "chat" && res) {
       state.turns.push(text);
-      state.chatReplies = state.chatReplies || [];
+      state.conversation = res.conversation || "";
       const top = res.results[0];
-      const d = res.descriptions[0] || "";
-      state.chatReplies.push(el("span", null,
-        top ? "Best match now: " + top.name + ". " : "No match yet. ",
-        d ? el("span", { class: "muted" }, "Looking for: " + d) : ""));
+      state.chatReplies.push({ top: top ? top.name : "", thumb: top ? top.thumb_url : "", desc: res.descriptions[0] || "" });
       renderChat();
       $("q").value = "";
       setMode("chat", false);
     } else if (state.mode === "chat") {
       renderChat();
     }
+  }
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    submit();
   });
 
   // ---------- results ----------
@@ -456,38 +629,94 @@
     if (!h.verdict) return null;
     return el("span", { class: "badge " + (h.verdict.yes ? "yes" : "no") }, h.verdict.yes ? "judged: yes" : "judged: no");
   }
+  function firstRank(h) {
+    return h.ranks && h.ranks.length ? h.ranks[0].rank : h.stage1_rank;
+  }
 
-  function renderResult(res) {
+  function clearResults() {
     releaseBlobs();
+    state.result = null;
+    state.hits = [];
+    $("results").textContent = "";
+    $("results").classList.remove("refining");
+    $("refining").hidden = true;
+    $("summary").hidden = true;
+  }
+
+  // renderResult shows a result; cards already on screen are kept and
+  // slide to their new place (first results refined in place).
+  function renderResult(res) {
     state.result = res;
     state.hits = res.results;
+    state.modes[state.mode].result = res;
     const grid = $("results");
-    grid.textContent = "";
-    res.results.forEach((h, i) => {
-      const img = el("img", { alt: "", loading: "lazy", width: "170", height: "128" });
-      setImage(img, h.thumb_url);
-      const moved = h.stage1_rank && h.stage1_rank !== h.rank ? " (was " + h.stage1_rank + ")" : "";
-      const b = el("button", {
+    const old = new Map();
+    const before = new Map();
+    for (const li of Array.from(grid.children)) {
+      old.set(li.dataset.name, { li });
+      before.set(li, li.getBoundingClientRect());
+    }
+    const items = res.results.map((h, i) => {
+      const prev = old.get(h.name);
+      const li = prev ? prev.li : el("li", { class: "result", "data-name": h.name });
+      old.delete(h.name);
+      let img = prev && li.querySelector("img");
+      if (!img) {
+        img = el("img", { alt: "", width: "170", height: "128", decoding: "async" });
+        setImage(img, h.thumb_url);
+      }
+      const r1 = firstRank(h);
+      const moved = r1 && r1 !== h.rank ? el("span", { class: "moved " + (r1 > h.rank ? "up" : "down") }, r1 > h.rank ? " ▲ was " + r1 : " ▼ was " + r1) : "";
+      const card = el("button", {
         type: "button", class: "card", "data-name": h.name,
         "aria-label": "Result " + h.rank + ": " + h.name + ". Open details.",
-        onclick: () => openDetail(i),
+        onclick: () => openDetail(state.hits.findIndex((x) => x.name === h.name)),
       },
       el("span", { class: "thumb" }, img),
       el("span", { class: "meta" },
         el("span", { class: "name", text: h.name }),
-        el("span", { class: "rank" }, "#" + h.rank + moved + " · " + fmtScore(h.score)),
+        el("span", { class: "rank" }, "#" + h.rank, moved),
         el("span", { class: "badges" }, verifBadge(h), verdictBadge(h))));
-      grid.append(el("li", { class: "result" }, b));
+      const similar = el("button", { type: "button", class: "similar", "aria-label": "More like " + h.name, onclick: () => moreLikeThis(h.name, h.thumb_url) }, "More like this");
+      li.textContent = "";
+      li.append(card, similar);
+      return li;
     });
+    for (const { li } of old.values()) li.remove();
+    for (const li of items) grid.append(li);
+    animateMoves(items, before);
+    grid.classList.toggle("refining", !!res.partial);
+    $("refining").hidden = !res.partial;
     renderSummary(res);
+  }
+
+  // animateMoves slides each kept card from where it was (FLIP) and marks
+  // it for a moment, so a re-ordering is seen, not just a jump.
+  function animateMoves(items, before) {
+    items.forEach((li) => {
+      const was = before.get(li);
+      if (!was) return;
+      const now = li.getBoundingClientRect();
+      const dx = was.left - now.left;
+      const dy = was.top - now.top;
+      if (!dx && !dy) return;
+      li.dataset.moved = "1";
+      if (reducedMotion) return;
+      li.animate([{ transform: "translate(" + dx + "px," + dy + "px)" }, { transform: "none" }],
+        { duration: 350, easing: "ease-out" });
+      li.classList.add("moved-now");
+      setTimeout(() => li.classList.remove("moved-now"), 900);
+    });
   }
 
   function renderSummary(res) {
     const body = $("summary-body");
     body.textContent = "";
+    const hint = [];
     if (res.descriptions && res.descriptions.length) {
       body.append(el("h3", null, "Target descriptions"),
         el("ol", { class: "descriptions" }, res.descriptions.map((d) => el("li", null, d))));
+      hint.push(res.descriptions.length === 1 ? "1 description" : res.descriptions.length + " descriptions");
     }
     if (res.instructions && res.instructions.length) {
       body.append(el("h3", null, "Atomic instructions"),
@@ -496,8 +725,9 @@
     if (res.propositions && res.propositions.length) {
       body.append(el("h3", null, "Propositions checked"),
         el("ul", { class: "propositions" }, res.propositions.map((p) => el("li", null, p.question + " — expected " + (p.expected ? "yes" : "no")))));
+      hint.push(res.propositions.length === 1 ? "1 proposition" : res.propositions.length + " propositions");
     }
-    const skipped = res.stages.filter((s) => s.status !== "done");
+    const skipped = res.stages.filter((s) => s.status !== "done" && s.status !== "pending");
     if (skipped.length) {
       body.append(el("h3", null, "Stages not run"),
         el("ul", null, skipped.map((s) => el("li", { class: "skipped" }, (STAGE_LABELS[s.name] || s.name) + " " + s.status + (s.reason ? ": " + s.reason : "")))));
@@ -505,6 +735,7 @@
     if (res.notes && res.notes.length) {
       body.append(el("h3", null, "Notes"), el("ul", null, res.notes.map((n) => el("li", null, n))));
     }
+    $("summary-hint").textContent = hint.join(" · ");
     $("summary").hidden = body.childElementCount === 0;
   }
 
@@ -515,13 +746,20 @@
 
   function explainHit(h) {
     const box = el("div");
-    box.append(el("h3", null, "Ranking"),
-      el("p", null, "Final rank " + h.rank + "; rank after retrieval " + (h.stage1_rank || h.rank) + "; similarity " + fmtScore(h.score) + "."));
-    const res = state.result;
-    if (res.descriptions && res.descriptions.length) {
-      box.append(el("h3", null, "Descriptions used"),
-        el("ol", null, res.descriptions.map((d) => el("li", null, d))));
+    box.append(el("h3", null, "Why it is #" + h.rank));
+    if (h.ranks && h.ranks.length) {
+      box.append(el("ol", { class: "ranks" }, h.ranks.map((r) =>
+        el("li", null, el("strong", null, (STAGE_LABELS[r.stage] || r.stage) + ": #" + r.rank), " — " + r.why))));
+    } else {
+      box.append(el("p", null, "Rank after retrieval " + (h.stage1_rank || h.rank) + "; similarity " + fmtScore(h.score) + "."));
     }
+    if (state.result && state.result.partial) box.append(el("p", { class: "muted" }, "Later stages are still running; this may change."));
+    box.append(el("h3", null, "This image"));
+    const facts = el("dl", { class: "facts" });
+    facts.append(el("dt", null, "Caption"), el("dd", null, h.caption || "none stored"));
+    if (typeof h.caption_similarity === "number") facts.append(el("dt", null, "Image vs caption"), el("dd", null, "similarity " + fmtScore(h.caption_similarity)));
+    facts.append(el("dt", null, "Query similarity"), el("dd", null, fmtScore(h.score) + " (stage 1, fused)"));
+    box.append(facts);
     box.append(el("h3", null, "Verifier"));
     const v = h.verification;
     if (v && v.answers && v.answers.length) {
@@ -538,19 +776,22 @@
     } else {
       const st = stageStatus("verify");
       let why = "not verified (below the verified top K)";
-      if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
+      if (st && st.status === "pending") why = "not verified yet";
+      else if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
       if (v && v.error) why = "verification failed: " + v.error;
       box.append(el("p", { class: "skipped" }, why));
     }
     box.append(el("h3", null, "Evaluator"));
     if (h.verdict) {
+      const reasoning = h.verdict.error || h.verdict.reasoning || "";
       box.append(el("div", { class: "verdict " + (h.verdict.yes ? "yes" : "no") },
-        el("strong", null, h.verdict.yes ? "Yes — satisfies the request. " : "No — does not satisfy the request. "),
-        h.verdict.text || h.verdict.error || ""));
+        el("strong", null, h.verdict.yes ? "Judged yes" : "Judged no"),
+        reasoning ? el("span", null, ": " + reasoning) : "."));
     } else {
       const st = stageStatus("evaluate");
       let why = "not judged (only the top few are, until one is accepted)";
-      if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
+      if (st && st.status === "pending") why = "not judged yet";
+      else if (st && st.status !== "done") why = "stage " + st.status + (st.reason ? ": " + st.reason : "");
       box.append(el("p", { class: "skipped" }, why));
     }
     return box;
@@ -593,6 +834,12 @@
     $("q").value = "";
     $("q").focus();
   });
+  $("detail-similar").addEventListener("click", () => {
+    const h = state.hits[state.detailIndex];
+    if (!h) return;
+    $("detail").close();
+    moreLikeThis(h.name, h.thumb_url);
+  });
 
   // ---------- start ----------
   async function loadInfo() {
@@ -603,10 +850,12 @@
       $("desc").textContent = (state.info.description ? state.info.description + " · " : "") + state.info.images + " images";
       resetStages();
       setStatus("");
+      return true;
     } catch (e) {
       setStatus("Cannot reach the server: " + e.message, true);
+      return false;
     }
   }
   setMode("text", false);
-  loadInfo();
+  loadInfo().then((ok) => { if (ok) restoreURL(); });
 })();
