@@ -10,16 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/internal/backoff"
 )
 
 // Options tune a Client beyond its role configuration.
@@ -676,7 +675,7 @@ func (c *Client) do(ctx context.Context, path string, body []byte, parse func([]
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
 			c.count(func(s *Stats) { s.Retries++ })
-			if err := sleep(ctx, c.backoff(attempt, last.retryAfter)); err != nil {
+			if err := backoff.Sleep(ctx, c.backoff(attempt, last.retryAfter)); err != nil {
 				return "", c.ctxError(lastEP, last, attempt, err)
 			}
 		}
@@ -761,7 +760,7 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 		}
 		return nil
 	case st == http.StatusTooManyRequests:
-		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: retryAfter(resp.Header.Get("Retry-After")), outcome: outcomeNeutral}
+		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: backoff.ParseRetryAfter(resp.Header.Get("Retry-After")), outcome: outcomeNeutral}
 	case st == http.StatusRequestTimeout || st == http.StatusConflict:
 		return &attemptError{status: st, msg: serverMessage(data), retryable: true, outcome: outcomeNeutral}
 	case st >= 500 && isBadInput(serverMessage(data)):
@@ -769,7 +768,7 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 		// image): a failure of this item, not of the server.
 		return &attemptError{status: st, msg: serverMessage(data), outcome: outcomeOK}
 	case st >= 500:
-		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: retryAfter(resp.Header.Get("Retry-After")), outcome: outcomeFailed}
+		return &attemptError{status: st, msg: serverMessage(data), retryable: true, retryAfter: backoff.ParseRetryAfter(resp.Header.Get("Retry-After")), outcome: outcomeFailed}
 	default:
 		return &attemptError{status: st, msg: serverMessage(data), outcome: outcomeOK}
 	}
@@ -783,43 +782,8 @@ func transportMessage(err error, timeout time.Duration) string {
 	return err.Error()
 }
 
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(h string) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.ParseFloat(strings.TrimSpace(h), 64); err == nil && s >= 0 {
-		return time.Duration(s * float64(time.Second))
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
-}
-
 // backoff is the wait before retry n (n >= 1): the server's Retry-After
 // when given, else full jitter over base*2^(n-1) capped at BackoffMax.
 func (c *Client) backoff(n int, ra time.Duration) time.Duration {
-	if ra > 0 {
-		return min(ra, c.opt.RetryAfterMax)
-	}
-	ceil := c.opt.BackoffBase << min(n-1, 30)
-	if ceil <= 0 || ceil > c.opt.BackoffMax {
-		ceil = c.opt.BackoffMax
-	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return backoff.Policy{Base: c.opt.BackoffBase, Max: c.opt.BackoffMax, Jitter: true, RetryAfterMax: c.opt.RetryAfterMax}.After(n, ra)
 }

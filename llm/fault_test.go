@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/internal/backoff"
 )
 
 // echo answers with the text of the last user message, so a test can check
@@ -294,13 +296,13 @@ func TestBackoffAndRetryAfter(t *testing.T) {
 	if d := c.backoff(1, time.Hour); d != 5*time.Second {
 		t.Errorf("Retry-After not capped: %v", d)
 	}
-	if d := retryAfter("7"); d != 7*time.Second {
+	if d := backoff.ParseRetryAfter("7"); d != 7*time.Second {
 		t.Errorf("retryAfter(7) = %v", d)
 	}
-	if d := retryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)); d < 50*time.Second || d > 61*time.Second {
+	if d := backoff.ParseRetryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)); d < 50*time.Second || d > 61*time.Second {
 		t.Errorf("retryAfter(date) = %v", d)
 	}
-	if d := retryAfter("soon"); d != 0 {
+	if d := backoff.ParseRetryAfter("soon"); d != 0 {
 		t.Errorf("retryAfter(soon) = %v", d)
 	}
 }

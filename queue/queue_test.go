@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagescope/imagescope/internal/backoff"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -212,7 +213,7 @@ func TestDeadLetters(t *testing.T) {
 		return nil
 	})
 	ws, err := q.Work(ctx, p, WorkerOptions{Name: "solo", ExitWhenIdle: true, MaxAttempts: 3,
-		RetryDelay: func(int) time.Duration { return 10 * time.Millisecond }, PollInterval: 200 * time.Millisecond})
+		Retry: backoff.Policy{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}, PollInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

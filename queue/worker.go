@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagescope/imagescope/internal/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -94,9 +95,9 @@ type WorkerOptions struct {
 	// MaxAttempts is the number of deliveries after which a failing item
 	// is dead-lettered (default 5).
 	MaxAttempts int
-	// RetryDelay is the delay before retry n (1-based); default
+	// Retry is the wait before redelivering a failed item; default
 	// exponential from 1s, capped at 1m.
-	RetryDelay func(attempt int) time.Duration
+	Retry backoff.Policy
 	// ExitWhenIdle makes Work return once the selected jobs have no
 	// pending or in-flight items; otherwise it waits for more work.
 	ExitWhenIdle bool
@@ -154,11 +155,8 @@ func (q *Queue) Work(ctx context.Context, p Processor, opt WorkerOptions) (Worke
 	if opt.MaxAttempts <= 0 {
 		opt.MaxAttempts = DefaultMaxAttempts
 	}
-	if opt.RetryDelay == nil {
-		opt.RetryDelay = func(n int) time.Duration {
-			d := time.Second << min(n-1, 6)
-			return min(d, time.Minute)
-		}
+	if opt.Retry.Base <= 0 {
+		opt.Retry = backoff.Policy{Base: time.Second, Max: time.Minute}
 	}
 	if opt.PollInterval <= 0 {
 		opt.PollInterval = 2 * time.Second
@@ -358,7 +356,7 @@ func (w *worker) handle(ctx context.Context, job *Job, m jetstream.Msg) error {
 	case IsPermanent(perr) || int(meta.NumDelivered) >= w.opt.MaxAttempts:
 		return w.deadLetter(ctx, job.ID, m, meta, fmt.Errorf("item %q: %w", it.Name, perr))
 	default:
-		delay := w.opt.RetryDelay(int(meta.NumDelivered))
+		delay := w.opt.Retry.Delay(int(meta.NumDelivered))
 		w.q.log.Warn("item failed, will retry", "job", job.ID, "item", it.Name, "attempt", meta.NumDelivered, "delay", delay, "err", perr)
 		w.mu.Lock()
 		w.st.Retried++

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/imagescope/imagescope/internal/backoff"
 	wv "github.com/weaviate/weaviate-go-client/v5/weaviate"
 	"github.com/weaviate/weaviate-go-client/v5/weaviate/fault"
 	wvgrpc "github.com/weaviate/weaviate-go-client/v5/weaviate/grpc"
@@ -445,7 +446,7 @@ func (s *Store) Drop(ctx context.Context) error {
 // the next one, with exponential backoff once all were tried, and gives up
 // with ErrUnavailable after Retries rounds. Other errors return at once.
 func (s *Store) do(ctx context.Context, what string, op func(c *wv.Client) error) error {
-	delay := s.cfg.RetryBase
+	wait := backoff.Policy{Base: s.cfg.RetryBase, Max: 10 * time.Second}
 	var last error
 	for attempt := 0; attempt <= s.cfg.Retries; attempt++ {
 		for range s.nodes {
@@ -468,12 +469,9 @@ func (s *Store) do(ctx context.Context, what string, op func(c *wv.Client) error
 		if attempt == s.cfg.Retries {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("weaviate: %s: %w", what, ctx.Err())
-		case <-time.After(delay):
+		if err := backoff.Sleep(ctx, wait.Delay(attempt+1)); err != nil {
+			return fmt.Errorf("weaviate: %s: %w", what, err)
 		}
-		delay = min(delay*2, 10*time.Second)
 	}
 	return fmt.Errorf("weaviate: %s: no node answered after %d retries (last: %v): %w", what, s.cfg.Retries, last, ErrUnavailable)
 }
