@@ -31,6 +31,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imagescope/imagescope/internal/atomicfile"
 )
 
 // DefaultEndpoint is the public hub.
@@ -325,7 +327,7 @@ func (c *Client) download(ctx context.Context, repoID, revision string, files []
 	}
 	if revision != commit {
 		ref := filepath.Join(repo, "refs", filepath.FromSlash(revision))
-		if err := writeFileAtomic(ref, []byte(commit)); err != nil {
+		if err := atomicfile.Write(ref, []byte(commit)); err != nil {
 			return "", fmt.Errorf("hub %s: write ref %s: %w", repoID, revision, err)
 		}
 	}
@@ -625,43 +627,8 @@ func linkSnapshot(blob, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(tmp)
-	if err != nil {
+	return atomicfile.WriteFunc(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
-}
-
-func writeFileAtomic(p string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if werr != nil || cerr != nil {
-		os.Remove(f.Name())
-		return errors.Join(werr, cerr)
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	})
 }

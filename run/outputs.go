@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -215,7 +216,7 @@ func (r *Runner) writeStage(st int) error {
 		fmt.Fprintf(&buf, "\n%s: %s", k, v)
 	}
 	buf.WriteString("\n}\n")
-	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "rankings."+stageKey(st)+".json"), buf.Bytes()); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "rankings."+stageKey(st)+".json"), buf.Bytes()); err != nil {
 		return err
 	}
 	if st != stageSoft {
@@ -228,10 +229,10 @@ func (r *Runner) writeStage(st int) error {
 		if err != nil {
 			return fmt.Errorf("score stage %d: %w", st, err)
 		}
-		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".json"), append(bytes.TrimSpace(rep), '\n')); err != nil {
+		if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".json"), append(bytes.TrimSpace(rep), '\n')); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".txt"), []byte(table)); err != nil {
+		if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "metrics", stageKey(st)+".txt"), []byte(table)); err != nil {
 			return err
 		}
 		r.cfg.Log.Info("stage metrics", "stage", st, "metrics", string(compact(rep)))
@@ -292,18 +293,18 @@ func (r *Runner) writeMetrics() error {
 		return fmt.Errorf("metrics.json: %w", err)
 	}
 	pretty.WriteByte('\n')
-	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics.json"), pretty.Bytes()); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "metrics.json"), pretty.Bytes()); err != nil {
 		return err
 	}
 	head := fmt.Sprintf("%s %s: %d queries\n\n", r.cfg.Dataset.Name, r.cfg.Dataset.Split, len(r.byQ))
 	if r.interactive() {
 		head = fmt.Sprintf("%s %s: %d queries, interactive (generated questions, simulated user)\n\n", r.cfg.Dataset.Name, r.cfg.Dataset.Split, len(r.byQ))
 	}
-	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "metrics.txt"), []byte(head+txt.String())); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "metrics.txt"), []byte(head+txt.String())); err != nil {
 		return err
 	}
 	svg := plotSVG(r.cfg.Dataset.Name+" "+r.cfg.Dataset.Split, series)
-	return writeFileAtomic(filepath.Join(r.cfg.Dir, "recall.svg"), []byte(svg))
+	return atomicfile.Write(filepath.Join(r.cfg.Dir, "recall.svg"), []byte(svg))
 }
 
 func stageTitle(st int) string {
@@ -334,7 +335,7 @@ func (r *Runner) writeSubmissions(st int, lists map[string][]string) error {
 		if err := f(&b); err != nil {
 			return fmt.Errorf("submission %s: %w", file, err)
 		}
-		return writeFileAtomic(filepath.Join(dir, file), b.Bytes())
+		return atomicfile.Write(filepath.Join(dir, file), b.Bytes())
 	}
 	if name == "CIRCO" {
 		if r.cfg.Submit.CIRCO == nil {
@@ -455,7 +456,7 @@ func (r *Runner) writeTrace() error {
 			buf.WriteByte('\n')
 		}
 	}
-	return writeFileAtomic(filepath.Join(r.cfg.Dir, "trace.jsonl"), buf.Bytes())
+	return atomicfile.Write(filepath.Join(r.cfg.Dir, "trace.jsonl"), buf.Bytes())
 }
 
 // Report holds the run's counters (report.json).
@@ -565,10 +566,10 @@ func (r *Runner) writeReport() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(r.cfg.Dir, "report.json"), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "report.json"), append(b, '\n')); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(r.cfg.Dir, "report.txt"), []byte(FormatReport(rep)))
+	return atomicfile.Write(filepath.Join(r.cfg.Dir, "report.txt"), []byte(FormatReport(rep)))
 }
 
 // FormatReport renders the counters as text.
@@ -618,34 +619,4 @@ func FormatReport(rep Report) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-// writeFileAtomic writes a file through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

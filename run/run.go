@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -287,7 +288,7 @@ func (r *Runner) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(p, append(b, '\n')); err != nil {
 		return fmt.Errorf("write run config: %w", err)
 	}
 	return nil
