@@ -20,9 +20,10 @@ func hubSmallFiles() []string {
 
 // fetchFromHub makes the files of hub model id available in the hub cache
 // and returns the snapshot directory. The configuration files come first;
-// then only one weight file is fetched: model.safetensors for the HF layout
-// (when the repo has config.json and the layout is not forced), else
-// open_clip_model.safetensors.
+// then only one weight file is fetched, the first the repo has of
+// model.safetensors (HF layout, when it has config.json),
+// open_clip_model.safetensors, pytorch_model.bin and
+// open_clip_pytorch_model.bin.
 func fetchFromHub(ctx context.Context, id string, opt Options) (string, error) {
 	hub := opt.Hub
 	if hub == nil {
@@ -38,18 +39,24 @@ func fetchFromHub(ctx context.Context, id string, opt Options) (string, error) {
 	}
 	// Later requests pin the commit the first one resolved.
 	rev := filepath.Base(dir)
+	// Weights: safetensors first, then PyTorch (pickle) checkpoints, read
+	// by a restricted unpickler (see pytorch.go).
 	var order []string
 	switch opt.Layout {
 	case LayoutHF:
-		order = []string{"model.safetensors"}
+		order = []string{"model.safetensors", "pytorch_model.bin"}
 	case LayoutOpenCLIP:
-		order = []string{"open_clip_model.safetensors"}
+		order = []string{"open_clip_model.safetensors", "open_clip_pytorch_model.bin"}
 	default:
-		if existsFile(filepath.Join(dir, "config.json")) {
-			order = append(order, "model.safetensors")
-		}
-		if existsFile(filepath.Join(dir, "open_clip_config.json")) || existsFile(filepath.Join(dir, "config.json")) {
-			order = append(order, "open_clip_model.safetensors")
+		hf := existsFile(filepath.Join(dir, "config.json"))
+		oc := existsFile(filepath.Join(dir, "open_clip_config.json")) || hf
+		for _, w := range []struct {
+			name string
+			ok   bool
+		}{{"model.safetensors", hf}, {"open_clip_model.safetensors", oc}, {"pytorch_model.bin", hf}, {"open_clip_pytorch_model.bin", oc}} {
+			if w.ok {
+				order = append(order, w.name)
+			}
 		}
 	}
 	if len(order) == 0 {
@@ -64,5 +71,5 @@ func fetchFromHub(ctx context.Context, id string, opt Options) (string, error) {
 			return d, nil
 		}
 	}
-	return "", fmt.Errorf("hub %s: no safetensors weights (%v); PyTorch .bin checkpoints are not supported", id, order)
+	return "", fmt.Errorf("hub %s: no weights found (looked for %v)", id, order)
 }

@@ -19,7 +19,10 @@ import (
 // (fetched through the hub cache); empty means DefaultModel.
 //
 // The directory needs config.json + model.safetensors (HF layout) or
-// open_clip_config.json + open_clip_model.safetensors (open_clip layout),
+// open_clip_config.json + open_clip_model.safetensors (open_clip layout);
+// pytorch_model.bin / open_clip_pytorch_model.bin are read when the
+// safetensors file is absent (tensors, storages and dicts only; any other
+// pickled object is refused, nothing in the file is run);
 // plus the tokenizer files (vocab.json + merges.txt, tokenizer.json) and
 // preprocessor_config.json. Without tokenizer files the model embeds images
 // only; without a preprocessor configuration CLIPImageProcessor's defaults
@@ -76,7 +79,7 @@ func resolveRef(ctx context.Context, ref string, opt Options) (dir, id string, e
 	dir, err = fetchFromHub(ctx, ref, opt)
 	if err != nil {
 		if errors.Is(err, hfhub.ErrUnreachable) || errors.Is(err, hfhub.ErrOffline) {
-			return "", "", fmt.Errorf("load CLIP model %s: %w; or give a local checkpoint folder instead of a hub id (--clip DIR, a folder holding config.json and model.safetensors)", ref, err)
+			return "", "", fmt.Errorf("load CLIP model %s: %w; or give a local checkpoint folder instead of a hub id (--clip DIR, a folder holding config.json and model.safetensors or pytorch_model.bin)", ref, err)
 		}
 		return "", "", fmt.Errorf("load CLIP model %s: %w", ref, err)
 	}

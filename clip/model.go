@@ -1,5 +1,6 @@
 // Package clip is an in-process CLIP encoder: it loads HuggingFace or
-// open_clip checkpoints (safetensors, float32/float16/bfloat16) and embeds
+// open_clip checkpoints (safetensors, or PyTorch .bin zips read by a
+// restricted unpickler; float32/float16/bfloat16) and embeds
 // texts and images on the CPU with the kernels of package linalg.
 package clip
 
@@ -11,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/imagescope/imagescope/hfhub"
@@ -87,6 +89,16 @@ func (m *Model) LogitScale() float32 { return m.logitScale }
 // Threads is the number of goroutines one call uses.
 func (m *Model) Threads() int { return m.threads }
 
+// firstFile returns the path of the first of names that exists in dir ("" if none).
+func firstFile(dir string, names ...string) string {
+	for _, n := range names {
+		if p := filepath.Join(dir, n); existsFile(p) {
+			return p
+		}
+	}
+	return ""
+}
+
 func existsFile(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
@@ -96,18 +108,18 @@ func existsFile(p string) bool {
 // tokenizer or image processor).
 func loadLocal(dir string, opt Options) (*Model, error) {
 	layout := opt.Layout
-	hfCfg, hfW := filepath.Join(dir, "config.json"), filepath.Join(dir, "model.safetensors")
-	ocCfg, ocW := filepath.Join(dir, "open_clip_config.json"), filepath.Join(dir, "open_clip_model.safetensors")
+	hfCfg, ocCfg := filepath.Join(dir, "config.json"), filepath.Join(dir, "open_clip_config.json")
+	// Weights: safetensors first, then the PyTorch (pickle) checkpoint.
+	hfW := firstFile(dir, "model.safetensors", "pytorch_model.bin")
+	ocW := firstFile(dir, "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 	if layout == "" {
 		switch {
-		case existsFile(hfCfg) && existsFile(hfW):
+		case existsFile(hfCfg) && hfW != "":
 			layout = LayoutHF
-		case existsFile(ocW) && (existsFile(ocCfg) || existsFile(hfCfg)):
+		case ocW != "" && (existsFile(ocCfg) || existsFile(hfCfg)):
 			layout = LayoutOpenCLIP
-		case existsFile(filepath.Join(dir, "pytorch_model.bin")) || existsFile(filepath.Join(dir, "open_clip_pytorch_model.bin")):
-			return nil, fmt.Errorf("%s: only safetensors weights are supported (found a PyTorch pickle .bin; convert it to model.safetensors)", dir)
 		default:
-			return nil, fmt.Errorf("%s: no CLIP checkpoint found (want config.json + model.safetensors, or open_clip_config.json + open_clip_model.safetensors)", dir)
+			return nil, fmt.Errorf("%s: no CLIP checkpoint found (want config.json + model.safetensors or pytorch_model.bin, or open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin)", dir)
 		}
 	}
 	var cfg *Config
@@ -117,6 +129,9 @@ func loadLocal(dir string, opt Options) (*Model, error) {
 	case LayoutHF:
 		cfg, err = readConfig(hfCfg, parseHFConfig)
 		wpath = hfW
+		if wpath == "" {
+			wpath = filepath.Join(dir, "model.safetensors")
+		}
 	case LayoutOpenCLIP:
 		if existsFile(ocCfg) {
 			cfg, err = readConfig(ocCfg, parseOpenCLIPConfig)
@@ -124,13 +139,20 @@ func loadLocal(dir string, opt Options) (*Model, error) {
 			cfg, err = readConfig(hfCfg, parseHFConfig)
 		}
 		wpath = ocW
+		if wpath == "" {
+			wpath = filepath.Join(dir, "open_clip_model.safetensors")
+		}
 	default:
 		return nil, fmt.Errorf("unknown checkpoint layout %q (want %q or %q)", layout, LayoutHF, LayoutOpenCLIP)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	st, err := openSafetensors(wpath)
+	open := openSafetensors
+	if strings.HasSuffix(wpath, ".bin") {
+		open = openPyTorch
+	}
+	st, err := open(wpath)
 	if err != nil {
 		return nil, fmt.Errorf("open weights: %w", err)
 	}

@@ -774,8 +774,16 @@ def main():
                 f.write("#version: 0.2\n" + "".join("%s %s\n" % mm for mm in merges))
         else:
             write_safetensors(os.path.join(d, "model.safetensors"), hf_np)
-            torch.save(collections.OrderedDict((k, v.to(cfg["dtype"]).clone()) for k, v in hf_state.items()),
-                       os.path.join(d, "pytorch_model.bin"))
+            # As model.state_dict() returns it: an OrderedDict carrying a
+            # _metadata attribute (pickled as BUILD state), and the two
+            # embedding tables sharing one storage at different offsets.
+            sd = collections.OrderedDict((k, v.to(cfg["dtype"]).clone()) for k, v in hf_state.items())
+            sd._metadata = collections.OrderedDict([("", {"version": 1}), ("text_model", {"version": 1})])
+            pos, tok_ = "text_model.embeddings.position_embedding.weight", "text_model.embeddings.token_embedding.weight"
+            both = torch.cat([sd[pos].flatten(), sd[tok_].flatten()])
+            sd[pos] = both[: sd[pos].numel()].view(sd[pos].shape)
+            sd[tok_] = both[sd[pos].numel():].view(sd[tok_].shape)
+            torch.save(sd, os.path.join(d, "pytorch_model.bin"))
 
         r = os.path.join(ref, mname)
         os.makedirs(os.path.join(r, "debug"), exist_ok=True)
