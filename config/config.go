@@ -249,7 +249,7 @@ var roleDefaults = map[string]struct {
 	RoleReasoner:   {120 * time.Second, 2048},
 	RoleProposer:   {120 * time.Second, 2048},
 	RoleQuestioner: {120 * time.Second, 2048},
-	RoleVerifier:   {20 * time.Second, 3},
+	RoleVerifier:   {20 * time.Second, 16}, // room for "Yes, there is ..." from chat-style VLMs
 	RoleEvaluator:  {180 * time.Second, 4096},
 	RoleEmbedder:   {10 * time.Second, 0},
 }

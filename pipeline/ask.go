@@ -85,12 +85,6 @@ func (a *Ask) Best() *Question {
 	return &a.Questions[a.Chosen]
 }
 
-type askData struct {
-	Dialogue   string
-	Candidates string
-	Count      int
-}
-
 // Turn writes a question and its answer as one dialogue turn
 // ("question? answer").
 func Turn(question, answer string) string {
@@ -218,7 +212,7 @@ func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []strin
 	if len(probe) == 0 {
 		cands.WriteString("(none yet)")
 	}
-	text, err := e.cfg.Prompts.Render("chat", prompt.Ask, askData{Dialogue: renderDialogue(dialogue), Candidates: cands.String(), Count: e.opt.AskQuestions})
+	text, err := e.cfg.Prompts.Render("chat", prompt.Ask, prompt.Fields{Dialogue: renderDialogue(dialogue), Candidates: cands.String(), Count: e.opt.AskQuestions})
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +255,7 @@ func (e *Engine) probe(ctx context.Context, a *Ask, probe []string) error {
 	nq := len(a.Questions)
 	prompts := make([]string, nq)
 	for j, q := range a.Questions {
-		t, err := e.cfg.Prompts.Render("chat", prompt.Verify, verifyData{Question: q.English})
+		t, err := e.cfg.Prompts.Render("chat", prompt.Verify, prompt.Fields{Question: q.English})
 		if err != nil {
 			return err
 		}
@@ -344,7 +338,7 @@ func (e *Engine) AnswerAbout(ctx context.Context, name, question string, c *Call
 	if err != nil {
 		return "", "", fmt.Errorf("load image %s: %w", name, err)
 	}
-	text, err := e.cfg.Prompts.Render("chat", prompt.Verify, verifyData{Question: question})
+	text, err := e.cfg.Prompts.Render("chat", prompt.Verify, prompt.Fields{Question: question})
 	if err != nil {
 		return "", "", err
 	}

@@ -29,10 +29,13 @@ type Options struct {
 	// Soft asks the verifier for log-probabilities and reports the soft
 	// expected agreement beside the hard count.
 	Soft bool `json:"soft"`
-	// ReasonerMaxTokens, VerifierMaxTokens, EvaluatorMaxTokens cap replies.
-	ReasonerMaxTokens  int `json:"reasoner_max_tokens"`
-	VerifierMaxTokens  int `json:"verifier_max_tokens"`
-	EvaluatorMaxTokens int `json:"evaluator_max_tokens"`
+	// ReasonerMaxTokens, VerifierMaxTokens, EvaluatorMaxTokens cap replies
+	// when set; 0 (the default) leaves the budget to the role's own
+	// configuration (config roles.<role>.max_tokens), so that the budget
+	// a run records for a role is the one its requests carry.
+	ReasonerMaxTokens  int `json:"reasoner_max_tokens,omitempty"`
+	VerifierMaxTokens  int `json:"verifier_max_tokens,omitempty"`
+	EvaluatorMaxTokens int `json:"evaluator_max_tokens,omitempty"`
 	// VerifierImageSide resizes the candidate to a square of this side
 	// before verification (0: send the stored file; the paper used 400 for
 	// chat-style VLMs).
@@ -54,7 +57,6 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		Tau: 0.15, TopK: 20, Alpha: 3, Depth: 100, YesRule: "word",
-		ReasonerMaxTokens: 2048, VerifierMaxTokens: 16, EvaluatorMaxTokens: 4096,
 		FailureThreshold: 8, AskQuestions: 3, AskProbe: 10,
 	}
 }
@@ -72,15 +74,6 @@ func (o *Options) fill() error {
 	}
 	if o.YesRule == "" {
 		o.YesRule = d.YesRule
-	}
-	if o.ReasonerMaxTokens == 0 {
-		o.ReasonerMaxTokens = d.ReasonerMaxTokens
-	}
-	if o.VerifierMaxTokens == 0 {
-		o.VerifierMaxTokens = d.VerifierMaxTokens
-	}
-	if o.EvaluatorMaxTokens == 0 {
-		o.EvaluatorMaxTokens = d.EvaluatorMaxTokens
 	}
 	if o.FailureThreshold == 0 {
 		o.FailureThreshold = d.FailureThreshold
@@ -102,6 +95,8 @@ func (o *Options) fill() error {
 		return fmt.Errorf("depth %d: must be positive", o.Depth)
 	case o.AskQuestions < 0 || o.AskProbe < 0:
 		return fmt.Errorf("ask questions %d, ask probe %d: must be positive", o.AskQuestions, o.AskProbe)
+	case o.ReasonerMaxTokens < 0 || o.VerifierMaxTokens < 0 || o.EvaluatorMaxTokens < 0:
+		return fmt.Errorf("max tokens: must be >= 0 (0: the role's configured budget)")
 	case o.YesRule != "word" && o.YesRule != "substring":
 		return fmt.Errorf("yes rule %q: want word or substring", o.YesRule)
 	}
@@ -243,7 +238,9 @@ func (e *Engine) SkipReason(stage int) string {
 	return ""
 }
 
-// RoleStats are a role's counters since the engine started.
+// RoleStats are a role's counters since the engine started. Calls are the
+// requests sent to the role's servers (failed ones included); CacheHits the
+// answers the answer cache gave instead.
 type RoleStats struct {
 	Calls            int64 `json:"calls"`
 	Failures         int64 `json:"failures"`
@@ -399,9 +396,10 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 		return nil, fmt.Errorf("%s: %w", r.name, err)
 	}
 	r.consecutive.Store(0)
-	r.calls.Add(1)
 	if resp.Cached {
-		r.hits.Add(1)
+		r.hits.Add(1) // answered from the cache: no request was sent
+	} else {
+		r.calls.Add(1)
 	}
 	r.ptok.Add(int64(resp.PromptTokens))
 	r.ctok.Add(int64(resp.CompletionTokens))

@@ -6,8 +6,6 @@ import (
 	"image"
 	"strings"
 	"time"
-
-	"github.com/imagescope/imagescope/prompt"
 )
 
 // Request is one query for Engine.Search.
@@ -202,7 +200,7 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 		}
 	}
 	if !e.cfg.Prompts.HasDomain(domain) {
-		return nil, fmt.Errorf("unknown prompt domain %q (known: %s)", domain, strings.Join(prompt.Domains(), ", "))
+		return nil, fmt.Errorf("unknown prompt domain %q (known: %s)", domain, strings.Join(e.cfg.Prompts.DomainNames(), ", "))
 	}
 	if !chat && !byImage && strings.TrimSpace(req.Instruction) == "" {
 		return nil, fmt.Errorf("empty query: give an instruction, a reference image or a dialogue")

@@ -25,11 +25,6 @@ const (
 	FallbackReferenceImage  = "reference-image-missing"
 )
 
-type reasonData struct {
-	Instruction string
-	Reference   string
-}
-
 // referenceCaption finds the text that stands for the reference in the
 // reasoner prompt.
 func (e *Engine) referenceCaption(ctx context.Context, q Query, c *Calls) (string, error) {
@@ -37,13 +32,13 @@ func (e *Engine) referenceCaption(ctx context.Context, q Query, c *Calls) (strin
 		if strings.TrimSpace(q.Previous) != "" {
 			return q.Previous, nil
 		}
-		return prompt.BlankReference, nil
+		return e.cfg.Prompts.BlankReference(q.Domain), nil
 	}
 	if q.ReferenceCaption != "" {
 		return q.ReferenceCaption, nil
 	}
 	if q.Reference == "" && q.ReferenceImage == nil {
-		return prompt.BlankReference, nil
+		return e.cfg.Prompts.BlankReference(q.Domain), nil
 	}
 	if q.Reference != "" {
 		if s, ok := e.cfg.Gallery.Caption(q.Reference); ok && strings.TrimSpace(s) != "" {
@@ -60,7 +55,7 @@ func (e *Engine) referenceCaption(ctx context.Context, q Query, c *Calls) (strin
 		}
 	}
 	c.fallback(FallbackNoCaption)
-	return prompt.BlankReference, nil
+	return e.cfg.Prompts.BlankReference(q.Domain), nil
 }
 
 func (e *Engine) captionReference(ctx context.Context, q Query, c *Calls) (string, error) {
@@ -81,8 +76,8 @@ func (e *Engine) captionReference(ctx context.Context, q Query, c *Calls) (strin
 		return "", err
 	}
 	resp, err := e.call(ctx, RoleCaptioner, ChatRequest{
-		Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: instr}}}},
-		MaxTokens: 256, Extra: map[string]any{"repetition_penalty": 1.05},
+		Messages: []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: instr}}}},
+		Extra:    map[string]any{"repetition_penalty": 1.05}, // max_tokens: the role's budget
 	}, c)
 	if err != nil {
 		return "", err
@@ -102,7 +97,7 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	}
 	s.ReferenceCaption = ref
 	if e.Has(RoleReasoner) {
-		text, err := e.cfg.Prompts.Render(q.Domain, prompt.Reason, reasonData{Instruction: q.Instruction, Reference: ref})
+		text, err := e.cfg.Prompts.Render(q.Domain, prompt.Reason, prompt.Fields{Instruction: q.Instruction, Reference: ref})
 		if err != nil {
 			return nil, err
 		}

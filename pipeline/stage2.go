@@ -13,24 +13,13 @@ import (
 	"github.com/imagescope/imagescope/prompt"
 )
 
-type proposeData struct {
-	Instruction string
-	Atomic      string
-}
-
-type verifyData struct{ Question string }
-
-// RenderAtomic renders atomic instructions as the numbered list the
-// proposer sees: "(1) Type: content", one per line.
-func RenderAtomic(as []Atomic) string {
-	var b strings.Builder
+// promptAtomic converts atomic instructions for the proposer prompt.
+func promptAtomic(as []Atomic) []prompt.Atomic {
+	out := make([]prompt.Atomic, len(as))
 	for i, a := range as {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		fmt.Fprintf(&b, "(%d) %s: %s", i+1, a.Type, a.Content)
+		out[i] = prompt.Atomic{Type: a.Type, Content: a.Content}
 	}
-	return b.String()
+	return out
 }
 
 var yesWord = regexp.MustCompile(`\byes\b`)
@@ -76,7 +65,7 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 		s.Skipped = reason
 		return s, nil
 	}
-	text, err := e.cfg.Prompts.Render(q.Domain, prompt.Propose, proposeData{Instruction: q.Instruction, Atomic: RenderAtomic(s1.Atomic)})
+	text, err := e.cfg.Prompts.Render(q.Domain, prompt.Propose, prompt.Fields{Instruction: q.Instruction, Atomic: promptAtomic(s1.Atomic)})
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +143,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	nq := len(s.Propositions)
 	prompts := make([]string, nq)
 	for j, p := range s.Propositions {
-		t, err := e.cfg.Prompts.Render(q.Domain, prompt.Verify, verifyData{Question: p.Question})
+		t, err := e.cfg.Prompts.Render(q.Domain, prompt.Verify, prompt.Fields{Question: p.Question})
 		if err != nil {
 			return err
 		}

@@ -16,8 +16,6 @@ import (
 	"github.com/imagescope/imagescope/prompt"
 )
 
-type evaluateData struct{ Instruction string }
-
 // EvalInstruction prepares an instruction for the evaluator prompt as the
 // method does: spaces and periods stripped at both ends (other white space
 // such as a newline is kept), then lower-cased.
@@ -68,7 +66,7 @@ func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3
 		instr = q.EvalText
 	}
 	s.Instruction = EvalInstruction(instr)
-	text, err := e.cfg.Prompts.Render(q.Domain, prompt.Evaluate, evaluateData{Instruction: s.Instruction})
+	text, err := e.cfg.Prompts.Render(q.Domain, prompt.Evaluate, prompt.Fields{Instruction: s.Instruction})
 	if err != nil {
 		return nil, err
 	}

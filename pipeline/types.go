@@ -249,14 +249,25 @@ type Scored struct {
 
 // Calls counts what one stage of one query asked of the model roles.
 type Calls struct {
-	Calls     map[string]int `json:"calls,omitempty"`
-	Failures  map[string]int `json:"failures,omitempty"`
+	// Calls are the requests sent to a model server, per role (answers
+	// served from the answer cache are not sent: they count in CacheHits).
+	Calls map[string]int `json:"calls,omitempty"`
+	// Failures are the requests that failed (after retries).
+	Failures map[string]int `json:"failures,omitempty"`
+	// CacheHits are the answers served from the answer cache.
 	CacheHits map[string]int `json:"cache_hits,omitempty"`
 	// Fallbacks lists the fallbacks taken (see docs/trace.md).
 	Fallbacks []string `json:"fallbacks,omitempty"`
 }
 
 func (c *Calls) add(role string, resp *ChatResponse, err error) {
+	if resp != nil && resp.Cached {
+		if c.CacheHits == nil {
+			c.CacheHits = map[string]int{}
+		}
+		c.CacheHits[role]++
+		return
+	}
 	if c.Calls == nil {
 		c.Calls = map[string]int{}
 	}
@@ -266,12 +277,6 @@ func (c *Calls) add(role string, resp *ChatResponse, err error) {
 			c.Failures = map[string]int{}
 		}
 		c.Failures[role]++
-	}
-	if resp != nil && resp.Cached {
-		if c.CacheHits == nil {
-			c.CacheHits = map[string]int{}
-		}
-		c.CacheHits[role]++
 	}
 }
 

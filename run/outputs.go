@@ -394,8 +394,11 @@ type TraceLine struct {
 	Targets     []string `json:"targets,omitempty"`
 	// Rank is the 1-based rank of the first target after each stage
 	// (0: not within the stored list).
-	Rank       map[string]int `json:"rank,omitempty"`
+	Rank map[string]int `json:"rank,omitempty"`
+	// Calls are the requests sent to model servers, all stages;
+	// CacheHits the answers the answer cache served instead.
 	Calls      map[string]int `json:"calls"`
+	CacheHits  map[string]int `json:"cache_hits,omitempty"`
 	Fallbacks  []string       `json:"fallbacks,omitempty"`
 	Unfinished string         `json:"unfinished,omitempty"`
 	// Turn is, in an interactive run, how this round's turn was generated.
@@ -421,6 +424,12 @@ func (r *Runner) writeTrace() error {
 			add := func(c pipeline.Calls) {
 				for k, v := range c.Calls {
 					tl.Calls[k] += v
+				}
+				for k, v := range c.CacheHits {
+					if tl.CacheHits == nil {
+						tl.CacheHits = map[string]int{}
+					}
+					tl.CacheHits[k] += v
 				}
 				tl.Fallbacks = append(tl.Fallbacks, c.Fallbacks...)
 			}
@@ -469,6 +478,8 @@ type Report struct {
 	Finished map[string]int `json:"finished"`
 	// Calls, Failures, CacheHits: totals per role over every finished
 	// stage of the run (from the checkpoints, so resumed runs count all).
+	// Calls are requests sent to model servers; CacheHits are answers the
+	// answer cache served instead (not in Calls).
 	Calls     map[string]int `json:"calls"`
 	Failures  map[string]int `json:"failures"`
 	CacheHits map[string]int `json:"cache_hits"`
@@ -477,7 +488,8 @@ type Report struct {
 	// UpperBound is the method's per-query bound on verifier + evaluator
 	// calls, K x propositions + alpha, averaged over units.
 	UpperBound float64 `json:"upper_bound_per_query"`
-	// VerifyEvaluatePerQuery is the actual verifier + evaluator calls per unit.
+	// VerifyEvaluatePerQuery is the verifier + evaluator answers per unit
+	// (sent or from the cache), to compare with UpperBound.
 	VerifyEvaluatePerQuery float64        `json:"verify_evaluate_per_query"`
 	Fallbacks              map[string]int `json:"fallbacks"`
 	// ThisProcess are the engine's counters in this process (tokens,
@@ -528,12 +540,12 @@ func (r *Runner) Report() Report {
 			rep.Finished["stage2"]++
 			add(s2.Calls)
 			bound += float64(s2.Depth * len(s2.Propositions))
-			actual += float64(s2.Calls.Calls[pipeline.RoleVerifier])
+			actual += float64(s2.Calls.Calls[pipeline.RoleVerifier] + s2.Calls.CacheHits[pipeline.RoleVerifier])
 		}
 		if s3 != nil {
 			rep.Finished["stage3"]++
 			add(s3.Calls)
-			actual += float64(s3.Calls.Calls[pipeline.RoleEvaluator])
+			actual += float64(s3.Calls.Calls[pipeline.RoleEvaluator] + s3.Calls.CacheHits[pipeline.RoleEvaluator])
 		}
 		if r.cfg.Settings.Stages >= 3 && s2 != nil {
 			bound += float64(min(opt.Alpha, len(s2.Ranking)))
@@ -577,16 +589,21 @@ func FormatReport(rep Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %d queries (%d units), wall %.1fs\n", rep.Dataset, rep.Split, rep.Queries, rep.Units, rep.WallSeconds)
 	fmt.Fprintf(&b, "finished: stage1 %d, stage2 %d, stage3 %d; unfinished %d\n", rep.Finished["stage1"], rep.Finished["stage2"], rep.Finished["stage3"], rep.Unfinished)
-	roles := make([]string, 0, len(rep.Calls))
-	for k := range rep.Calls {
-		roles = append(roles, k)
+	var roles []string
+	for _, m := range []map[string]int{rep.Calls, rep.CacheHits} {
+		for k := range m {
+			if !slices.Contains(roles, k) {
+				roles = append(roles, k)
+			}
+		}
 	}
 	sort.Strings(roles)
+	fmt.Fprintf(&b, "calls = requests sent to the model servers; cached = answers from the answer cache (not sent)\n")
 	fmt.Fprintf(&b, "%-10s %8s %8s %8s %10s\n", "role", "calls", "failed", "cached", "per query")
 	for _, k := range roles {
 		fmt.Fprintf(&b, "%-10s %8d %8d %8d %10.2f\n", k, rep.Calls[k], rep.Failures[k], rep.CacheHits[k], rep.CallsPerQuery[k])
 	}
-	fmt.Fprintf(&b, "verifier+evaluator calls per query %.2f (method's upper bound K x propositions + alpha: %.2f)\n", rep.VerifyEvaluatePerQuery, rep.UpperBound)
+	fmt.Fprintf(&b, "verifier+evaluator answers per query (sent + cached) %.2f (method's upper bound K x propositions + alpha: %.2f)\n", rep.VerifyEvaluatePerQuery, rep.UpperBound)
 	if len(rep.Fallbacks) > 0 {
 		kinds := make([]string, 0, len(rep.Fallbacks))
 		for k := range rep.Fallbacks {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -112,6 +113,8 @@ type Runner struct {
 	times    [4]stageTime
 	fail     sync.Map // unit key -> error
 	start    time.Time
+	// domain is the prompt domain of the run's queries.
+	domain string
 }
 
 type stageTime struct {
@@ -164,7 +167,11 @@ func New(cfg Config) (*Runner, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
 	}
-	r := &Runner{cfg: cfg, byQ: map[int][]int{}, start: time.Now()}
+	domain, err := cfg.Engine.Prompts().DatasetDomain(cfg.Dataset.Name, cfg.Dataset.Domain)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{cfg: cfg, byQ: map[int][]int{}, start: time.Now(), domain: domain}
 	r.st.s1, r.st.s2, r.st.s3 = map[string]*pipeline.Stage1{}, map[string]*pipeline.Stage2{}, map[string]*pipeline.Stage3{}
 	r.st.turns = map[string]*GeneratedTurn{}
 	if err := r.checkInteractive(); err != nil {
@@ -174,8 +181,16 @@ func New(cfg Config) (*Runner, error) {
 	if err := r.writeConfig(); err != nil {
 		return nil, err
 	}
-	if err := cfg.Engine.Prompts().WriteDir(filepath.Join(cfg.Dir, "prompts")); err != nil {
-		return nil, err
+	// The prompts are recorded once, by the run that created the folder: a
+	// resumed run reads them back from there, and rewriting them would make
+	// SOURCES.txt point at the run folder instead of where they came from.
+	promptDir := filepath.Join(cfg.Dir, "prompts")
+	if _, err := os.Stat(filepath.Join(promptDir, "SOURCES.txt")); errors.Is(err, fs.ErrNotExist) {
+		if err := cfg.Engine.Prompts().WriteDir(promptDir); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("run prompts: %w", err)
 	}
 	for st := 1; st <= 3; st++ {
 		ck, recs, err := openCheckpoint(filepath.Join(cfg.Dir, "checkpoints", fmt.Sprintf("stage%d.jsonl", st)))
@@ -246,7 +261,7 @@ func (r *Runner) buildUnits() {
 	}
 	exclude := strings.EqualFold(ds.Name, "CIRR") && !s.KeepReference
 	for qi, dq := range queries {
-		base := pipeline.Query{ID: dq.ID, Round: -1, Domain: ds.Domain, Instruction: dq.Instruction, Reference: dq.Reference, ExcludeReference: exclude}
+		base := pipeline.Query{ID: dq.ID, Round: -1, Domain: r.domain, Instruction: dq.Instruction, Reference: dq.Reference, ExcludeReference: exclude}
 		if dq.Subset != nil {
 			if s.Subset {
 				base.Subset = dq.Subset
@@ -257,7 +272,10 @@ func (r *Runner) buildUnits() {
 			}
 		}
 		if ds.Task == dataset.Chat {
-			base.Chat, base.Domain, base.Reference, base.ExcludeReference = true, "chat", "", false
+			base.Chat, base.Reference, base.ExcludeReference = true, "", false
+			if base.Domain == "" {
+				base.Domain = "chat"
+			}
 			for rd, turn := range dq.Turns {
 				u := base
 				u.Round, u.Instruction = rd, turn

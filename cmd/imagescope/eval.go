@@ -82,7 +82,7 @@ candidates and the verifier, looking at the target, answers it
 	dbPath := fs.String("db", "", "image DB file (default $IMAGESCOPE_HOME/db/<dataset>_<split>.db)")
 	wvCollection := fs.String("weaviate", "", "search the split's gallery in this Weaviate collection (filled by 'index --queue ... --dataset ... --weaviate') instead of an image DB")
 	runsRoot := fs.String("runs", "runs", "folder holding run folders")
-	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
+	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones, or of the reference implementation's prompt files (a folder per dataset; see docs/benchmarks.md)")
 	yesRule := fs.String("yes-rule", "word", "verifier yes rule: word (yes as a word) or substring (reference code)")
 	soft := fs.Bool("soft", false, "also score verification softly from yes/no log-probabilities (reported beside the hard count)")
 	limit := fs.Int("limit", 0, "run only the first N queries (0: all)")
@@ -169,6 +169,14 @@ candidates and the verifier, looking at the target, answers it
 	if settings.Subset && !strings.EqualFold(ds.Name, "CIRR") {
 		return usagef("--subset applies to CIRR only")
 	}
+	lib, err := loadPrompts(*promptDir)
+	if err != nil {
+		return err
+	}
+	// A prompts folder in the reference layout has a folder per dataset.
+	if ds.Domain, err = lib.DatasetDomain(ds.Name, ds.Domain); err != nil {
+		return fmt.Errorf("--prompts %s: %w", *promptDir, err)
+	}
 	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
 	if err != nil {
 		return err
@@ -221,10 +229,6 @@ candidates and the verifier, looking at the target, answers it
 	db := *dbPath
 	if db == "" {
 		db = gallery.DefaultPath(cfg.Home, ds.Name+"_"+ds.Split)
-	}
-	lib, err := loadPrompts(*promptDir)
-	if err != nil {
-		return err
 	}
 	var (
 		ix    *vindex.Index

@@ -25,10 +25,14 @@ import (
 // fixtures are coloured shapes, so the "models" name and check colours.
 type scriptedServer struct {
 	*httptest.Server
-	mu      sync.Mutex
-	calls   map[string]int
-	bodies  map[string]int // request body hash -> times seen
-	latency time.Duration
+	mu     sync.Mutex
+	calls  map[string]int
+	bodies map[string]int // request body hash -> times seen
+	// texts are the text parts of every request, per model.
+	texts map[string][]string
+	// maxTokens are the max_tokens values requests carried, per model.
+	maxTokens map[string]map[int]bool
+	latency   time.Duration
 	// down makes a role answer 503.
 	down map[string]bool
 	// noLanguageRule counts reasoner requests whose prompt does not ask
@@ -85,8 +89,9 @@ func dominantColour(img image.Image, r image.Rectangle) string {
 }
 
 type wireReq struct {
-	Model    string `json:"model"`
-	Messages []struct {
+	Model     string `json:"model"`
+	MaxTokens int    `json:"max_tokens"`
+	Messages  []struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
 	} `json:"messages"`
@@ -257,7 +262,7 @@ func askColours(text string) string {
 }
 
 func newScriptedServer(t testing.TB) *scriptedServer {
-	s := &scriptedServer{calls: map[string]int{}, bodies: map[string]int{}, down: map[string]bool{}}
+	s := &scriptedServer{calls: map[string]int{}, bodies: map[string]int{}, texts: map[string][]string{}, maxTokens: map[string]map[int]bool{}, down: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -286,6 +291,13 @@ func newScriptedServer(t testing.TB) *scriptedServer {
 			return
 		}
 		text, img := req.parts()
+		s.mu.Lock()
+		s.texts[req.Model] = append(s.texts[req.Model], text)
+		if s.maxTokens[req.Model] == nil {
+			s.maxTokens[req.Model] = map[int]bool{}
+		}
+		s.maxTokens[req.Model][req.MaxTokens] = true
+		s.mu.Unlock()
 		out := s.reply(req.Model, text, img)
 		resp := map[string]any{
 			"id": "x", "object": "chat.completion", "model": req.Model,
@@ -298,6 +310,24 @@ func newScriptedServer(t testing.TB) *scriptedServer {
 	s.Server = httptest.NewServer(mux)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// requestTexts returns the text of every request a model received.
+func (s *scriptedServer) requestTexts(model string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.texts[model]...)
+}
+
+// maxTokensSeen returns the distinct max_tokens values a model's requests carried.
+func (s *scriptedServer) maxTokensSeen(model string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for n := range s.maxTokens[model] {
+		out = append(out, n)
+	}
+	return out
 }
 
 func (s *scriptedServer) count(role string) int {

@@ -121,8 +121,9 @@ func (c CLIP) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32,
 }
 
 // Captioner makes the captioner role a gallery.Captioner: the image file
-// and the domain's caption instruction, up to 256 new tokens with the
-// method's light repetition penalty (1.05).
+// and the domain's caption instruction, with the method's light repetition
+// penalty (1.05); the completion budget is the role's configured max_tokens
+// (256 by default, as the method).
 type Captioner struct {
 	Client      *llm.Client
 	Instruction string
@@ -135,9 +136,8 @@ func (l Captioner) Caption(ctx context.Context, path string) (string, error) {
 		return "", err
 	}
 	resp, err := l.Client.Chat(ctx, llm.ChatRequest{
-		Messages:  []llm.Message{llm.UserImages(l.Instruction, llm.ImageBytes(b, ""))},
-		MaxTokens: 256,
-		Extra:     map[string]any{"repetition_penalty": 1.05},
+		Messages: []llm.Message{llm.UserImages(l.Instruction, llm.ImageBytes(b, ""))},
+		Extra:    map[string]any{"repetition_penalty": 1.05},
 	})
 	if err != nil {
 		return "", err
