@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"os"
@@ -52,6 +53,16 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	batch := fs.Int("batch", 8, "images per embedding batch")
 	float16 := fs.Bool("float16", false, "store new embeddings as float16 (half the size)")
 	queueURL := fs.String("queue", "", "distribute the work through a NATS JetStream queue at this URL (see 'imagescope worker')")
+	// Flags of the queue mode (parsed by runIndexQueue), listed here so that
+	// --help shows every flag of the command.
+	queueOnly := []string{"weaviate", "collection", "job", "status", "wait", "json", "model"}
+	fs.String("weaviate", "", "with --queue: write to Weaviate at these node URLs (comma-separated) instead of an image DB")
+	fs.String("collection", "", "with --queue: Weaviate collection (default derived from gallery and model)")
+	fs.String("job", "", "with --queue: job id (default derived from gallery, store and CLIP model)")
+	fs.Bool("status", false, "with --queue: print the progress of the job (or of all jobs) and exit")
+	fs.Bool("wait", false, "with --queue: after publishing, print progress until the job is finished")
+	fs.Bool("json", false, "with --queue --status: print JSON")
+	fs.String("model", "", "with --queue: same as --clip")
 	if queueRequested(args) {
 		return runIndexQueue(ctx, e, args) // its own flags (--status, --job, --weaviate, ...)
 	}
@@ -60,6 +71,11 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	}
 	if *queueURL != "" {
 		return runIndexQueue(ctx, e, args)
+	}
+	for _, n := range queueOnly {
+		if flagSet(fs, n) {
+			return usagef("--%s needs --queue URL", n)
+		}
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
@@ -281,4 +297,11 @@ func (r *remoteEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([
 	}
 	wg.Wait()
 	return vecs, errs, ctx.Err()
+}
+
+// flagSet reports whether flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
