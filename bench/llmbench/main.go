@@ -7,8 +7,9 @@
 //	N x service / (C x wall)
 //
 // next to a baseline: the same N requests sent by C goroutines with a bare
-// net/http client (no pool, retries, or body building). The last line is
-// "llm utilisation=X.XX".
+// net/http client (no pool, retries, or body building) sending the same
+// request bodies the client sent. The headline is the client at exactly C
+// in flight; the last line is "llm utilisation=X.XX in_flight=C baseline=Y.YY".
 package main
 
 import (
@@ -48,6 +49,9 @@ type server struct {
 	cur     atomic.Int64
 	served  atomic.Int64
 	checked atomic.Int64
+	// sample is the body of the client's first request with content
+	// "-1 ..." (a warm-up call), kept so the baseline sends the same bytes.
+	sample atomic.Pointer[[]byte]
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +67,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), 400)
 		return
+	}
+	if bytes.Contains(raw, []byte(`"-1 `)) && s.sample.Load() == nil {
+		b := bytes.Clone(raw)
+		s.sample.CompareAndSwap(nil, &b)
 	}
 	if s.checked.Add(1) <= 100 {
 		var body struct {
@@ -102,8 +110,8 @@ func main() {
 	service := flag.Duration("service", 100*time.Millisecond, "service time per request")
 	replicas := flag.Int("replicas", 1, "server replicas (capacity c each)")
 	withImage := flag.Bool("image", false, "send a 224x224 image with every request")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the llm.Client phase (with headroom)")
-	headroom := flag.Int("headroom", -1, "extra requests the client keeps queued at the server beyond C (default C/4)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the llm.Client phase at C in flight")
+	headroom := flag.Int("headroom", -1, "extra requests kept queued at the server in the reference run beyond C (default C/4; 0 skips it)")
 	flag.Parse()
 
 	var urls []string
@@ -125,20 +133,28 @@ func main() {
 	ideal := time.Duration(float64(*n) * float64(*service) / float64(capacity))
 	fmt.Printf("server: %d replica(s) x capacity %d, service %v; %d requests; ideal wall %v\n", *replicas, *c, *service, *n, ideal.Round(time.Millisecond))
 
-	// Baseline: bare net/http, capacity goroutines in a loop.
-	base := baseline(urls, capacity, *n)
-	fmt.Printf("baseline (bare net/http, %d goroutines): wall %v utilisation=%.3f\n", capacity, base.Round(time.Millisecond), util(*n, *service, capacity, base))
-
-	exact := runClient(urls, servers, *c, *n, *service, capacity, *withImage, "")
+	// The headline: llm.Client with exactly C in flight per endpoint, as
+	// many callers as that, against the bare net/http baseline sending the
+	// very bytes the client sent (recorded by the server) from C goroutines.
+	exact := runClient(urls, servers, *c, *n, *service, capacity, *withImage, *cpuprofile)
 	fmt.Printf("llm.Client, max_in_flight = C = %d: %s\n", *c, exact.line)
+	sample := servers[0].sample.Load()
+	if sample == nil {
+		log.Fatal("the server recorded no request body from the client")
+	}
+	base := baseline(urls, capacity, *n, *sample)
+	baseU := util(*n, *service, capacity, base)
+	fmt.Printf("baseline (bare net/http, %d goroutines, the client's request body, %d bytes): wall %v utilisation=%.3f\n", capacity, len(*sample), base.Round(time.Millisecond), baseU)
 	hr := *headroom
 	if hr < 0 {
 		hr = max(1, *c/4)
 	}
-	best := runClient(urls, servers, *c+hr, *n, *service, capacity, *withImage, *cpuprofile)
-	fmt.Printf("llm.Client, max_in_flight = C + %d queued = %d: %s\n", hr, *c+hr, best.line)
-	fmt.Printf("ratio to baseline (C + %d): %.3f\n", hr, best.util/util(*n, *service, capacity, base))
-	fmt.Printf("llm utilisation=%.2f\n", best.util)
+	if hr > 0 {
+		q := runClient(urls, servers, *c+hr, *n, *service, capacity, *withImage, "")
+		fmt.Printf("for reference, llm.Client with max_in_flight = C + %d queued = %d (the recommended setting for continuous-batching servers; not the headline): %s\n", hr, *c+hr, q.line)
+	}
+	fmt.Printf("ratio to baseline at C in flight: %.3f\n", exact.util/baseU)
+	fmt.Printf("llm utilisation=%.2f in_flight=%d baseline=%.2f\n", exact.util, *c, baseU)
 }
 
 type result struct {
@@ -230,12 +246,14 @@ func util(n int, service time.Duration, c int, wall time.Duration) float64 {
 	return float64(n) * float64(service) / (float64(c) * float64(wall))
 }
 
-func baseline(urls []string, workers, n int) time.Duration {
+// baseline sends n requests from workers goroutines with a bare net/http
+// client; each body is sample with its request number in place of -1.
+func baseline(urls []string, workers, n int, sample []byte) time.Duration {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = workers
 	hc := &http.Client{Transport: tr}
-	body := []byte(`{"model":"bench","messages":[{"role":"user","content":"hi"}],"temperature":0}`)
 	do := func(i int) {
+		body := bytes.Replace(sample, []byte(`"-1 `), []byte(fmt.Sprintf(`"%d `, i)), 1)
 		resp, err := hc.Post(urls[i%len(urls)]+"/chat/completions", "application/json", bytes.NewReader(body))
 		if err != nil {
 			log.Fatal(err)
