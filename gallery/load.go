@@ -96,14 +96,17 @@ func (db *DB) LoadWithInfo(ctx context.Context, clipModel, captionKey string) (*
 type LoadOptions struct {
 	// ClipModel and CaptionKey are Load's arguments.
 	ClipModel, CaptionKey string
-	// Fuse folds each caption vector into its image vector while reading,
-	// at caption weight FuseTau (vindex.Index.Fuse): the index then holds
-	// one matrix instead of two and answers only queries with that tau.
-	Fuse    bool
-	FuseTau float32
-	// Compact also builds the 8-bit copy that makes single queries fast on
-	// large galleries (vindex.Index.Compact; results do not change). With
-	// caption vectors it needs Fuse.
+	// Tau is the caption weight the searches will use (the method's 0.15);
+	// Fuse and Compact need it.
+	Tau float32
+	// Fuse folds each caption vector into its image vector while reading
+	// (vindex.Index.Fuse): the index then holds one matrix instead of two
+	// (half the memory) and answers only queries with caption weight Tau.
+	Fuse bool
+	// Compact also builds the 8-bit copy of the fused rows that makes
+	// single queries with caption weight Tau fast on large galleries
+	// (vindex.Index.Compact; results do not change, other queries take
+	// the exact path). It adds a quarter of the image vectors' memory.
 	Compact bool
 	// Threads bounds the concurrent readers (0: GOMAXPROCS).
 	Threads int
@@ -117,8 +120,8 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	if opt.Fuse && (math.IsNaN(float64(opt.FuseTau)) || opt.FuseTau < 0 || opt.FuseTau > 1) {
-		return nil, info, fmt.Errorf("load image DB %s: tau %v is outside [0, 1]", db.path, opt.FuseTau)
+	if math.IsNaN(float64(opt.Tau)) || opt.Tau < 0 || opt.Tau > 1 {
+		return nil, info, fmt.Errorf("load image DB %s: tau %v is outside [0, 1]", db.path, opt.Tau)
 	}
 	model, dim, err := db.Model(ctx)
 	if err != nil {
@@ -203,7 +206,7 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 		got := make([]bool, n)
 		var put func(i int, v []float32)
 		if opt.Fuse {
-			put = func(i int, v []float32) { vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], v, opt.FuseTau) }
+			put = func(i int, v []float32) { vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], v, opt.Tau) }
 		} else {
 			ix.Caption = make([]float32, n*dim)
 			put = func(i int, v []float32) { copy(ix.Caption[i*dim:(i+1)*dim], v) }
@@ -228,10 +231,10 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 			zero := make([]float32, dim)
 			for i, g := range got {
 				if !g { // no caption: the caption term is 0
-					vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], zero, opt.FuseTau)
+					vindex.FuseRows(ix.Image[i*dim:(i+1)*dim], zero, opt.Tau)
 				}
 			}
-			ix.HasCaption, ix.Fused, ix.FusedTau = false, true, opt.FuseTau
+			ix.HasCaption, ix.Fused, ix.FusedTau = false, true, opt.Tau
 		}
 	}
 	if captionKey != "" && (ix.HasCaption || ix.Fused) {
@@ -261,7 +264,7 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 	at = nil
 	if opt.Compact {
 		ix.Threads = threads
-		if err := ix.Compact(ctx); err != nil {
+		if err := ix.Compact(ctx, opt.Tau); err != nil {
 			return nil, info, fmt.Errorf("load image DB %s: %w", db.path, err)
 		}
 		ix.Threads = 0

@@ -51,7 +51,7 @@ func TestLoadWithReadersAndFuse(t *testing.T) {
 		t.Fatalf("info %+v", info1)
 	}
 	const tau = 0.15
-	fused, infoF, err := db.LoadWith(ctx, LoadOptions{Threads: 2, Fuse: true, FuseTau: tau, Compact: true})
+	fused, infoF, err := db.LoadWith(ctx, LoadOptions{Threads: 2, Fuse: true, Tau: tau, Compact: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestLoadWithReadersAndFuse(t *testing.T) {
 	if !slices.Equal(a[0], b[0]) {
 		t.Fatalf("compact fused search %v, exact %v", a[0], b[0])
 	}
-	if _, _, err := db.LoadWith(ctx, LoadOptions{Fuse: true, FuseTau: 2}); err == nil {
+	if _, _, err := db.LoadWith(ctx, LoadOptions{Fuse: true, Tau: 2}); err == nil {
 		t.Fatal("tau 2 accepted")
 	}
 }
@@ -112,7 +112,7 @@ func BenchmarkLoad(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		opt  LoadOptions
-	}{{"unfused", LoadOptions{}}, {"fused+compact", LoadOptions{Fuse: true, FuseTau: 0.15, Compact: true}}} {
+	}{{"unfused", LoadOptions{}}, {"fused+compact", LoadOptions{Fuse: true, Tau: 0.15, Compact: true}}} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
 				if _, _, err := db.LoadWith(ctx, c.opt); err != nil {

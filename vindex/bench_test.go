@@ -46,8 +46,8 @@ func BenchmarkSearch(b *testing.B) {
 // BenchmarkFusedSearch is the product's fused score (image and caption
 // vectors, tau 0.15) on a 100k x 768 gallery, k = 100: one query and 1000
 // queries, on the unfused index (two matrices, blocked multiply), the
-// fused one (one matrix) and the fused one with the compact copy (single
-// queries then scan 8-bit codes and re-score candidates exactly).
+// fused one (one matrix), and each with the compact copy (single queries
+// then scan 8-bit codes and re-score candidates exactly).
 func BenchmarkFusedSearch(b *testing.B) {
 	n, d := 100_000, 768
 	if testing.Short() {
@@ -73,13 +73,17 @@ func BenchmarkFusedSearch(b *testing.B) {
 	}
 	compacted := shallow(fused)
 	compacted.Fused, compacted.FusedTau = true, 0.15
-	if err := compacted.Compact(context.Background()); err != nil {
+	if err := compacted.Compact(context.Background(), 0.15); err != nil {
+		b.Fatal(err)
+	}
+	pair := shallow(unfused)
+	if err := pair.Compact(context.Background(), 0.15); err != nil {
 		b.Fatal(err)
 	}
 	for _, c := range []struct {
 		name string
 		ix   *Index
-	}{{"unfused", unfused}, {"fused", fused}, {"fused+compact", compacted}} {
+	}{{"unfused", unfused}, {"unfused+compact", pair}, {"fused", fused}, {"fused+compact", compacted}} {
 		for _, nq := range []int{1, 1000} {
 			b.Run(fmt.Sprintf("%s/queries=%d", c.name, nq), func(b *testing.B) {
 				i := 0

@@ -2,7 +2,6 @@ package vindex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -72,11 +71,17 @@ type compact struct {
 	qnorm  []float32 // >= ||alpha_r g_r||
 	enorm  []float32 // >= ||row_r - alpha_r g_r||
 	dots   dotsKernel
+	// pair: the codes are of the fused rows (1-tau) v + tau c computed from
+	// separate image and caption matrices, whose exact scores are then
+	// computed from v and c; snorm[r] >= ||v_r|| + ||c_r||.
+	pair  bool
+	tau   float32
+	snorm []float32
 }
 
 // bytes is the memory the compact copy holds.
 func (c *compact) bytes() int64 {
-	return int64(len(c.codes)) + 4*int64(len(c.scale)+len(c.qnorm)+len(c.enorm))
+	return int64(len(c.codes)) + 4*int64(len(c.scale)+len(c.qnorm)+len(c.enorm)+len(c.snorm))
 }
 
 // up returns a float32 not below x (x >= 0).
@@ -88,7 +93,9 @@ func up(x float64) float32 {
 	return f
 }
 
-func buildCompact(ctx context.Context, src []float32, n, d, threads int, dots dotsKernel) (*compact, error) {
+// buildCompact quantises the rows of src, or, with cap, the fused rows
+// (1-tau) src + tau cap.
+func buildCompact(ctx context.Context, src, cap []float32, tau float32, n, d, threads int, dots dotsKernel) (*compact, error) {
 	groups := (d + 15) / 16 * 4
 	blocks := (n + compactRows - 1) / compactRows
 	bs := groups * compactRows * 4
@@ -97,9 +104,16 @@ func buildCompact(ctx context.Context, src []float32, n, d, threads int, dots do
 		codes: make([]uint8, blocks*bs),
 		scale: make([]float32, n), qnorm: make([]float32, n), enorm: make([]float32, n),
 	}
+	if cap != nil {
+		c.pair, c.tau, c.snorm = true, tau, make([]float32, n)
+	}
 	var bad atomic.Int64
 	bad.Store(-1)
 	err := forQueries(ctx, threads, blocks, func(b int) {
+		var fused []float32
+		if cap != nil {
+			fused = make([]float32, d)
+		}
 		blk := c.codes[b*bs : (b+1)*bs]
 		for i := range blk {
 			blk[i] = 128 // code 0: padding dimensions and rows add nothing
@@ -110,6 +124,18 @@ func buildCompact(ctx context.Context, src []float32, n, d, threads int, dots do
 				break
 			}
 			v := src[row*d : (row+1)*d]
+			if cap != nil {
+				cv := cap[row*d : (row+1)*d]
+				var vn, cn float64
+				for i := range v {
+					vn += float64(v[i]) * float64(v[i])
+					cn += float64(cv[i]) * float64(cv[i])
+				}
+				c.snorm[row] = up(math.Sqrt(vn) + math.Sqrt(cn))
+				copy(fused, v)
+				FuseRows(fused, cv, tau)
+				v = fused
+			}
 			var mx float64
 			for _, x := range v {
 				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
@@ -157,6 +183,10 @@ type compactQuery struct {
 	mnorm float64 // ||m||
 	qerr  float64 // >= ||m - beta q||
 	rerr  float64 // float32 score error per unit of ||row||: 1.01 d 2^-24 ||m||
+	// perr: with separate image and caption matrices, the error per unit
+	// of ||v_r|| + ||c_r|| between m . fused_r and the float32 score of
+	// the two passes (2d products, rounded weights, rounded fused rows).
+	perr float64
 }
 
 func (c *compact) query(m []float32) compactQuery {
@@ -167,7 +197,11 @@ func (c *compact) query(m []float32) compactQuery {
 		mn += float64(x) * float64(x)
 	}
 	cq.mnorm = math.Sqrt(mn) * (1 + 1e-9)
-	cq.rerr = 1.01 * float64(len(m)) * 0x1p-24 * cq.mnorm
+	if c.pair {
+		cq.perr = 1.01 * float64(2*len(m)+8) * 0x1p-24 * cq.mnorm
+	} else {
+		cq.rerr = 1.01 * float64(len(m)) * 0x1p-24 * cq.mnorm
+	}
 	if mx == 0 {
 		return cq
 	}
@@ -267,6 +301,9 @@ func (c *compact) candidates(ctx context.Context, m []float32, exclude []int32, 
 			x := float64(int64(dots[r-r0])-cq.corr) * cq.beta * float64(c.scale[r])
 			qn, en := float64(c.qnorm[r]), float64(c.enorm[r])
 			bound := cq.qerr*qn + cq.mnorm*en + cq.rerr*(qn+en)
+			if c.pair {
+				bound += cq.perr * float64(c.snorm[r])
+			}
 			hi := x + bound
 			if hi < thr {
 				continue
@@ -305,29 +342,51 @@ func (c *compact) candidates(ctx context.Context, m []float32, exclude []int32, 
 	return out, nil
 }
 
-// Compact builds the 8-bit copy of the searched vectors that single
-// queries scan to pick candidates before exact re-scoring (see the package
-// documentation); results do not change. It needs one searched matrix: an
-// index with caption vectors must be fused first (Fuse). Call it once the
-// vectors are final; it adds a quarter of the float32 vectors' memory.
-func (ix *Index) Compact(ctx context.Context) error {
-	return ix.compactWith(ctx, pickDots())
+// Compact builds the 8-bit copy of the fused gallery rows
+// (1-tau) v + tau c that single queries with caption weight tau scan to
+// pick candidates before exact re-scoring (see the package documentation);
+// results do not change, bit for bit. Queries with another tau, batches
+// and full rankings take the exact path as before. On a fused index tau
+// must be its FusedTau; without caption vectors tau is ignored (the rows
+// are the image vectors). Call it once the vectors are final; it adds a
+// quarter of the float32 image vectors' memory.
+func (ix *Index) Compact(ctx context.Context, tau float32) error {
+	return ix.compactWith(ctx, tau, pickDots())
 }
 
-func (ix *Index) compactWith(ctx context.Context, dots dotsKernel) error {
+func (ix *Index) compactWith(ctx context.Context, tau float32, dots dotsKernel) error {
 	if err := ix.Validate(); err != nil {
 		return err
 	}
-	if ix.HasCaption {
-		return errors.New("vindex: a compact copy needs one matrix; fuse the image and caption vectors first (Fuse)")
+	if math.IsNaN(float64(tau)) || tau < 0 || tau > 1 {
+		return fmt.Errorf("vindex: compact: tau %v is outside [0, 1]", tau)
 	}
-	threads := ix.threads()
-	c, err := buildCompact(ctx, ix.Image, ix.Len(), ix.Dim, threads, dots)
+	if ix.Fused && tau != ix.FusedTau {
+		return fmt.Errorf("vindex: compact: tau %v, but the index is fused at tau %v", tau, ix.FusedTau)
+	}
+	var cap []float32
+	if ix.HasCaption {
+		cap = ix.Caption
+	}
+	c, err := buildCompact(ctx, ix.Image, cap, tau, ix.Len(), ix.Dim, ix.threads(), dots)
 	if err != nil {
 		return err
 	}
 	ix.compact = c
 	return nil
+}
+
+// compactServes reports whether the compact copy answers a prepared
+// unrestricted query.
+func (ix *Index) compactServes(p *prepared) bool {
+	c := ix.compact
+	if c == nil {
+		return false
+	}
+	if c.pair {
+		return p.b != nil && p.tau == c.tau
+	}
+	return p.b == nil
 }
 
 // CompactBytes is the memory held by the compact copy (0 without one).
@@ -384,11 +443,11 @@ func FuseRows(img, cap []float32, tau float32) {
 // searchCompact answers one unrestricted query: compact scan for the
 // candidates, then the exact kernel on those only.
 func (ix *Index) searchCompact(ctx context.Context, kern kernel, p *prepared, k, threads int) ([]Hit, error) {
-	cand, err := ix.compact.candidates(ctx, p.a, p.exclude, ix.Len(), k, threads)
+	cand, err := ix.compact.candidates(ctx, p.m, p.exclude, ix.Len(), k, threads)
 	if err != nil {
 		return nil, err
 	}
-	exact := prepared{a: p.a, restrict: cand}
+	exact := prepared{a: p.a, b: p.b, restrict: cand}
 	out := make([][]Hit, 1)
 	if err := ix.searchRestricted(ctx, kern, []prepared{exact}, []int{0}, k, 1, out); err != nil {
 		return nil, err

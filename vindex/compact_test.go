@@ -76,6 +76,14 @@ func TestCompactEqualsExact(t *testing.T) {
 		sets = append(sets, data{"clustered", ix})
 	}
 	{
+		n, d := 2500, 72
+		ix := newIndex(n, d, true)
+		clustered(rng, ix.Image, n, d, 15, 0.4)
+		clustered(rng, ix.Caption, n, d, 15, 0.4)
+		clear(ix.Caption[30*d : 40*d]) // images without a caption
+		sets = append(sets, data{"captions", ix})
+	}
+	{
 		ix := dyadicIndex(rng, 1500, 48, false)
 		for i := 0; i < 20; i++ { // duplicated rows: exact ties
 			copy(ix.Image[(100+i)*48:(101+i)*48], ix.Image[7*48:8*48])
@@ -101,11 +109,15 @@ func TestCompactEqualsExact(t *testing.T) {
 				qs[i].Descriptions = [][]float32{v}
 			}
 			qs[i].Restrict = nil
+			qs[i].Tau = 0.15
+			if set.name == "captions" && i%4 == 3 {
+				qs[i].Tau = 0.3 // not the compact copy's tau: exact path
+			}
 			if i%3 == 1 {
 				qs[i].Exclude = []int{0, 5, 7, 100, 101, n - 1}
 			}
 		}
-		qs = append(qs, Query{Descriptions: [][]float32{make([]float32, d)}}) // all scores 0
+		qs = append(qs, Query{Descriptions: [][]float32{make([]float32, d)}, Tau: 0.15}) // all scores 0
 		for _, k := range []int{1, 10, 100, n + 5} {
 			want, err := ix.search(ctx, pickKernel(), qs, k)
 			if err != nil {
@@ -113,7 +125,7 @@ func TestCompactEqualsExact(t *testing.T) {
 			}
 			for _, dk := range dotsKernels() {
 				cx := shallow(ix)
-				if err := cx.compactWith(ctx, dk); err != nil {
+				if err := cx.compactWith(ctx, 0.15, dk); err != nil {
 					t.Fatal(err)
 				}
 				for qi := range qs {
@@ -208,7 +220,7 @@ func TestFusedMatchesUnfused(t *testing.T) {
 		}
 		for _, compactOn := range []bool{false, true} {
 			if compactOn {
-				if err := fx.Compact(ctx); err != nil {
+				if err := fx.Compact(ctx, tau); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -256,14 +268,20 @@ func sameRanking(got, want []Hit, exact func(i int) float32, tol float64) error 
 	return nil
 }
 
-func TestCompactNeedsOneMatrix(t *testing.T) {
+func TestCompactRefusals(t *testing.T) {
+	ctx := context.Background()
 	ix := newIndex(10, 8, true)
-	if err := ix.Compact(context.Background()); err == nil {
-		t.Error("Compact accepted an unfused index with caption vectors")
+	if err := ix.Compact(ctx, 1.5); err == nil {
+		t.Error("Compact accepted tau 1.5")
+	}
+	if err := ix.Fuse(0.15); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Compact(ctx, 0.2); err == nil {
+		t.Error("Compact accepted a tau other than the fused one")
 	}
 	ix.Image[3] = float32(math.NaN())
-	ix.HasCaption, ix.Caption = false, nil
-	if err := ix.Compact(context.Background()); err == nil {
+	if err := ix.Compact(ctx, 0.15); err == nil {
 		t.Error("Compact accepted a non-finite value")
 	}
 }

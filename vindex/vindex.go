@@ -147,6 +147,8 @@ func (ix *Index) Validate() error {
 
 // prepared is one query reduced to what the kernels need.
 type prepared struct {
+	m        []float32 // the mean description vector
+	tau      float32   // the caption weight in effect (0 when b is nil)
 	a, b     []float32 // (1-tau)*m and tau*m; b nil when the caption term is off
 	restrict []int32   // sorted, unique, exclusions removed; nil = all
 	exclude  []int32   // sorted, unique (only used when restrict is nil)
@@ -217,14 +219,19 @@ func (ix *Index) search(ctx context.Context, kern kernel, qs []Query, k int) ([]
 		}
 	}
 	if ix.compact != nil && k > 0 && k <= compactMaxK && len(full) > 0 && len(full) <= compactMaxQueries {
+		rest := full[:0:0]
 		for _, qi := range full {
+			if !ix.compactServes(&preps[qi]) {
+				rest = append(rest, qi)
+				continue
+			}
 			hits, err := ix.searchCompact(ctx, kern, &preps[qi], k, threads)
 			if err != nil {
 				return nil, err
 			}
 			out[qi] = hits
 		}
-		return out, nil
+		full = rest
 	}
 	// Queries with a caption term first, so panels of tau = 0 queries can
 	// skip the caption pass entirely.
@@ -290,7 +297,9 @@ func (ix *Index) prepare(q *Query) (prepared, error) {
 		m[j] = mj
 		p.a[j] = (1 - tau) * mj
 	}
+	p.m = m
 	if tau != 0 {
+		p.tau = tau
 		p.b = make([]float32, d)
 		for j := range m {
 			p.b[j] = tau * m[j]

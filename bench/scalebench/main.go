@@ -328,7 +328,7 @@ func search(args []string) error {
 	if err != nil {
 		return err
 	}
-	ix, info, err := db.LoadWith(ctx, gallery.LoadOptions{Fuse: true, FuseTau: float32(*tau), Compact: true, Threads: *threads})
+	ix, info, err := db.LoadWith(ctx, gallery.LoadOptions{Fuse: true, Tau: float32(*tau), Compact: true, Threads: *threads})
 	if err != nil {
 		return err
 	}
