@@ -47,6 +47,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	clipModel := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's, which must match the DB's model)")
 	threads := fs.Int("threads", 0, "CLIP threads (0: the config's, or all cores)")
 	captionKey := fs.String("caption-key", "", "caption set to use (default: the DB's first; \"none\" for none)")
+	fuse := fs.Bool("fuse", false, "with --db: hold one matrix of fused image+caption vectors for the default tau (half the memory; requests with another tau are refused)")
 	domain := fs.String("domain", "general", "prompt set for text and composed queries (general, cirr, fashion-dress, fashion-shirt, fashion-toptee)")
 	maxStage := fs.Int("max-stage", 3, "last stage to run (1: reason + retrieve only, 2: + verify, 3: + evaluate)")
 	token := fs.String("token", "", "bearer token required on every API call (default $IMAGESCOPE_TOKEN)")
@@ -167,7 +168,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		if ck == "none" {
 			ck = gallery.NoCaptions
 		}
-		ix, info, err = db.LoadWithInfo(ctx, model.ID(), ck)
+		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{ClipModel: model.ID(), CaptionKey: ck, Tau: pipeline.DefaultOptions().Tau, Fuse: *fuse})
 		db.Close()
 		if err != nil {
 			return err
@@ -185,6 +186,12 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
 	opts.InFlight = inFlightFromConfig(cfg)
+	// Single searches at the default caption weight scan an 8-bit copy of
+	// the fused gallery vectors first; results are exactly those of the
+	// full scan (vindex.Index.Compact).
+	if err := ix.Compact(ctx, opts.Tau); err != nil {
+		return fmt.Errorf("prepare gallery %s for search: %w", path, err)
+	}
 	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opts, e.log
 	engine, err := buildEngine(setup)
 	if err != nil {

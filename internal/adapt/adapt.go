@@ -187,12 +187,13 @@ func (a Index) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([]
 func (a Index) Lookup(name string) (int, bool) { return a.Index.Position(name) }
 
 // HasCaptions implements pipeline.Gallery.
-func (a Index) HasCaptions() bool { return a.Index.HasCaption }
+func (a Index) HasCaptions() bool { return a.Index.HasCaptions() }
 
-// ImageVector implements pipeline.GalleryVectors.
+// ImageVector implements pipeline.GalleryVectors. A fused index holds no
+// separate image vectors (the caller then embeds the image itself).
 func (a Index) ImageVector(name string) ([]float32, bool) {
 	i, ok := a.Index.Position(name)
-	if !ok || (i+1)*a.Index.Dim > len(a.Index.Image) {
+	if !ok || a.Index.Fused || (i+1)*a.Index.Dim > len(a.Index.Image) {
 		return nil, false
 	}
 	return a.Index.Vector(i), true
