@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/imagescope/imagescope/gallery"
@@ -281,23 +282,34 @@ func startPeer(command string) (*peer, string, error) {
 	return p, p.out.Text(), nil
 }
 
-func (p *peer) run(a, b int) ([]float64, error) {
+// run asks the peer for queries [a, b) and returns their wall and CPU
+// milliseconds.
+func (p *peer) run(a, b int) (wall, cpu []float64, err error) {
 	fmt.Fprintf(p.in, "run %d %d\n", a, b)
 	if err := p.in.Flush(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !p.out.Scan() {
-		return nil, errors.New("peer exited")
+		return nil, nil, errors.New("peer exited")
 	}
-	var ms []float64
-	for _, f := range strings.Fields(p.out.Text()) {
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil {
-			return nil, fmt.Errorf("peer answered %q", p.out.Text())
+	parts := strings.SplitN(p.out.Text(), "|", 2)
+	if len(parts) != 2 {
+		return nil, nil, fmt.Errorf("peer answered %q", p.out.Text())
+	}
+	for i, part := range parts {
+		for _, f := range strings.Fields(part) {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("peer answered %q", p.out.Text())
+			}
+			if i == 0 {
+				wall = append(wall, v)
+			} else {
+				cpu = append(cpu, v)
+			}
 		}
-		ms = append(ms, v)
 	}
-	return ms, nil
+	return wall, cpu, nil
 }
 
 func (p *peer) close() {
@@ -352,15 +364,18 @@ func search(args []string) error {
 		fmt.Println(ready)
 	}
 	ours := make([]float64, 0, len(qs))
-	var theirs []float64
+	oursCPU := make([]float64, 0, len(qs))
+	var theirs, theirsCPU []float64
 	ids := make([]float32, len(qs)**k)
 	scores := make([]float32, len(qs)**k)
 	for a := 0; a < len(qs); a += *block {
 		b := min(a+*block, len(qs))
 		for i := a; i < b; i++ {
+			c0 := cpuMS()
 			t := time.Now()
 			res, err := ix.Search(ctx, qs[i:i+1], *k)
 			ours = append(ours, float64(time.Since(t).Microseconds())/1000)
+			oursCPU = append(oursCPU, cpuMS()-c0)
 			if err != nil {
 				return err
 			}
@@ -370,11 +385,12 @@ func search(args []string) error {
 			}
 		}
 		if p != nil {
-			ms, err := p.run(a, min(a+*peerPer, b))
+			ms, cpu, err := p.run(a, min(a+*peerPer, b))
 			if err != nil {
 				return err
 			}
 			theirs = append(theirs, ms...)
+			theirsCPU = append(theirsCPU, cpu...)
 		}
 	}
 	if err := writeMatrix(filepath.Join(*dir, "ours.npy"), ids, len(qs), *k); err != nil {
@@ -383,14 +399,31 @@ func search(args []string) error {
 	if err := writeMatrix(filepath.Join(*dir, "ours_scores.npy"), scores, len(qs), *k); err != nil {
 		return err
 	}
-	fmt.Printf("imagescope fused compact kernel=%s threads=%d queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f\n",
-		vindex.CompactKernelName(), *threads, len(ours), pct(ours, 50), pct(ours, 99), mean(ours))
+	fmt.Printf("imagescope fused compact kernel=%s threads=%d queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f (CPU time of all threads per query; the machine's load average was %s)\n",
+		vindex.CompactKernelName(), *threads, len(ours), pct(ours, 50), pct(ours, 99), mean(ours), pct(oursCPU, 50), loadavg())
 	if len(theirs) > 0 {
-		fmt.Printf("faiss IndexFlatIP image-only queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f\n", len(theirs), pct(theirs, 50), pct(theirs, 99), mean(theirs))
+		fmt.Printf("faiss IndexFlatIP image-only queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f\n", len(theirs), pct(theirs, 50), pct(theirs, 99), mean(theirs), pct(theirsCPU, 50))
 	}
-	fmt.Printf("result load_s=%.2f rss_mb=%.0f p50_ms=%.1f p99_ms=%.1f\n", loadS, float64(rssKB)/1024, pct(ours, 50), pct(ours, 99))
+	fmt.Printf("result load_s=%.2f rss_mb=%.0f p50_ms=%.1f p99_ms=%.1f cpu_ms_p50=%.1f\n", loadS, float64(rssKB)/1024, pct(ours, 50), pct(ours, 99), pct(oursCPU, 50))
 	runtime.KeepAlive(ix)
 	return nil
+}
+
+// cpuMS is the process's user + system CPU time so far, in milliseconds.
+func cpuMS() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func mean(xs []float64) float64 {
