@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/internal/npy"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -464,7 +465,7 @@ func check(args []string) error {
 	// The same normalisation the image DB applies on load.
 	for _, m := range [][]float32{img, capv} {
 		for i := 0; i < n; i++ {
-			normalize(m[i*d : (i+1)*d])
+			l2.Normalize(m[i*d : (i+1)*d])
 		}
 	}
 	ix := &vindex.Index{Dim: d, Image: img, Caption: capv, HasCaption: true, Names: make([]string, n)}
@@ -528,19 +529,4 @@ func check(args []string) error {
 	}
 	fmt.Printf("exact_top%d=%.3f\n", *k, float64(good)/float64(len(qs)))
 	return nil
-}
-
-// normalize matches the image DB's load-time normalisation (float64 sum).
-func normalize(v []float32) {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	if s == 0 {
-		return
-	}
-	inv := 1 / math.Sqrt(s)
-	for i := range v {
-		v[i] = float32(float64(v[i]) * inv)
-	}
 }
