@@ -32,6 +32,10 @@ import (
 // calls (defaults 3 x 10 = 30), all concurrent and cached. Without a
 // verifier the questioner's first question is offered (rule "first").
 
+// AskStage numbers the asking step in the start notice Search sends its
+// observer (StageEvent.Stage) before it chooses the question.
+const AskStage = 4
+
 // Selection rules recorded in Ask.Rule.
 const (
 	AskRuleSplit = "verifier-split" // yes-fraction over the top candidates closest to 1/2
@@ -66,8 +70,11 @@ type Ask struct {
 	// Reply is the questioner's raw reply; Error its failure, if any.
 	Reply string `json:"questioner_reply"`
 	Error string `json:"questioner_error,omitempty"`
-	// Language is the user's language as the questioner named it.
+	// Language is the user's language as the questioner named it, and
+	// Yes and No the words for yes and no in it (default "yes", "no").
 	Language string `json:"language,omitempty"`
+	Yes      string `json:"yes"`
+	No       string `json:"no"`
 	// Probed are the top candidates the questions were checked on.
 	Probed    []string   `json:"probed"`
 	Questions []Question `json:"questions"`
@@ -183,7 +190,7 @@ func renderDialogue(dialogue []string) string {
 // AskNext proposes the next question for a dialogue (dialogue[0] is the
 // opening description) given the current ranking, best first.
 func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []string) (*Ask, error) {
-	a := &Ask{Chosen: -1, Rule: AskRuleSplit, Probed: []string{}, Questions: []Question{}}
+	a := &Ask{Chosen: -1, Rule: AskRuleSplit, Probed: []string{}, Questions: []Question{}, Yes: "yes", No: "no"}
 	if !e.Has(RoleQuestioner) {
 		return nil, errors.New("asking back needs a questioner or a reasoner: none is configured")
 	}
@@ -232,6 +239,15 @@ func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []strin
 	a.Reply = resp.Text
 	lang, qs, ok := ParseQuestions(resp.Text, dialogue, e.opt.AskQuestions)
 	a.Language = lang
+	if found, err := prompt.FindObject(resp.Text, "questions", "language"); err == nil {
+		for key, dst := range map[string]*string{"yes": &a.Yes, "no": &a.No} {
+			if v, ok := found.Object.Get(key); ok {
+				if w := prompt.Text(v); w != "" && len(w) <= 40 {
+					*dst = w
+				}
+			}
+		}
+	}
 	if !ok || len(qs) == 0 {
 		a.fallback(FallbackNoQuestions)
 		return a, nil

@@ -44,7 +44,7 @@ func askGallery() *memIndex {
 	return ix
 }
 
-const askReply = "Some thinking.\n```json\n" + `{"language": "German", "questions": [
+const askReply = "Some thinking.\n```json\n" + `{"language": "German", "yes": "ja", "no": "nein", "questions": [
  {"en": "Is there a dog?", "user": "Ist da ein Hund?"},
  {"en": "Is it on a beach?", "user": "Ist es am Strand?"},
  {"en": "is there a dog", "user": "Hund?"},
@@ -95,7 +95,7 @@ func TestAskNextChoosesTheBestSplit(t *testing.T) {
 	if !reflect.DeepEqual(splits, []float64{0.5, 0.25, 0}) {
 		t.Errorf("splits %v", splits)
 	}
-	if a.Language != "German" || !reflect.DeepEqual(a.Probed, []string{"a", "b", "c", "d"}) {
+	if a.Language != "German" || a.Yes != "ja" || a.No != "nein" || !reflect.DeepEqual(a.Probed, []string{"a", "b", "c", "d"}) {
 		t.Errorf("language %q probed %v", a.Language, a.Probed)
 	}
 	// Cost: one questioner call and questions x probed verifier calls.
@@ -135,7 +135,7 @@ func TestAskNextFailuresAndFallbacks(t *testing.T) {
 	}
 	// No verifier: the questioner's first question, by rule "first".
 	e = newTestEngine(t, askGallery(), &tableEmbedder{}, Roles{Reasoner: reply(two)}, Options{})
-	if a, err = e.AskNext(ctx, []string{"something"}, []string{"a"}); err != nil || a.Rule != AskRuleFirst || a.Best().English != "Is it red?" {
+	if a, err = e.AskNext(ctx, []string{"something"}, []string{"a"}); err != nil || a.Rule != AskRuleFirst || a.Best().English != "Is it red?" || a.Yes != "yes" || a.No != "no" {
 		t.Errorf("no verifier: %+v %v", a, err)
 	}
 	// Unparseable reply and failed questioner: no question, a fallback.

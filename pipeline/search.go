@@ -119,8 +119,10 @@ type Result struct {
 	// Resumed is the number of chat rounds taken from Request.Resume
 	// instead of being run again.
 	Resumed int `json:"resumed,omitempty"`
-	// Ask is the proposed next question (Request.Ask).
-	Ask *Ask `json:"ask,omitempty"`
+	// Ask is the proposed next question (Request.Ask), and AskElapsed the
+	// time choosing it took.
+	Ask        *Ask          `json:"ask,omitempty"`
+	AskElapsed time.Duration `json:"ask_elapsed_ns,omitempty"`
 }
 
 // ChatState is what a chat keeps between turns, so that the next turn
@@ -296,11 +298,16 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 		if !chat {
 			dialogue = []string{req.Instruction}
 		}
+		if observe != nil {
+			observe(StageEvent{StageTrace: StageTrace{Stage: AskStage, Round: lastRound}, Started: true, Rounds: len(req.Dialogue)})
+		}
+		t0 := time.Now()
 		a, err := e.AskNext(ctx, dialogue, final)
 		if err != nil {
 			return nil, err
 		}
 		res.Ask = a
+		res.AskElapsed = time.Since(t0)
 	}
 	return res, nil
 }

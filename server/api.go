@@ -17,6 +17,7 @@ const (
 	StageRetrieve = "retrieve" // stage 1b: CLIP ranks the gallery
 	StageVerify   = "verify"   // stage 2: propositions checked by the verifier, re-rank
 	StageEvaluate = "evaluate" // stage 3: the evaluator judges the top few
+	StageAsk      = "ask"      // chat: choosing the question to ask back
 )
 
 // Stage statuses.
@@ -58,6 +59,9 @@ type Query struct {
 	// Conversation names a chat whose earlier turns the searcher may have
 	// kept ("" for a new one); the result says which conversation it was.
 	Conversation string
+	// Ask asks for the question to ask the user next (Result.Ask); text
+	// and chat queries only.
+	Ask bool
 }
 
 // Mode names the kind of retrieval a query asks for: "text", "composed",
@@ -116,6 +120,45 @@ type Result struct {
 	// Conversation names a chat so its next turn continues from this one
 	// (send it back with the dialogue).
 	Conversation string `json:"conversation,omitempty"`
+	// Ask is the question proposed to the user next (requests with
+	// "ask": true); its answer becomes the next chat turn.
+	Ask *AskProposal `json:"ask,omitempty"`
+}
+
+// AskProposal is the question the engine asks back, and how it was chosen.
+type AskProposal struct {
+	// Question is the chosen question in the user's language ("" when no
+	// question could be proposed; Note says why), English the same in
+	// English.
+	Question string `json:"question"`
+	English  string `json:"english,omitempty"`
+	// Language is the user's language as the questioner named it; Yes and
+	// No are the quick answers in it (the next turn is "question? yes").
+	Language string `json:"language,omitempty"`
+	Yes      string `json:"yes"`
+	No       string `json:"no"`
+	// Rule is how the question was chosen: "verifier-split" (the
+	// yes-fraction over the probed top candidates closest to 1/2) or
+	// "first" (no verifier: the questioner's first question).
+	Rule string `json:"rule"`
+	// Probed is how many top candidates each question was checked on.
+	Probed int `json:"probed"`
+	// Candidates are every proposed question with its split, in the
+	// questioner's order; Chosen indexes them (-1: none).
+	Candidates []AskCandidate `json:"candidates"`
+	Chosen     int            `json:"chosen"`
+	Note       string         `json:"note,omitempty"`
+}
+
+// AskCandidate is one proposed question and how the probed candidates
+// answered it.
+type AskCandidate struct {
+	Question string `json:"question"`
+	English  string `json:"english"`
+	Yes      int    `json:"yes"`
+	Answered int    `json:"answered"`
+	// Split is |yes/answered - 1/2|: 0 splits the candidates in half.
+	Split float64 `json:"split"`
 }
 
 // Hit is one ranked gallery image with the reasons for its place.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -653,4 +654,85 @@ func TestBrowserProgressive(t *testing.T) {
 	}
 	shoot(t, ctx, dir, "prog-6-phone-chat.png")
 	waitJS(t, ctx, "first row above the fold after 3 chat turns (390x844)", firstRowVisible)
+}
+
+// TestBrowserAskBack chats in German and answers two questions the engine
+// asks back, with the quick-answer buttons; each answer re-ranks.
+func TestBrowserAskBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx := browser(t)
+	gal := demoGallery(t)
+	e := newRealEnvWith(t, true, gal, len(gal), nil)
+	dir := artifactDir(t)
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(e.ts.URL),
+		chromedp.WaitVisible(chromedp.ID("search-form")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "info", `document.getElementById('desc').textContent.includes('8 images')`)
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("mode-chat")),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('opt-evaluate').checked = false`),
+		chromedp.SendKeys(chromedp.ID("q"), "ein Foto, das ich einmal gemacht habe"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	ranking := func() []string {
+		return strings.Split(evalString(t, ctx, `Array.from(document.querySelectorAll('#results li.result .name')).map(e => e.textContent).join(',')`), ",")
+	}
+	question := func() string {
+		waitJS(t, ctx, "a question asked back", `!!document.querySelector('#chat-log li.asked .asked-question') && !document.getElementById('go').disabled`)
+		return evalString(t, ctx, `document.querySelector('#chat-log li.asked .asked-question').textContent`)
+	}
+	answer := func(button string, turns int) {
+		t.Helper()
+		if err := chromedp.Do(ctx,
+			chromedp.Evaluate[chromedp.Void](`document.getElementById('results').textContent = ''`),
+			chromedp.Click(chromedp.CSS("#chat-log li.asked button."+button)),
+		); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, "results after the answer", fmt.Sprintf(`document.querySelectorAll('#results li.result').length > 0 && document.querySelectorAll('#chat-log li.user').length === %d && !document.getElementById('go').disabled`, turns))
+	}
+	submitAndWait(t, ctx, "opening turn")
+	r0, q1 := ranking(), question()
+	if !strings.HasPrefix(q1, "Ist hier ") {
+		t.Fatalf("first question %q is not in German", q1)
+	}
+	waitJS(t, ctx, "ask stage done", `document.querySelector('#stages li[data-stage=ask]').dataset.status === 'done'`)
+	if got := evalString(t, ctx, `Array.from(document.querySelectorAll('#chat-log li.asked button')).map(b => b.textContent).join('|')`); got != "ja|nein|Answer in words…" {
+		t.Fatalf("quick answers %q", got)
+	}
+	shoot(t, ctx, dir, "ask-1-question.png")
+
+	// "nein": the thing asked about is not in the picture.
+	answer("ask-no", 2)
+	r1, q2 := ranking(), question()
+	if q2 == q1 {
+		t.Fatalf("asked %q twice", q1)
+	}
+	if slices.Equal(r0, r1) {
+		t.Fatalf("answering %q did not change the ranking %v", q1, r0)
+	}
+	if log := evalString(t, ctx, `document.getElementById('chat-log').innerText`); !strings.Contains(log, strings.TrimSuffix(q1, "?")+"? nein") {
+		t.Fatalf("the answer is not the second turn:\n%s", log)
+	}
+	shoot(t, ctx, dir, "ask-2-after-no.png")
+
+	// "ja": it is.
+	answer("ask-yes", 3)
+	r2 := ranking()
+	if slices.Equal(r1, r2) {
+		t.Fatalf("answering %q did not change the ranking %v", q2, r1)
+	}
+	log := evalString(t, ctx, `document.getElementById('chat-log').innerText`)
+	if !strings.Contains(log, strings.TrimSuffix(q2, "?")+"? ja") {
+		t.Fatalf("the answer is not the third turn:\n%s", log)
+	}
+	t.Logf("rankings: %v -> (%s nein) %v -> (%s ja) %v", r0, q1, r1, q2, r2)
+	shoot(t, ctx, dir, "ask-3-after-yes.png")
 }

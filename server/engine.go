@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -127,6 +128,7 @@ func (s *EngineSearcher) request(q Query) pipeline.Request {
 		NoReason:       q.Stages.Reason != nil && !*q.Stages.Reason,
 		NoVerify:       q.Stages.Verify != nil && !*q.Stages.Verify,
 		NoEvaluate:     q.Stages.Evaluate != nil && !*q.Stages.Evaluate,
+		Ask:            q.Ask,
 	}
 	if q.Stages.Tau != nil {
 		t := float32(*q.Stages.Tau)
@@ -151,6 +153,9 @@ func (s *EngineSearcher) request(q Query) pipeline.Request {
 // stream shows results at once and refines them in place.
 func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(StageEvent)) (*Result, error) {
 	req := s.request(q)
+	if req.Ask && !s.Engine.Has(pipeline.RoleQuestioner) {
+		return nil, errorf(http.StatusBadRequest, "ask: %s", EngineAskInfo(s.Engine).Reason)
+	}
 	byImage := q.Mode() == "similar"
 	reasonOff := byImage || req.NoReason || !s.Engine.Has(pipeline.RoleReasoner)
 	off := map[int]string{}
@@ -205,6 +210,14 @@ func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(Stage
 		return nil, err
 	}
 	out := convertResult(res, reasonOff, len(req.Dialogue), res.Resumed)
+	if res.Ask != nil {
+		out.Ask = convertAsk(res.Ask)
+		st := StageTrace{Name: StageAsk, Status: StatusDone, DurationMS: ms(res.AskElapsed), Calls: callCount(res.Ask.Calls)}
+		if out.Ask.Question == "" {
+			st.Status, st.Reason = StatusFailed, out.Ask.Note
+		}
+		out.Stages = append(out.Stages, st)
+	}
 	if res.Chat != nil {
 		id := q.Conversation
 		if id == "" {
@@ -225,11 +238,47 @@ func roundPrefix(ev pipeline.StageEvent) string {
 	return ""
 }
 
+// EngineAskInfo says whether e can ask back, and why not.
+func EngineAskInfo(e *pipeline.Engine) StageInfo {
+	in := StageInfo{Name: StageAsk, Configured: e.Has(pipeline.RoleQuestioner)}
+	switch {
+	case !in.Configured:
+		in.Reason = "asking back needs a reasoner (or questioner) to propose questions"
+	case !e.Has(pipeline.RoleVerifier):
+		in.Reason = "no verifier: the questioner's first question is offered without checking how it splits the candidates"
+	}
+	return in
+}
+
+// convertAsk builds the API's view of a proposed question.
+func convertAsk(a *pipeline.Ask) *AskProposal {
+	p := &AskProposal{Rule: a.Rule, Probed: len(a.Probed), Language: a.Language, Yes: a.Yes, No: a.No, Chosen: a.Chosen, Candidates: []AskCandidate{}}
+	for _, q := range a.Questions {
+		p.Candidates = append(p.Candidates, AskCandidate{Question: q.Shown, English: q.English, Yes: q.Yes, Answered: q.Answered, Split: q.Split})
+	}
+	if b := a.Best(); b != nil {
+		p.Question, p.English = b.Shown, b.English
+		return p
+	}
+	switch {
+	case a.Error != "":
+		p.Note = "the questioner failed: " + a.Error
+	default:
+		p.Note = "the questioner proposed no usable question"
+	}
+	return p
+}
+
 // stageEvents maps one pipeline event to the API's stage events (stage 1
 // is reported as its two halves, reason and retrieve).
 func stageEvents(ev pipeline.StageEvent, reasonOff, byImage bool, off map[int]string) []StageEvent {
 	pre := roundPrefix(ev)
 	switch ev.Stage {
+	case pipeline.AskStage:
+		if ev.Started {
+			return []StageEvent{{Stage: StageAsk, Status: StatusStarted, Detail: "choosing a question to ask you"}}
+		}
+		return nil
 	case 1:
 		if ev.Started {
 			if reasonOff {

@@ -125,6 +125,67 @@ const reasonerReply = "Thinking first.\n```json\n{\"step1\": [[\"Addition\", \"a
 
 const proposerReply = `{"step1": ["There is a dog.", "It is not night."], "step2": [["Is there a dog?", "True"], ["Is it night?", "False"]]}`
 
+// askWords are the things the scripted questioner asks about, with their
+// German names.
+var askWords = map[string]string{"cat": "Katze", "coffee": "Kaffee", "rocket": "Rakete", "astronaut": "Astronaut",
+	"motorcycle": "Motorrad", "galaxies": "Galaxien", "brick": "Ziegel", "camera": "Kamera",
+	"dog": "Hund", "car": "Auto", "bird": "Vogel", "horse": "Pferd", "beach": "Strand"}
+
+// askFromCaptions is a scripted questioner: one question per candidate
+// caption, about the first thing it names, in the candidates' order; in
+// German when the conversation opens in German.
+func askFromCaptions(prompt string) string {
+	german := strings.Contains(prompt, "\n(0) ein")
+	var qs []map[string]string
+	seen := map[string]bool{}
+	_, cands, _ := strings.Cut(prompt, "one-sentence caption:\n")
+	cands, _, _ = strings.Cut(cands, "\n\n")
+	for _, line := range strings.Split(cands, "\n") {
+		for _, w := range strings.Fields(strings.ToLower(line)) {
+			de, ok := askWords[w]
+			if !ok || seen[w] {
+				continue
+			}
+			seen[w] = true
+			q := map[string]string{"en": "Is there a " + w + "?", "user": "Is there a " + w + "?"}
+			if german {
+				q["user"] = "Ist hier " + de + " zu sehen?"
+			}
+			qs = append(qs, q)
+			break
+		}
+	}
+	out := map[string]any{"language": "English", "yes": "yes", "no": "no", "questions": qs}
+	if german {
+		out["language"], out["yes"], out["no"] = "German", "ja", "nein"
+	}
+	b, _ := json.Marshal(out)
+	return "Candidates differ.\n```json\n" + string(b) + "\n```"
+}
+
+// answeredQuestion is the scripted proposer's rule for a chat turn that
+// answers an asked question ("Ist hier Katze zu sehen? nein"): the target
+// has (yes) or lacks (no) that thing.
+func answeredQuestion(prompt string) (string, bool) {
+	_, req, ok := strings.Cut(prompt, "with this request:\n")
+	if !ok {
+		return "", false
+	}
+	req, _, _ = strings.Cut(req, "\n")
+	q, ans, ok := strings.Cut(req, "? ")
+	if !ok {
+		return "", false
+	}
+	yes := ans == "yes" || ans == "ja"
+	for en, de := range askWords {
+		if strings.HasSuffix(q, " a "+en) || strings.Contains(q, " "+de+" ") {
+			b, _ := json.Marshal(map[string]any{"step1": []string{"the " + en}, "step2": [][]any{{"Is there a " + en + "?", map[bool]string{true: "True", false: "False"}[yes]}}})
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
 func newScriptedModels(t *testing.T) *scriptedModels {
 	s := &scriptedModels{prompts: map[string][]string{}, canceled: make(chan struct{}, 256), verifIn: make(chan struct{}, 256)}
 	s.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -174,9 +235,24 @@ func newScriptedModels(t *testing.T) *scriptedModels {
 		var reply string
 		switch body.Model {
 		case "reasoner", "proposer":
+			// Queries come in any language: what reaches CLIP and the
+			// verifier must be English, and every prompt says so.
+			if !strings.Contains(text.String(), "English") {
+				http.Error(w, "prompt lacks the language rule", 400)
+				return
+			}
 			reply = reasonerReply
 			if body.Model == "proposer" {
 				reply = proposerReply
+			}
+			if strings.Contains(text.String(), "Propose up to") {
+				reply = askFromCaptions(text.String())
+				break
+			}
+			if body.Model == "proposer" {
+				if r, ok := answeredQuestion(text.String()); ok {
+					reply = r
+				}
 			}
 			// The longest scripted instruction found in the prompt wins (a
 			// chat round's prompt also holds the earlier turn).
@@ -351,6 +427,7 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 		Searcher:   NewEngineSearcher(engine, ""),
 		Images:     images,
 		Stages:     EngineStages(engine),
+		Ask:        EngineAskInfo(engine),
 		ModelStats: func() []RoleStats { return EngineStats(engine) },
 	})
 	if err != nil {
@@ -761,5 +838,77 @@ func TestRealPipelineChatContinues(t *testing.T) {
 	res := decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "is it sunny? yes", "dialogue": turns[:2], "conversation": "unknown"}, nil))
 	if got := len(e.models.promptsOf("reasoner")) - before; got != 3 || len(res.Hits) == 0 {
 		t.Fatalf("replayed chat: %d reasoner calls, %d hits", got, len(res.Hits))
+	}
+}
+
+// Asking back over the API, in German: the question offered is the one
+// that splits the probed candidates best, shown in German, with German
+// quick answers; the reasoner got the German turn and wrote English.
+func TestRealPipelineAskBack(t *testing.T) {
+	e := newRealEnv(t, true)
+	var res Result
+	e.postJSONDecode("/api/search", map[string]any{"text": "ein Tier, vielleicht ein Hund", "chat": true, "ask": true, "stages": map[string]any{"evaluate": false}}, &res)
+	a := res.Ask
+	if a == nil || a.Question == "" || a.Language != "German" || a.Yes != "ja" || a.No != "nein" || a.Rule != "verifier-split" || a.Probed != 6 {
+		t.Fatalf("ask %+v", a)
+	}
+	if len(a.Candidates) != 3 {
+		t.Fatalf("want 3 proposed questions: %+v", a.Candidates)
+	}
+	best := 0
+	for i, c := range a.Candidates {
+		if c.Answered != 6 || c.Split != math.Abs(float64(c.Yes)/6-0.5) {
+			t.Errorf("candidate %+v", c)
+		}
+		if c.Split < a.Candidates[best].Split {
+			best = i
+		}
+	}
+	if a.Chosen != best || a.Question != a.Candidates[best].Question || !strings.HasPrefix(a.Question, "Ist hier ") || !strings.HasPrefix(a.English, "Is there a ") {
+		t.Errorf("chose %d (%q / %q), the best split is %d: %+v", a.Chosen, a.Question, a.English, best, a.Candidates)
+	}
+	st := stageMap(res)["ask"]
+	if st.Status != StatusDone || st.Calls != 1+3*6 {
+		t.Errorf("ask stage %+v", st)
+	}
+	rp := e.models.promptsOf("reasoner")
+	if len(rp) != 2 || !strings.Contains(rp[0], "ein Tier, vielleicht ein Hund") || !strings.Contains(rp[0], "in English") {
+		t.Fatalf("reasoner prompts %q", rp)
+	}
+
+	// The answer is the next turn; the question it answers is not asked again.
+	turn := strings.TrimSuffix(a.Question, "?") + "? nein"
+	var res2 Result
+	e.postJSONDecode("/api/search", map[string]any{"text": turn, "dialogue": []string{"ein Tier, vielleicht ein Hund"}, "conversation": res.Conversation, "ask": true, "stages": map[string]any{"evaluate": false}}, &res2)
+	if res2.Ask == nil || res2.Ask.Question == "" || res2.Ask.English == a.English {
+		t.Fatalf("second question %+v", res2.Ask)
+	}
+	pp := e.models.promptsOf("proposer")
+	if !strings.Contains(pp[len(pp)-1], turn) {
+		t.Errorf("the answer did not become the turn: %q", pp[len(pp)-1])
+	}
+
+	// Composed queries cannot be asked back; without a reasoner nothing can.
+	resp := e.postJSON("/api/search", map[string]any{"text": "make it red", "reference": "red_dog", "ask": true}, nil)
+	if resp.StatusCode != 400 {
+		t.Errorf("composed ask: status %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+	bare := newRealEnv(t, false)
+	resp = bare.postJSON("/api/search", map[string]any{"text": "a dog", "chat": true, "ask": true}, nil)
+	if body := readBody(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "reasoner") {
+		t.Errorf("ask without a reasoner: %d %s", resp.StatusCode, body)
+	}
+}
+
+func (e *env) postJSONDecode(path string, body, out any) {
+	e.t.Helper()
+	resp := e.postJSON(path, body, nil)
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("POST %s: status %d: %s", path, resp.StatusCode, readBody(e.t, resp))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		e.t.Fatal(err)
 	}
 }

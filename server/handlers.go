@@ -22,7 +22,9 @@ type infoResponse struct {
 	Description string      `json:"description"`
 	Images      int         `json:"images"`
 	Stages      []StageInfo `json:"stages"`
-	Limits      struct {
+	// Ask says whether the server can ask back in a chat.
+	Ask    StageInfo `json:"ask"`
+	Limits struct {
 		MaxUploadBytes int64 `json:"max_upload_bytes"`
 		MaxPixels      int64 `json:"max_pixels"`
 		MaxLimit       int   `json:"max_limit"`
@@ -38,6 +40,10 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	resp.Description = s.cfg.Description
 	resp.Images = len(s.names)
 	resp.Stages = s.cfg.Stages
+	resp.Ask = s.cfg.Ask
+	if resp.Ask.Name == "" {
+		resp.Ask = StageInfo{Name: StageAsk, Reason: "not available on this server"}
+	}
 	if resp.Stages == nil {
 		resp.Stages = []StageInfo{}
 	}

@@ -29,6 +29,8 @@ type searchRequest struct {
 	Limit     int          `json:"limit,omitempty"`
 	// Conversation is the id a chat's previous result returned.
 	Conversation string `json:"conversation,omitempty"`
+	// Ask requests the question to ask the user next (text and chat).
+	Ask bool `json:"ask,omitempty"`
 }
 
 // httpError is an error with the status code to answer it with.
@@ -91,6 +93,7 @@ func (s *Server) parseQuery(w http.ResponseWriter, r *http.Request) (Query, erro
 		Limit:     req.Limit,
 
 		Conversation: req.Conversation,
+		Ask:          req.Ask,
 	}
 	if upload != nil {
 		if q.Reference != "" {
@@ -167,7 +170,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 			if err := decodeJSON(bytes.NewReader(data), &req); err != nil {
 				return req, nil, err
 			}
-		case "text", "reference", "dialogue", "limit", "chat", "conversation":
+		case "text", "reference", "dialogue", "limit", "chat", "conversation", "ask":
 			data, err := io.ReadAll(io.LimitReader(p, DefaultMaxTextBytes+1))
 			if err != nil {
 				return req, nil, bodyError(name+" part", err)
@@ -182,12 +185,16 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Conversation = v
 			case "dialogue":
 				req.Dialogue = append(req.Dialogue, v)
-			case "chat":
+			case "chat", "ask":
 				b, err := strconv.ParseBool(strings.TrimSpace(v))
 				if err != nil {
-					return req, nil, errorf(http.StatusBadRequest, "chat part: %q is not true or false", v)
+					return req, nil, errorf(http.StatusBadRequest, "%s part: %q is not true or false", name, v)
 				}
-				req.Chat = b
+				if name == "chat" {
+					req.Chat = b
+				} else {
+					req.Ask = b
+				}
 			case "limit":
 				n, err := strconv.Atoi(strings.TrimSpace(v))
 				if err != nil {
@@ -196,7 +203,7 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				req.Limit = n
 			}
 		default:
-			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, chat, conversation, limit)", name)
+			return req, nil, errorf(http.StatusBadRequest, "unknown multipart field %q (want request, image, text, reference, dialogue, chat, conversation, ask, limit)", name)
 		}
 	}
 	return req, upload, nil
@@ -224,6 +231,9 @@ func (s *Server) checkQuery(q *Query) error {
 	hasImage := q.Reference != "" || q.ReferenceImage != nil
 	if q.Text == "" && (!hasImage || q.Mode() == "chat") {
 		return errorf(http.StatusBadRequest, "text is empty: say what you are looking for, or send only a reference image for images like it")
+	}
+	if q.Ask && (q.Mode() == "composed" || q.Mode() == "similar") {
+		return errorf(http.StatusBadRequest, "ask works for text and chat searches, not with a reference image")
 	}
 	if len(q.Conversation) > 64 {
 		return errorf(http.StatusBadRequest, "conversation id is %d bytes; at most 64", len(q.Conversation))

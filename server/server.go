@@ -68,6 +68,8 @@ type Config struct {
 	ThumbCacheBytes int64
 	// Stages describes which stages are configured (shown by the UI).
 	Stages []StageInfo
+	// Ask says whether chats can be asked back (EngineAskInfo).
+	Ask StageInfo
 	// ModelStats reports model call counters per role for /metrics (may be nil).
 	ModelStats func() []RoleStats
 	// Description names what is being served (gallery, CLIP model), for the UI.

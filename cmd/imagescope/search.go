@@ -411,6 +411,7 @@ func printAsk(w io.Writer, a *pipeline.Ask) {
 		return
 	}
 	fmt.Fprintf(w, "\nnext question: %s\n", b.Shown)
+	fmt.Fprintf(w, "(answer %s, %s or in words, and add the turn %q to the dialog)\n", a.Yes, a.No, pipeline.Turn(b.Shown, a.Yes))
 }
 
 func head[T any](s []T, n int) []T {

@@ -232,6 +232,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		SearchTimeout:  *timeout,
 		MaxSearches:    *maxSearches,
 		Stages:         stages,
+		Ask:            server.EngineAskInfo(engine),
 		ModelStats:     func() []server.RoleStats { return serveModelStats(roles) },
 		Description:    desc,
 		Logger:         e.log,

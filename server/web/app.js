@@ -8,8 +8,9 @@
     retrieve: "Retrieve",
     verify: "Verify",
     evaluate: "Evaluate",
+    ask: "Ask back",
   };
-  const STAGE_ORDER = ["reason", "retrieve", "verify", "evaluate"];
+  const STAGE_ORDER = ["reason", "retrieve", "verify", "evaluate", "ask"];
   const MODES = ["text", "composed", "chat"];
   const reducedMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
@@ -23,6 +24,7 @@
     turns: [], // chat: earlier turns (texts), oldest first
     chatReplies: [], // chat: one reply per turn {top, thumb, desc}
     conversation: "", // chat: the server's id for the kept state
+    asked: null, // chat: the question the engine asks back (result.ask)
     // Each mode keeps its own query and results.
     modes: { text: { q: "", result: null }, composed: { q: "", result: null }, chat: { q: "", result: null } },
     hits: [],
@@ -349,13 +351,42 @@
       if (r) log.append(chatReply(r));
     });
     if (pending) log.append(el("li", { class: "user" }, pending), el("li", { class: "system muted" }, "…"));
+    else if (state.asked) log.append(askItem(state.asked));
     $("chat-reset").hidden = state.turns.length === 0;
     log.scrollTop = log.scrollHeight;
+  }
+
+  // A question asked back, with quick answers in the user's language;
+  // typing a turn of one's own ignores it.
+  function turnOf(question, answer) {
+    return question.replace(/[?？\s]+$/, "") + "? " + answer;
+  }
+  function askItem(a) {
+    const answer = (word) => {
+      $("q").value = turnOf(a.question, word);
+      submit();
+    };
+    const cand = a.candidates[a.chosen] || {};
+    const why = a.rule === "verifier-split" && cand.answered
+      ? "splits the top " + a.probed + " candidates: yes on " + cand.yes + " of " + cand.answered
+      : "";
+    return el("li", { class: "system asked" },
+      el("span", { class: "asked-label" }, "Question for you: "),
+      el("strong", { class: "asked-question" }, a.question),
+      el("div", { class: "asked-actions" },
+        el("button", { type: "button", class: "ask-yes", onclick: () => answer(a.yes || "yes") }, a.yes || "yes"),
+        el("button", { type: "button", class: "ask-no", onclick: () => answer(a.no || "no") }, a.no || "no"),
+        el("button", { type: "button", class: "ask-words", onclick: () => {
+          $("q").value = turnOf(a.question, "");
+          $("q").focus();
+        } }, "Answer in words…")),
+      why ? el("div", { class: "muted" }, why + " · or type anything to go your own way") : "");
   }
   $("chat-reset").addEventListener("click", () => {
     state.turns = [];
     state.chatReplies = [];
     state.conversation = "";
+    state.asked = null;
     state.modes.chat.result = null;
     renderChat();
     clearResults();
@@ -436,6 +467,7 @@
         state.turns = turns;
         state.chatReplies = [];
         state.conversation = "";
+        state.asked = null;
       }
       renderChat();
       setMode("chat", false);
@@ -472,6 +504,7 @@
       req.chat = true;
       if (state.turns.length) req.dialogue = state.turns.slice();
       if (state.conversation) req.conversation = state.conversation;
+      if (state.info && state.info.ask && state.info.ask.configured) req.ask = true;
     }
     if (state.mode === "composed") {
       if (state.refFile) {
@@ -599,13 +632,17 @@
       return;
     }
     if (!opts.fromURL) pushURL(text);
-    if (state.mode === "chat") renderChat(text);
+    if (state.mode === "chat") {
+      state.asked = null;
+      renderChat(text);
+    }
     const res = await runSearch(text);
     if (state.mode === "chat" && res) {
       state.turns.push(text);
       state.conversation = res.conversation || "";
       const top = res.results[0];
       state.chatReplies.push({ top: top ? top.name : "", thumb: top ? top.thumb_url : "", desc: res.descriptions[0] || "" });
+      state.asked = res.ask && res.ask.question ? res.ask : null;
       renderChat();
       $("q").value = "";
       setMode("chat", false);
