@@ -452,12 +452,12 @@ func TestBrowserRealPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	submitAndWait(t, ctx, "real chat turn 1")
-	waitJS(t, ctx, "chat log 1", `document.querySelectorAll('#chat-log li').length === 2`)
+	waitJS(t, ctx, "chat log 1", `document.querySelectorAll('#chat-log li:not(.asked)').length === 2`)
 	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("q"), "is it hot? yes, coffee")); err != nil {
 		t.Fatal(err)
 	}
 	submitAndWait(t, ctx, "real chat turn 2")
-	waitJS(t, ctx, "chat log 2", `document.querySelectorAll('#chat-log li').length === 4`)
+	waitJS(t, ctx, "chat log 2", `document.querySelectorAll('#chat-log li:not(.asked)').length === 4`)
 	if got := evalString(t, ctx, `document.getElementById('summary-body').textContent`); !strings.Contains(got, "a hot cup of coffee on a saucer") || !strings.Contains(got, "continuing from the kept state") {
 		t.Fatalf("chat summary:\n%s", got)
 	}
@@ -646,7 +646,7 @@ func TestBrowserProgressive(t *testing.T) {
 			t.Fatal(err)
 		}
 		submitAndWait(t, ctx, fmt.Sprintf("phone chat turn %d", i+1))
-		waitJS(t, ctx, "chat reply", fmt.Sprintf(`document.querySelectorAll('#chat-log li').length === %d && document.getElementById('results').classList.contains('refining') === false`, 2*(i+1)))
+		waitJS(t, ctx, "chat reply", fmt.Sprintf(`document.querySelectorAll('#chat-log li:not(.asked)').length === %d && document.getElementById('results').classList.contains('refining') === false`, 2*(i+1)))
 	}
 	waitJS(t, ctx, "chat reply thumbnail", `(() => { const i = document.querySelector('#chat-log li.system img'); return i && i.complete && i.naturalWidth > 0; })()`)
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`)); err != nil {
