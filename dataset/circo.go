@@ -112,6 +112,7 @@ func loadCIRCO(ctx context.Context, l *loader) error {
 	if l.listImages {
 		ents, err := os.ReadDir(dir)
 		if err == nil {
+			l.ds.GalleryDir = dir
 			for _, e := range ents {
 				name := e.Name()
 				if hiddenName(name) || e.IsDir() || !strings.EqualFold(filepath.Ext(name), ".jpg") {

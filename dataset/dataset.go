@@ -72,4 +72,7 @@ type Dataset struct {
 	// LoadAnnotations, and without image_info_unlabeled2017.json): Gallery
 	// is then empty and image names are checked by their form only.
 	GalleryUnlisted bool `json:"gallery_unlisted,omitempty"`
+	// GalleryDir is, for a gallery defined by its image folder (CIRCO),
+	// that folder ("" when the gallery came from elsewhere).
+	GalleryDir string `json:"gallery_dir,omitempty"`
 }

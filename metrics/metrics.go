@@ -38,6 +38,9 @@ var (
 	// DefaultRecallKs is the Recall@K set reported for every dataset with
 	// a single target (it contains every dataset's official K).
 	DefaultRecallKs = []int{1, 2, 3, 5, 10, 20, 50, 100}
+	// CIRCORecallKs adds 25 for CIRCO, whose official evaluation prints
+	// Recall@{5,10,25,50} beside mAP@K.
+	CIRCORecallKs = []int{1, 2, 3, 5, 10, 20, 25, 50, 100}
 	// DefaultSubsetKs: CIRR Recall_subset@K.
 	DefaultSubsetKs = []int{1, 2, 3}
 	// DefaultMAPKs: CIRCO mAP@K.
@@ -80,6 +83,13 @@ func Validate(ds *dataset.Dataset, r Rankings) error {
 	ids := make(map[string]bool, len(ds.Queries))
 	for _, q := range ds.Queries {
 		ids[q.ID] = true
+	}
+	if len(ds.Gallery) == 0 && !ds.GalleryUnlisted && hasNames(r) {
+		where := "its gallery is empty"
+		if ds.GalleryDir != "" {
+			where = fmt.Sprintf("its image folder %s exists but holds no images", ds.GalleryDir)
+		}
+		return fmt.Errorf("%s %s: %s, so no ranked name can be checked; put the images there, or remove the empty folder to check names by their form only", ds.Name, ds.Split, where)
 	}
 	known := newNameSet(ds)
 	chat := ds.Task == dataset.Chat
@@ -149,6 +159,25 @@ type nameSet struct {
 	stamp []uint32
 	pos   []int32
 	gen   uint32
+}
+
+// hasNames reports whether any ranking lists an image.
+func hasNames(r Rankings) bool {
+	for _, m := range []map[string][]string{r.Lists, r.Subset} {
+		for _, l := range m {
+			if len(l) > 0 {
+				return true
+			}
+		}
+	}
+	for _, rounds := range r.Rounds {
+		for _, l := range rounds {
+			if len(l) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func newNameSet(ds *dataset.Dataset) *nameSet {

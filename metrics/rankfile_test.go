@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,9 +63,10 @@ func checkSampleRankings(t *testing.T, root string) {
 		}, nil},
 		{"CIRCO", "val", []string{"circo_val_ranking.json"}, Options{}, FormatRanking, 3, 0, map[string]float64{
 			"map@5": ap, "map@10": ap, "map@25": ap, "map@50": ap, "recall@1": two, "recall@3": two, "recall@5": 1,
+			"recall@10": 1, "recall@25": 1, "recall@50": 1, // CIRCO's official Recall@{5,10,25,50}
 			"semantic_map@10/direct_addressing": 1, "semantic_map@10/addition": (1.0/3 + 2.0/4) / 2,
 		}, nil},
-		{"CIRCO", "val", []string{"circo_val_submission.json"}, Options{}, FormatCIRCO, 3, 0, map[string]float64{"map@5": ap, "map@50": ap}, nil},
+		{"CIRCO", "val", []string{"circo_val_submission.json"}, Options{}, FormatCIRCO, 3, 0, map[string]float64{"map@5": ap, "map@50": ap, "recall@1": two, "recall@25": 1}, nil},
 		{"CIRCO", "test", []string{"circo_test_submission.json"}, Options{}, FormatCIRCO, 2, 0, nil, nil},
 		{"FashionIQ-dress", "val", []string{"fashioniq_dress_val_ranking.json"}, Options{}, FormatRanking, 2, 0, map[string]float64{
 			"recall@1": 0.5, "recall@10": 0.5, "recall@50": 0.5}, nil},
@@ -162,7 +164,9 @@ func TestRankingFileErrors(t *testing.T) {
 	cirr := loadFixture(t, "CIRR", "val")
 	cirrTest := loadFixture(t, "CIRR", "test")
 	circo := loadFixture(t, "CIRCO", "val")
+	circoTest := loadFixture(t, "CIRCO", "test")
 	vis := loadFixture(t, "VisDial", "val")
+	ten := "[1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010]"
 	full := `["dev-27-1-img0", "dev-27-1-img1", "dev-305-2-img0", "dev-11-0-img1", "dev-305-3-img1"]`
 	cirrSub := func(metric, l101 string) string {
 		return `{"version": "rc2", "metric": "` + metric + `",` + "\n" + `"101": ` + l101 + `, "102": ["dev-11-0-img0", "dev-305-2-img0", "dev-11-0-img1"], "103": ["dev-27-1-img1", "dev-11-0-img0", "dev-305-2-img0"]}`
@@ -205,6 +209,9 @@ func TestRankingFileErrors(t *testing.T) {
 		{"circo file name among ids", circo, `{"0": [1002, "000000001003.jpg"], "1": [1005], "2": [1004]}`, []string{`query "0"`, `item 1: want a COCO image id`}},
 		{"circo negative id", circo, `{"0": [1002, -5], "1": [1005], "2": [1004]}`, []string{`query "0"`, "item 1: want a COCO image id"}},
 		{"circo id not in gallery", circo, `{"0": [1002, 77], "1": [1005], "2": [1004]}`, []string{`query "0"`, `item 1: unknown image name "000000000077.jpg"`}},
+		{"circo test list short", circoTest, `{"0": ` + ten + `, "1": [1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009]}`, []string{`query "1"`, "9 image ids, the CIRCO test server takes exactly 10 per query"}},
+		{"circo test duplicate", circoTest, `{"0": ` + ten + `, "1": [1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, "1001"]}`, []string{`query "1"`, "item 9", "already at item 0"}},
+		{"circo test missing query", circoTest, `{"0": ` + ten + `}`, []string{"1 of the split's 2 query ids missing (1)"}},
 		{"circo too long", circo, `{"0": [` + strings.Repeat("1002,", 50) + `1002], "1": [], "2": []}`, []string{`query "0"`, "51 image ids, the server takes at most 50"}},
 	}
 	for _, c := range cases {
@@ -322,4 +329,32 @@ func TestCIRRSubsetCandidateRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantMetrics(t, rep, map[string]float64{"recall_subset@1": 0, "recall_subset@2": 1, "recall_subset@3": 1})
+}
+
+// Without its image folder a CIRCO split has no gallery list: the test
+// server's full 50 are required.
+func TestCIRCOTestLengthWithoutGallery(t *testing.T) {
+	ds := *loadFixture(t, "CIRCO", "test")
+	ds.Gallery, ds.GalleryUnlisted = nil, true
+	ten := "[1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010]"
+	_, err := ParseRankingFile("s.json", []byte(`{"0": `+ten+`, "1": `+ten+`}`), &ds)
+	if err == nil || !strings.Contains(err.Error(), "takes exactly 50 per query") {
+		t.Fatalf("error = %v", err)
+	}
+	var ids []string
+	for i := range 50 {
+		ids = append(ids, fmt.Sprint(1001+i))
+	}
+	l := "[" + strings.Join(ids, ", ") + "]"
+	if _, err := ParseRankingFile("s.json", []byte(`{"0": `+l+`, "1": `+l+`}`), &ds); err != nil {
+		t.Fatal(err)
+	}
+
+	// An image folder that exists but is empty is named as such, not
+	// reported as every name being unknown.
+	ds.GalleryUnlisted, ds.GalleryDir = false, "/data/CIRCO/unlabeled2017"
+	_, err = ParseRankingFile("s.json", []byte(`{"0": `+l+`, "1": `+l+`}`), &ds)
+	if err == nil || !strings.Contains(err.Error(), "image folder /data/CIRCO/unlabeled2017 exists but holds no images") {
+		t.Fatalf("empty folder error = %v", err)
+	}
 }

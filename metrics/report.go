@@ -184,9 +184,38 @@ func (r *Report) WriteTable(w io.Writer) error {
 			b.WriteByte('\n')
 		}
 	}
-	b.WriteString("(values in %; the JSON on stdout has fractions)\n")
+	for _, n := range r.legend() {
+		b.WriteString(n + "\n")
+	}
+	b.WriteString("(values in %; the JSON form has fractions)\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// legend says which protocol each family of keys follows, for the families
+// present: official numbers beside the variants under their own keys.
+func (r *Report) legend() []string {
+	has := func(prefix string) bool {
+		for _, m := range r.Metrics {
+			if strings.HasPrefix(m.Key, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	if has("refcode_") {
+		official := "recall@K"
+		variant := "the reference image left in the ranking"
+		if has("refcode_hits@") {
+			official, variant = "hits@K", "cumulative over rounds 1..10 only"
+		}
+		out = append(out, fmt.Sprintf("%s: official protocol; refcode_*: the reference ImageScope code's variant (%s), not comparable with published official numbers", official, variant))
+	}
+	if has("soft_recall@") {
+		out = append(out, "soft_recall@K: the CIRR authors' soft-target validation variant (not the official recall@K)")
+	}
+	return out
 }
 
 func pct(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) }

@@ -59,7 +59,11 @@ func Score(ds *dataset.Dataset, r Rankings, opt Options) (*Report, error) {
 	n := float64(len(labelled))
 	if hasLists {
 		removeRef := ds.Name == dataset.CIRR
-		for _, k := range orDefault(opt.RecallKs, DefaultRecallKs) {
+		defKs := DefaultRecallKs
+		if ds.Name == dataset.CIRCO {
+			defKs = CIRCORecallKs
+		}
+		for _, k := range orDefault(opt.RecallKs, defKs) {
 			c := 0
 			for _, q := range labelled {
 				l := r.Lists[q.ID]

@@ -250,10 +250,20 @@ func parseCIRCOID(s string) (int64, bool) {
 	return n, err == nil
 }
 
+// circoLen is the exact list length the CIRCO test server takes: the top
+// 50 (the whole gallery when it is smaller).
+func circoLen(ds *dataset.Dataset) int {
+	if n := len(ds.Gallery); n > 0 && !ds.GalleryUnlisted {
+		return min(CIRCON, n)
+	}
+	return CIRCON
+}
+
 // parseCIRCO reads a CIRCO submission and applies the server's rules: the
-// keys are exactly the split's query ids; each list holds at most 50 image
-// ids (integers, or strings the server's integer cast accepts) and no id
-// twice.
+// keys are exactly the split's query ids; each list holds image ids
+// (integers, or strings the server's integer cast accepts), no id twice,
+// exactly 50 per query on the test split (the test server's rule) and at
+// most 50 on val (the official evaluation script scores shorter lists).
 func parseCIRCO(path string, keys []string, vals []json.RawMessage, lines []int, ds *dataset.Dataset) (*RankingFile, error) {
 	rf := &RankingFile{Path: path, Format: FormatCIRCO, Rankings: Rankings{Lists: map[string][]string{}}}
 	for i, k := range keys {
@@ -291,6 +301,14 @@ func parseCIRCO(path string, keys []string, vals []json.RawMessage, lines []int,
 	}
 	if err := exactKeys(path, ds, rf.Rankings.Lists, "query id"); err != nil {
 		return nil, err
+	}
+	if !ds.HasLabels() {
+		want := circoLen(ds)
+		for i, k := range keys {
+			if n := len(rf.Rankings.Lists[k]); n != want {
+				return nil, fileErr(path, lines[i], k, "%d image ids, the CIRCO test server takes exactly %d per query (the top %d, best first)", n, want, want)
+			}
+		}
 	}
 	return rf, nil
 }

@@ -270,7 +270,7 @@ candidates and the verifier, looking at the target, answers it
 	}
 	r, err := evalrun.New(evalrun.Config{
 		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
-		Score:  scoreWithMetrics,
+		Score:  scoreWithMetrics(metrics.Options{ReferenceCode: settings.KeepReference && ds.Name == dataset.CIRR}),
 		Submit: submitters(),
 		Progress: func(stage, done, total int) {
 			if done == total || done%max(1, total/20) == 0 {
@@ -319,21 +319,25 @@ func roleModels(cfg *config.Config) map[string]any {
 }
 
 // scoreWithMetrics scores rankings with the metrics package (the numbers
-// 'imagescope score' prints).
-func scoreWithMetrics(ds *dataset.Dataset, lists map[string][]string, rounds map[string][][]string) (json.RawMessage, string, error) {
-	rep, err := metrics.Score(ds, metrics.Rankings{Lists: lists, Rounds: rounds}, metrics.Options{})
-	if err != nil {
-		return nil, "", err
+// 'imagescope score' prints). A run that keeps the reference image in its
+// rankings (--keep-reference) also gets the reference code's recall
+// (refcode_recall@K) beside the official one.
+func scoreWithMetrics(opt metrics.Options) func(*dataset.Dataset, map[string][]string, map[string][][]string) (json.RawMessage, string, error) {
+	return func(ds *dataset.Dataset, lists map[string][]string, rounds map[string][][]string) (json.RawMessage, string, error) {
+		rep, err := metrics.Score(ds, metrics.Rankings{Lists: lists, Rounds: rounds}, opt)
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := rep.MarshalJSON()
+		if err != nil {
+			return nil, "", err
+		}
+		var t bytes.Buffer
+		if err := rep.WriteTable(&t); err != nil {
+			return nil, "", err
+		}
+		return b, t.String(), nil
 	}
-	b, err := rep.MarshalJSON()
-	if err != nil {
-		return nil, "", err
-	}
-	var t bytes.Buffer
-	if err := rep.WriteTable(&t); err != nil {
-		return nil, "", err
-	}
-	return b, t.String(), nil
 }
 
 // submitters wires the metrics package's submission writers.

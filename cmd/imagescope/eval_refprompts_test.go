@@ -289,3 +289,31 @@ func TestEvalTraceCallsAreRequestsSent(t *testing.T) {
 		t.Errorf("second run: %d requests received, trace calls %d, cache hits %d (first run: %d calls, %d hits)", sent[1], calls1, hits1, calls0, hits0)
 	}
 }
+
+// TestEvalKeepReferenceMetrics: a CIRR run that keeps the reference image
+// reports the official recall (reference removed) and the reference code's
+// recall (reference kept) under their own keys, and metrics.txt says which
+// is which.
+func TestEvalKeepReferenceMetrics(t *testing.T) {
+	f := newEvalFixture(t, true)
+	runs := filepath.Join(f.root, "runs")
+	out, errs, code := f.eval(t, "--dataset", "CIRR", "--data", f.data, "--split", "val", "--runs", runs, "--stages", "s1", "--keep-reference")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	dir := runDir(t, runs)
+	var m map[string]map[string]any
+	b, _ := os.ReadFile(filepath.Join(dir, "metrics.json"))
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"recall@1", "recall@50", "recall_subset@1", "refcode_recall@1", "refcode_recall@50"} {
+		if _, ok := m["stage1"][k]; !ok {
+			t.Errorf("metrics.json stage1 lacks %s: %s", k, b)
+		}
+	}
+	txt, _ := os.ReadFile(filepath.Join(dir, "metrics.txt"))
+	if !strings.Contains(string(txt), "recall@K: official protocol; refcode_*: the reference ImageScope code's variant (the reference image left in the ranking)") {
+		t.Errorf("metrics.txt does not say which recall is which:\n%s", txt)
+	}
+}

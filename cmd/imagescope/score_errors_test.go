@@ -21,6 +21,14 @@ func TestScoreErrors(t *testing.T) {
 	malformed := write("malformed.json", "{\"101\": [\"dev-27-1-img0\"")
 	dupID := write("dup.json", "{\"101\": [],\n\"101\": []}")
 	wrongType := write("type.json", `{"101": {"a": 1}}`)
+	// A CIRCO folder whose image folder exists but is empty.
+	emptyCIRCO := filepath.Join(dir, "empty", "CIRCO")
+	if err := os.MkdirAll(filepath.Join(emptyCIRCO, "unlabeled2017"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(emptyCIRCO, "captions"), os.DirFS(filepath.Join(fixturesRoot(t), "CIRCO", "captions"))); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -37,6 +45,8 @@ func TestScoreErrors(t *testing.T) {
 		{"CIRCO ranking for CIRR", []string{"--dataset", "CIRR", "--split", "val", "--ranking", "testdata/sample/circo_val_ranking.json"}, 1, []string{"circo_val_ranking.json", `query "0"`, "unknown"}},
 		{"VisDial single lists", []string{"--dataset", "VisDial", "--ranking", "testdata/sample/cirr_val_ranking.json"}, 1, []string{"cirr_val_ranking.json", `query "101"`}},
 		{"FashionIQ bad category", []string{"--dataset", "FashionIQ", "--ranking", "testdata/sample/cirr_val_ranking.json"}, 1, []string{"cirr_val_ranking.json", `key "101"`, "want one of dress, shirt, toptee"}},
+		{"empty image folder", []string{"--dataset", "CIRCO", "--split", "val", "--data", emptyCIRCO, "--ranking", "testdata/sample/circo_val_ranking.json"}, 1,
+			[]string{"unlabeled2017 exists but holds no images", "remove the empty folder"}},
 		{"no dataset", []string{"--ranking", unknown}, 2, []string{"--dataset is required"}},
 		{"no ranking", []string{"--dataset", "CIRR"}, 2, []string{"--ranking is required"}},
 		{"unknown dataset", []string{"--dataset", "ImageNet", "--ranking", unknown}, 2, []string{`unknown dataset "ImageNet"`}},
