@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"image"
-	"image/jpeg"
 	"io"
 	"io/fs"
 	"net/http"
@@ -19,11 +17,11 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/image/draw"
+	"github.com/imagescope/imagescope/thumbs"
 )
 
 // Thumbnail sizes (longest side, pixels) the thumbnail endpoint serves.
-var thumbSizes = []int{128, 256, 512}
+var thumbSizes = thumbs.Sizes
 
 const defaultThumbSize = 256
 
@@ -149,9 +147,24 @@ func (s *Server) handleThumb(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	data, hit, err := s.thumbs.get(r.Context(), etag, func() ([]byte, error) {
-		return s.makeThumb(f, size)
-	})
+	var data []byte
+	hit := false
+	if s.cfg.Thumbs != nil {
+		// Made when the gallery was indexed (or on an earlier request).
+		data, hit = s.cfg.Thumbs.Get(name, fi, size)
+	}
+	if !hit {
+		data, hit, err = s.thumbs.get(r.Context(), etag, func() ([]byte, error) {
+			b, err := s.makeThumb(f, size)
+			if err == nil && s.cfg.Thumbs != nil {
+				// First sight of this image (or size): keep it on disk.
+				if perr := s.cfg.Thumbs.Put(name, fi, size, b); perr != nil {
+					s.log.Warn("thumbnail not stored", "image", name, "err", perr)
+				}
+			}
+			return b, err
+		})
+	}
 	if hit {
 		s.metrics.thumbHits.Add(1)
 	} else {
@@ -196,26 +209,7 @@ func (s *Server) makeThumb(f *os.File, size int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := img.Bounds()
-	w, h := b.Dx(), b.Dy()
-	if w > size || h > size {
-		if w >= h {
-			h = max(1, h*size/w)
-			w = size
-		} else {
-			w = max(1, w*size/h)
-			h = size
-		}
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	// White under transparent pixels, as the UI's background.
-	draw.Draw(dst, dst.Bounds(), image.White, image.Point{}, draw.Src)
-	draw.BiLinear.Scale(dst, dst.Bounds(), img, b, draw.Over, nil)
-	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 82}); err != nil {
-		return nil, fmt.Errorf("encode thumbnail: %w", err)
-	}
-	return buf.Bytes(), nil
+	return thumbs.Make(img, size)
 }
 
 // thumbCache is a byte-bounded LRU of encoded thumbnails that also merges

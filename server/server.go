@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/imagescope/imagescope/thumbs"
 )
 
 //go:embed web
@@ -66,6 +68,9 @@ type Config struct {
 	MaxLimit int
 	// ThumbCacheBytes bounds the in-memory thumbnail cache.
 	ThumbCacheBytes int64
+	// Thumbs, when set, holds thumbnails made ahead of time (served without
+	// decoding the image); thumbnails made on request are added to it.
+	Thumbs *thumbs.Store
 	// Stages describes which stages are configured (shown by the UI).
 	Stages []StageInfo
 	// Ask says whether chats can be asked back (EngineAskInfo).

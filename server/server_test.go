@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/thumbs"
 )
 
 // fakeSearcher is a test double for the pipeline: it ranks gallery names by
@@ -882,4 +884,46 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v", addr, got)
 		}
 	}
+}
+
+func TestThumbStore(t *testing.T) {
+	// Thumbnails made ahead of time are served from the store as they are;
+	// one made on request is added to it.
+	st, err := thumbs.Open(filepath.Join(t.TempDir(), "db.thumbs"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) { c.Thumbs = st })
+	fi, err := os.Stat(filepath.Join(e.dir, "red_dog.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := pngBytes(t, 7, 5) // not what a fresh thumbnail would be
+	if err := st.Put("red_dog", fi, 256, marker); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("GET", "/api/thumbs/red_dog", nil, nil)
+	if b := readBody(t, r); r.StatusCode != 200 || !bytes.Equal(b, marker) {
+		t.Fatalf("status %d: the stored thumbnail was not served", r.StatusCode)
+	}
+	if _, ok := st.Get("blue_cat", mustStat(t, filepath.Join(e.dir, "blue_cat.png")), 512); ok {
+		t.Fatal("512 thumbnail exists before it was asked for")
+	}
+	r = e.do("GET", "/api/thumbs/blue_cat?size=512", nil, nil)
+	b := readBody(t, r)
+	if r.StatusCode != 200 {
+		t.Fatalf("status %d", r.StatusCode)
+	}
+	if got, ok := st.Get("blue_cat", mustStat(t, filepath.Join(e.dir, "blue_cat.png")), 512); !ok || !bytes.Equal(got, b) {
+		t.Fatal("a thumbnail made on request was not stored")
+	}
+}
+
+func mustStat(t *testing.T, p string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
 }

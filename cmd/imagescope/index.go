@@ -21,6 +21,7 @@ import (
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/prompt"
+	"github.com/imagescope/imagescope/thumbs"
 )
 
 // runIndex implements 'imagescope index'.
@@ -224,6 +225,14 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	if sum != nil {
 		printIndexSummary(e, path, sum)
 	}
+	if err == nil {
+		// Thumbnails for the web UI, made once now rather than on first view.
+		files := make(map[string]string, len(items))
+		for _, it := range items {
+			files[it.Name] = it.Path
+		}
+		err = makeThumbs(ctx, e, path, files)
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("%w; committed images are kept, run the same command again to continue", err)
@@ -304,4 +313,16 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
+}
+
+func makeThumbs(ctx context.Context, e *env, dbPath string, files map[string]string) error {
+	st, err := thumbs.Open(thumbs.DirFor(dbPath), 0)
+	if err != nil {
+		return err
+	}
+	bar := progress.New(e.stderr, "thumbnails", int64(len(files)), progress.Options{Unit: "images", Logger: e.log})
+	sum, err := st.PrepareAll(ctx, files, 0, func() { bar.Add(1) })
+	bar.Finish()
+	fmt.Fprintf(e.stdout, "  thumbnails: %d made, %d up to date, %d failed (%s)\n", sum.Made, sum.UpToDate, sum.Failed, st.Dir())
+	return err
 }

@@ -110,14 +110,14 @@ func TestIndexCommandWithCaptions(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("index: %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"listed:     5", "indexed:    4", "failed:     1", "captions:   yes (set stub-captioner#", "failed broken.png [decode]"} {
+	for _, want := range []string{"listed:     5", "indexed:    4", "failed:     1", "captions:   yes (set stub-captioner#", "failed broken.png [decode]", "thumbnails: 4 made, 0 up to date, 1 failed"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("summary lacks %q:\n%s", want, out)
 		}
 	}
 	// Again: nothing to do.
 	out, _, code = c.run(t, "index", "--gallery", g, "--db", db)
-	if code != 0 || !strings.Contains(out, "up to date: 4") || !strings.Contains(out, "indexed:    0") {
+	if code != 0 || !strings.Contains(out, "up to date: 4") || !strings.Contains(out, "indexed:    0") || !strings.Contains(out, "thumbnails: 0 made, 4 up to date") {
 		t.Fatalf("re-index: %d\n%s", code, out)
 	}
 	out, _, code = c.run(t, "db", "info", "--db", db)

@@ -14,8 +14,10 @@ import (
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/internal/progress"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/server"
+	"github.com/imagescope/imagescope/thumbs"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -182,6 +184,10 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	}
 	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "")
 	images := adapt.ImagesOf(ix)
+	thumbStore, err := prepareThumbs(ctx, e, path, images, *maxPixels, *galleryDir != "")
+	if err != nil {
+		return err
+	}
 
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
@@ -233,6 +239,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		MaxSearches:    *maxSearches,
 		Stages:         stages,
 		Ask:            server.EngineAskInfo(engine),
+		Thumbs:         thumbStore,
 		ModelStats:     func() []server.RoleStats { return serveModelStats(roles) },
 		Description:    desc,
 		Logger:         e.log,
@@ -265,4 +272,29 @@ func serveModelStats(roles *roleClients) []server.RoleStats {
 			CacheMisses: st.CacheMisses, Failures: st.Failures, Retries: st.Retries})
 	}
 	return out
+}
+
+// prepareThumbs opens the DB's thumbnail store and makes the thumbnails
+// that are missing: before serving when the gallery was just indexed
+// (wait), else in the background while the server already answers.
+func prepareThumbs(ctx context.Context, e *env, dbPath string, images map[string]string, maxPixels int64, wait bool) (*thumbs.Store, error) {
+	st, err := thumbs.Open(thumbs.DirFor(dbPath), maxPixels)
+	if err != nil {
+		return nil, err
+	}
+	run := func() {
+		bar := progress.New(e.stderr, "thumbnails", int64(len(images)), progress.Options{Unit: "images", Logger: e.log})
+		sum, err := st.PrepareAll(ctx, images, 0, func() { bar.Add(1) })
+		bar.Finish()
+		e.log.Info("thumbnails ready", "dir", st.Dir(), "made", sum.Made, "up_to_date", sum.UpToDate, "failed", sum.Failed, "err", err)
+		for _, ferr := range sum.Errors {
+			e.log.Warn("thumbnail failed", "err", ferr)
+		}
+	}
+	if wait {
+		run()
+	} else {
+		go run()
+	}
+	return st, nil
 }
