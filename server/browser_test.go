@@ -91,10 +91,16 @@ func evalString(t *testing.T, ctx context.Context, expr string) string {
 	return s
 }
 
+// settle waits until cards that slide to a new place have arrived (a
+// click aimed at a moving card could land on its neighbour).
+func settle(t *testing.T, ctx context.Context) {
+	t.Helper()
+	waitJS(t, ctx, "animations to end", `document.getAnimations().filter(a => a.effect && a.effect.getTiming().iterations !== Infinity).length === 0 && !document.querySelector(".moved-now")`)
+}
+
 func shoot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
-	// Let cards that are sliding to a new place settle first.
-	waitJS(t, ctx, "animations to end", `document.getAnimations().filter(a => a.effect && a.effect.getTiming().iterations !== Infinity).length === 0 && !document.querySelector(".moved-now")`)
+	settle(t, ctx)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
@@ -117,6 +123,7 @@ func submitAndWait(t *testing.T, ctx context.Context, what string) {
 		t.Fatalf("%s: submit: %v", what, err)
 	}
 	waitJS(t, ctx, what+" results", `document.querySelectorAll('#results li.result').length > 0 && !document.getElementById('go').disabled`)
+	settle(t, ctx)
 }
 
 func TestBrowserUI(t *testing.T) {
@@ -576,6 +583,7 @@ func TestBrowserProgressive(t *testing.T) {
 	// More like this from a result: no text, the image's neighbours, the
 	// image itself left out, stages 2 and 3 skipped.
 	top := strings.Split(final, ",")[0]
+	settle(t, ctx)
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#results li.result[data-name="`+top+`"] button.similar`))); err != nil {
 		t.Fatal(err)
 	}
