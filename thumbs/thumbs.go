@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/image/draw"
 
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/internal/parallel"
 )
 
@@ -99,22 +99,7 @@ func (s *Store) Get(name string, fi fs.FileInfo, size int) ([]byte, bool) {
 // Put stores a thumbnail (written to a temporary file and renamed, so a
 // reader never sees half of one).
 func (s *Store) Put(name string, fi fs.FileInfo, size int, data []byte) error {
-	p := s.path(name, fi, size)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("store thumbnail of %s: %w", name, err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("store thumbnail of %s: %w", name, err)
-	}
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("store thumbnail of %s: %w", name, err)
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(s.path(name, fi, size), data); err != nil {
 		return fmt.Errorf("store thumbnail of %s: %w", name, err)
 	}
 	return nil
