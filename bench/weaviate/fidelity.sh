@@ -7,10 +7,12 @@
 #   - clustered: the synthetic clustered gallery of run.sh;
 #   - the fixture benchmark galleries embedded with the test CLIP
 #     (tiny-clip-quickgelu beside the repository), each image's own vector
-#     as a query.
+#     as a query (3 to 10 images each: candidates cover them whole);
+#   - GENERATED generated pictures (bench/serve's 48x36 coloured shapes)
+#     embedded with the same CLIP, each image's own vector as a query.
 # Starts one Weaviate node through scripts/weaviate.sh and stops it on exit.
 #
-# Environment: N (20000), QUERIES (200), CANDIDATES (64,128,256,512),
+# Environment: N (20000), GENERATED (5000), QUERIES (200), CANDIDATES (64,128,256,512),
 # DEFAULT (256), CLIP (fixture model folder), DATA (fixture data root).
 # Last line: weaviate_fidelity default=256 min_overlap20=... min_overlap100=... sets=...
 set -euo pipefail
@@ -27,6 +29,7 @@ trap '$W stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 go build -o "$work/bench" ./bench/weaviate
 go build -o "$work/imagescope" ./cmd/imagescope
+go build -o "$work/serveload" ./bench/cmd/serveload
 
 # The fixture galleries, embedded with the test CLIP (no captions).
 sets=(uniform clustered)
@@ -36,6 +39,9 @@ for ds in CIRR:val CIRCO:val FashionIQ-dress:val Flickr30K:test MSCOCO:test VisD
 		--clip "$CLIP" --db "$work/$name.db" >/dev/null 2>&1
 	sets+=("db:$work/$name.db")
 done
+"$work/serveload" mkdb --out "$work/synthetic.db" --images "$work/generated" --clip "$CLIP" --n "${GENERATED:-5000}" >/dev/null 2>&1
+IMAGESCOPE_HOME="$work/home" IMAGESCOPE_CONFIG= "$work/imagescope" index --gallery "$work/generated" --clip "$CLIP" --db "$work/generated.db" >/dev/null 2>&1
+sets+=("db:$work/generated.db")
 
 $W wipe
 $W start single >/dev/null
