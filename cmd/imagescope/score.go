@@ -70,8 +70,10 @@ image names, best first (VisDial: to a list of 11 ranked lists, rounds
 submission formats are accepted too and checked by the servers' rules; for
 CIRR pass --ranking twice to score a recall and a recall_subset file
 together. --dataset FashionIQ scores the three categories at once from a
-file mapping "dress", "shirt" and "toptee" to per-category rankings, and
-reports their average.
+file mapping "dress", "shirt" and "toptee" to per-category rankings, or from
+three files given as --ranking dress=FILE --ranking shirt=FILE --ranking
+toptee=FILE (the rankings files of three eval runs), and reports their
+average.
 
 Prints one JSON object on stdout (values are fractions in [0,1]) and a
 table on stderr. Queries without a ranking count as misses, with a warning.`)
@@ -163,25 +165,52 @@ func warnUnranked(e *env, rep *metrics.Report, file string) {
 // scoreFashionIQ scores the three FashionIQ categories from one file
 // {"dress": {...}, "shirt": {...}, "toptee": {...}} and averages them.
 func scoreFashionIQ(ctx context.Context, e *env, data, split string, files []string, opt metrics.Options) (*metrics.Report, error) {
-	if len(files) != 1 {
-		return nil, usagef("--dataset FashionIQ takes one --ranking file mapping dress, shirt and toptee to rankings")
-	}
-	path := files[0]
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read ranking file: %w", err)
-	}
-	keys, vals, lines, err := dataset.SplitJSONObject(path, raw)
-	if err != nil {
-		return nil, err
-	}
 	cats := []string{"dress", "shirt", "toptee"}
 	byCat := map[string][]byte{}
-	for i, k := range keys {
-		if !slices.Contains(cats, k) {
-			return nil, &dataset.FormatError{File: path, Line: lines[i], Record: fmt.Sprintf("key %q", k), Msg: "want one of dress, shirt, toptee"}
+	pathOf := map[string]string{}
+	if len(files) == 3 && strings.Contains(files[0], "=") {
+		// One file per category: --ranking dress=FILE ...
+		for _, f := range files {
+			c, p, ok := strings.Cut(f, "=")
+			if !ok || !slices.Contains(cats, c) {
+				return nil, usagef("--dataset FashionIQ: --ranking %q: want CATEGORY=FILE with CATEGORY dress, shirt or toptee", f)
+			}
+			if _, dup := pathOf[c]; dup {
+				return nil, usagef("--dataset FashionIQ: %s given twice", c)
+			}
+			pathOf[c] = p
 		}
-		byCat[k] = vals[i]
+		for _, c := range cats {
+			raw, err := os.ReadFile(pathOf[c])
+			if err != nil {
+				return nil, fmt.Errorf("read ranking file: %w", err)
+			}
+			byCat[c] = raw
+		}
+	} else {
+		if len(files) != 1 {
+			return nil, usagef("--dataset FashionIQ takes one --ranking file mapping dress, shirt and toptee to rankings, or three: --ranking dress=FILE --ranking shirt=FILE --ranking toptee=FILE")
+		}
+		path := files[0]
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read ranking file: %w", err)
+		}
+		keys, vals, lines, err := dataset.SplitJSONObject(path, raw)
+		if err != nil {
+			return nil, err
+		}
+		for i, k := range keys {
+			if !slices.Contains(cats, k) {
+				return nil, &dataset.FormatError{File: path, Line: lines[i], Record: fmt.Sprintf("key %q", k), Msg: "want one of dress, shirt, toptee"}
+			}
+			byCat[k], pathOf[k] = vals[i], path+"#"+k
+		}
+		for _, c := range cats {
+			if _, ok := byCat[c]; !ok {
+				return nil, &dataset.FormatError{File: path, Field: c, Msg: "missing category"}
+			}
+		}
 	}
 	var reps []*metrics.Report
 	for _, c := range cats {
@@ -189,19 +218,15 @@ func scoreFashionIQ(ctx context.Context, e *env, data, split string, files []str
 		if err != nil {
 			return nil, err
 		}
-		sub, ok := byCat[c]
-		if !ok {
-			return nil, &dataset.FormatError{File: path, Field: c, Msg: "missing category"}
-		}
-		rf, err := metrics.ParseRankingFile(path+"#"+c, sub, ds)
+		rf, err := metrics.ParseRankingFile(pathOf[c], byCat[c], ds)
 		if err != nil {
 			return nil, err
 		}
 		rep, err := metrics.Score(ds, rf.Rankings, opt)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", path, c, err)
+			return nil, fmt.Errorf("%s: %s: %w", pathOf[c], c, err)
 		}
-		warnUnranked(e, rep, filepath.Base(path)+"#"+c)
+		warnUnranked(e, rep, filepath.Base(pathOf[c]))
 		reps = append(reps, rep)
 	}
 	return metrics.Average("FashionIQ", reps[0].Split, reps)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagescope/imagescope/internal/testutil"
 )
 
 func TestScoreErrors(t *testing.T) {
@@ -83,5 +86,38 @@ func TestScoreErrors(t *testing.T) {
 	code, out, _ := runCmd(t, nil, "score", "--help")
 	if code != 0 || !strings.Contains(out, "--ranking") || !strings.Contains(out, "Usage: imagescope score") {
 		t.Errorf("help: exit %d: %s", code, out)
+	}
+}
+
+// --dataset FashionIQ with one rankings file per category (three eval
+// runs) gives the same numbers as the combined file.
+func TestScoreFashionIQPerCategoryFiles(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "testdata", "sample", "fashioniq_val_ranking.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var byCat map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &byCat); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	args := []string{"score", "--data", fixturesRoot(t), "--dataset", "FashionIQ", "--split", "val"}
+	for _, c := range []string{"toptee", "dress", "shirt"} {
+		p := filepath.Join(dir, c+".json")
+		if err := os.WriteFile(p, byCat[c], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--ranking", c+"="+p)
+	}
+	code, out, errOut := runCmd(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, want, _ := runCmd(t, nil, "score", "--data", fixturesRoot(t), "--dataset", "FashionIQ", "--split", "val", "--ranking", "testdata/sample/fashioniq_val_ranking.json")
+	if code != 0 || out != want {
+		t.Errorf("per-category files give\n%s\nthe combined file\n%s", out, want)
+	}
+	if code, _, errOut := runCmd(t, nil, "score", "--data", fixturesRoot(t), "--dataset", "FashionIQ", "--ranking", "dress=a", "--ranking", "skirt=b", "--ranking", "toptee=c"); code != 2 || !strings.Contains(errOut, "CATEGORY=FILE") {
+		t.Errorf("bad category: exit %d %s", code, errOut)
 	}
 }
