@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -163,4 +168,115 @@ func (r *Runner) fullList(st int, key string) []string {
 		}
 	}
 	return nil
+}
+
+// checkBeside checks Settings.Beside: a finished given-dialogue run of the
+// same dataset and split, whose metrics are reported beside this run's.
+func (r *Runner) checkBeside() error {
+	b := r.cfg.Settings.Beside
+	if b == "" {
+		return nil
+	}
+	if !r.interactive() {
+		return errors.New("run: --beside compares an interactive run with a given-dialogue run; add --interactive")
+	}
+	set, _, err := ReadSettings(b)
+	if err != nil {
+		return fmt.Errorf("--beside: %w", err)
+	}
+	switch {
+	case set.Interactive:
+		return fmt.Errorf("--beside %s: that run is interactive too; give a run over the dataset's own dialogues", b)
+	case !strings.EqualFold(set.Dataset, r.cfg.Dataset.Name) || set.Split != r.cfg.Dataset.Split:
+		return fmt.Errorf("--beside %s: that run is %s %s, this one %s %s", b, set.Dataset, set.Split, r.cfg.Dataset.Name, r.cfg.Dataset.Split)
+	}
+	if _, err := os.Stat(filepath.Join(b, "metrics.json")); err != nil {
+		return fmt.Errorf("--beside %s: no metrics.json (finish that run first): %w", b, err)
+	}
+	return nil
+}
+
+// writeBeside writes beside.json and beside.txt: Hits@K per round of the
+// given-dialogue run (Settings.Beside) and of this one, per stage both have.
+func (r *Runner) writeBeside(mine map[string]map[string]json.RawMessage) error {
+	if r.cfg.Settings.Beside == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(filepath.Join(r.cfg.Settings.Beside, "metrics.json"))
+	if err != nil {
+		return fmt.Errorf("--beside: %w", err)
+	}
+	var given map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &given); err != nil {
+		return fmt.Errorf("--beside: %s: %w", filepath.Join(r.cfg.Settings.Beside, "metrics.json"), err)
+	}
+	type pair struct {
+		Given       []float64 `json:"given"`
+		Interactive []float64 `json:"interactive"`
+	}
+	out := map[string]map[string]pair{}
+	var txt strings.Builder
+	fmt.Fprintf(&txt, "Hits@K by round (cumulative): the dialogues' own turns (%s) beside generated questions answered by the simulated user (this run)\n", r.cfg.Settings.Beside)
+	for _, st := range []string{"stage1", "stage2", "stage3"} {
+		g, m := given[st], mine[st]
+		if g == nil || m == nil {
+			continue
+		}
+		ks := []string{}
+		for k := range m {
+			if strings.HasPrefix(k, "hits@") && g[k] != nil {
+				ks = append(ks, k)
+			}
+		}
+		sort.Slice(ks, func(a, b int) bool { return hitsK(ks[a]) < hitsK(ks[b]) })
+		out[st] = map[string]pair{}
+		for _, k := range ks {
+			var p pair
+			if json.Unmarshal(g[k], &p.Given) != nil || json.Unmarshal(m[k], &p.Interactive) != nil {
+				continue
+			}
+			out[st][k] = p
+		}
+		fmt.Fprintf(&txt, "\n== %s\n%-6s", st, "round")
+		show := []string{}
+		for _, k := range []string{"hits@1", "hits@5", "hits@10"} {
+			if _, ok := out[st][k]; ok {
+				show = append(show, k)
+				fmt.Fprintf(&txt, " %11s %11s", k+" giv", k+" ask")
+			}
+		}
+		txt.WriteString("\n")
+		rounds := 0
+		for _, k := range show {
+			rounds = max(rounds, len(out[st][k].Given), len(out[st][k].Interactive))
+		}
+		for rd := range rounds {
+			fmt.Fprintf(&txt, "%-6d", rd)
+			for _, k := range show {
+				p := out[st][k]
+				fmt.Fprintf(&txt, " %11s %11s", pct(p.Given, rd), pct(p.Interactive, rd))
+			}
+			txt.WriteString("\n")
+		}
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "beside.json"), append(b, '\n')); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(r.cfg.Dir, "beside.txt"), []byte(txt.String()))
+}
+
+func hitsK(key string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(key, "hits@"))
+	return n
+}
+
+func pct(v []float64, i int) string {
+	if i >= len(v) {
+		return "-"
+	}
+	return strconv.FormatFloat(100*v[i], 'f', 2, 64)
 }

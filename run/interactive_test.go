@@ -275,3 +275,53 @@ func TestInteractiveRefusals(t *testing.T) {
 		t.Errorf("no verifier: %v", err)
 	}
 }
+
+func TestInteractiveBesideGiven(t *testing.T) {
+	w := &bitsWorld{}
+	eng, ds := bitsSetup(t, w)
+	given := t.TempDir()
+	r, err := New(Config{Engine: eng, Dataset: ds, Dir: given, Settings: Settings{Dataset: "VisDial", Split: "val", Stages: 1}, Score: metricsScorer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r, err = New(Config{Engine: eng, Dataset: ds, Dir: dir, Settings: Settings{Dataset: "VisDial", Split: "val", Stages: 1, Interactive: true, Beside: given}, Score: metricsScorer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var b map[string]map[string]struct{ Given, Interactive []float64 }
+	raw, _ := os.ReadFile(filepath.Join(dir, "beside.json"))
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	// The human turns add nothing here (the target is 6th throughout);
+	// the asked questions find it at round 3.
+	h := b["stage1"]["hits@1"]
+	if fmt.Sprint(h.Given) != "[0 0 0 0 0 0 0 0 0 0 0]" || fmt.Sprint(h.Interactive) != "[0 0 0 1 1 1 1 1 1 1 1]" {
+		t.Errorf("hits@1 beside: %+v", h)
+	}
+	txt, _ := os.ReadFile(filepath.Join(dir, "beside.txt"))
+	lines := strings.Split(string(txt), "\n")
+	round3 := ""
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "3" {
+			round3 = strings.Join(f, " ")
+		}
+	}
+	if !strings.Contains(string(txt), "hits@10 giv") || round3 != "3 0.00 100.00 0.00 100.00 100.00 100.00" {
+		t.Errorf("beside.txt:\n%s", txt)
+	}
+	// Refusals: a run that is not interactive, or an interactive one beside.
+	if _, err := New(Config{Engine: eng, Dataset: ds, Dir: t.TempDir(), Settings: Settings{Stages: 1, Beside: given}}); err == nil {
+		t.Error("--beside without --interactive accepted")
+	}
+	if _, err := New(Config{Engine: eng, Dataset: ds, Dir: t.TempDir(), Settings: Settings{Stages: 1, Interactive: true, Beside: dir}}); err == nil {
+		t.Error("--beside an interactive run accepted")
+	}
+}

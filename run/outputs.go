@@ -303,6 +303,9 @@ func (r *Runner) writeMetrics() error {
 	if err := atomicfile.Write(filepath.Join(r.cfg.Dir, "metrics.txt"), []byte(head+txt.String())); err != nil {
 		return err
 	}
+	if err := r.writeBeside(series); err != nil {
+		return err
+	}
 	svg := plotSVG(r.cfg.Dataset.Name+" "+r.cfg.Dataset.Split, series)
 	return atomicfile.Write(filepath.Join(r.cfg.Dir, "recall.svg"), []byte(svg))
 }

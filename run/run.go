@@ -61,6 +61,10 @@ type Settings struct {
 	// caption by generated ones: the engine asks back and the verifier,
 	// looking at the target, answers (see interactive.go).
 	Interactive bool `json:"interactive,omitempty"`
+	// Beside (interactive runs) is a finished run of the same dataset over
+	// its own dialogues; its Hits@K per round are written beside this
+	// run's (beside.json, beside.txt).
+	Beside string `json:"beside,omitempty"`
 }
 
 // Config wires a run.
@@ -175,6 +179,9 @@ func New(cfg Config) (*Runner, error) {
 	r.st.s1, r.st.s2, r.st.s3 = map[string]*pipeline.Stage1{}, map[string]*pipeline.Stage2{}, map[string]*pipeline.Stage3{}
 	r.st.turns = map[string]*GeneratedTurn{}
 	if err := r.checkInteractive(); err != nil {
+		return nil, err
+	}
+	if err := r.checkBeside(); err != nil {
 		return nil, err
 	}
 	r.buildUnits()

@@ -65,7 +65,8 @@ with later stages (--stages).
 --interactive (VisDial) replaces the human turns after the caption: each
 round the engine asks back the question that best splits its current top
 candidates and the verifier, looking at the target, answers it
-(docs/asking-back.md).`)
+(docs/asking-back.md); --beside RUNDIR reports its Hits@K per round beside
+those of a run over the dialogues' own turns.`)
 	dsName := fs.String("dataset", "", "CIRR, CIRCO, FashionIQ-dress|shirt|toptee, Flickr30K, MSCOCO or VisDial")
 	data := fs.String("data", "", "data root (or the dataset folder)")
 	split := fs.String("split", "", "valid|val|test")
@@ -88,6 +89,7 @@ candidates and the verifier, looking at the target, answers it
 	limit := fs.Int("limit", 0, "run only the first N queries (0: all)")
 	active := fs.Int("active", 64, "queries in progress at once")
 	interactive := fs.Bool("interactive", false, "chat datasets: generate each round's question (asking back) and answer it with the verifier looking at the target")
+	beside := fs.String("beside", "", "with --interactive: a finished run over the dataset's own dialogues; Hits@K per round of both go to beside.txt/beside.json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -109,7 +111,7 @@ candidates and the verifier, looking at the target, answers it
 	var opt pipeline.Options
 	dir := *resume
 	if dir != "" {
-		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs", "interactive"} {
+		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs", "interactive", "beside"} {
 			if set[name] {
 				return usagef("--%s cannot change on --resume (the run's settings are in %s)", name, filepath.Join(dir, "config.json"))
 			}
@@ -144,7 +146,7 @@ candidates and the verifier, looking at the target, answers it
 			return usagef("--limit must be >= 0 and --active >= 1")
 		}
 		settings = evalrun.Settings{Dataset: *dsName, Split: *split, Data: *data, Stages: lastStage, Subset: *subset,
-			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit, Interactive: *interactive}
+			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit, Interactive: *interactive, Beside: *beside}
 		opt = pipeline.DefaultOptions()
 		opt.Tau, opt.TopK, opt.Alpha, opt.YesRule, opt.Soft = float32(*tau), *topK, *alpha, *yesRule, *soft
 		if *tau < 0 || *tau > 1 || *topK < 1 || *alpha < 1 {

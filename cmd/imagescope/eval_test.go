@@ -218,3 +218,47 @@ func checkCIRRSubmissions(t *testing.T, data, dir string) {
 		}
 	}
 }
+
+// TestEvalInteractiveBeside runs VisDial over its own dialogues, then with
+// generated questions answered by the simulated user, reported beside it.
+func TestEvalInteractiveBeside(t *testing.T) {
+	f := newEvalFixture(t, true)
+	common := []string{"--dataset", "VisDial", "--data", f.data, "--split", "val"}
+	givenRuns := filepath.Join(f.root, "runs-given")
+	if out, errs, code := f.eval(t, append(common, "--runs", givenRuns)...); code != 0 {
+		t.Fatalf("given dialogues: exit %d\n%s\n%s", code, out, errs)
+	}
+	given := runDir(t, givenRuns)
+	runs := filepath.Join(f.root, "runs-interactive")
+	out, errs, code := f.eval(t, append(common, "--runs", runs, "--interactive", "--beside", given)...)
+	if code != 0 {
+		t.Fatalf("interactive: exit %d\n%s\n%s", code, out, errs)
+	}
+	dir := runDir(t, runs)
+	beside, err := os.ReadFile(filepath.Join(dir, "beside.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report:\n%s\nbeside.txt:\n%s", out, beside)
+	for _, want := range []string{"== stage1", "== stage3", "hits@10 giv"} {
+		if !strings.Contains(string(beside), want) {
+			t.Errorf("beside.txt lacks %q", want)
+		}
+	}
+	var rep struct {
+		Calls map[string]int `json:"calls"`
+		Units int            `json:"units"`
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// Every round after the caption asked one questioner call.
+	if dialogues := rep.Units / 11; rep.Calls["questioner"] != 10*dialogues {
+		t.Errorf("questioner calls %d for %d dialogues: %v", rep.Calls["questioner"], dialogues, rep.Calls)
+	}
+	// Bad combinations are refused before a run folder is made.
+	if _, errs, code := f.eval(t, "--dataset", "CIRR", "--data", f.data, "--split", "val", "--runs", filepath.Join(f.root, "runs-bad"), "--interactive"); code == 0 || !strings.Contains(errs, "chat dataset") {
+		t.Errorf("--interactive on CIRR: exit %d: %s", code, errs)
+	}
+}
