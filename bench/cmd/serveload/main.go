@@ -40,7 +40,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: serveload mkdb|towv|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: serveload mkdb|towv|load|simmodels|latency [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -51,8 +51,12 @@ func main() {
 		err = load(os.Args[2:])
 	case "towv":
 		err = towv(os.Args[2:])
+	case "simmodels":
+		err = simmodels(os.Args[2:])
+	case "latency":
+		err = latencyLoad(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want mkdb, towv or load)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (want mkdb, towv, load, simmodels or latency)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "serveload:", err)
