@@ -93,6 +93,15 @@ func Names() []string {
 	return out
 }
 
+// ErrUnknownName marks (wrapped) a dataset or split name that does not
+// exist: a mistake in the request, not in the data.
+var ErrUnknownName = errors.New("unknown name")
+
+type nameError string
+
+func (e nameError) Error() string        { return string(e) }
+func (e nameError) Is(target error) bool { return target == ErrUnknownName }
+
 func lookup(name string) (spec, error) {
 	n := strings.ToLower(strings.TrimSpace(name))
 	n = strings.NewReplacer("_", "-", "/", "-").Replace(n)
@@ -107,7 +116,7 @@ func lookup(name string) (spec, error) {
 			return s, nil
 		}
 	}
-	return spec{}, fmt.Errorf("unknown dataset %q (want one of %s)", name, strings.Join(Names(), ", "))
+	return spec{}, nameError(fmt.Sprintf("unknown dataset %q (want one of %s)", name, strings.Join(Names(), ", ")))
 }
 
 // Canonical returns the canonical spelling of a dataset name and split:
@@ -142,7 +151,7 @@ func (s spec) split(split string) (string, error) {
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("%s has no split %q (available: %s)", s.name, split, strings.Join(s.splits, ", "))
+	return "", nameError(fmt.Sprintf("%s has no split %q (available: %s)", s.name, split, strings.Join(s.splits, ", ")))
 }
 
 // loader carries the state of one Load call.

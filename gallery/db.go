@@ -98,6 +98,18 @@ type DB struct {
 // model is used with another.
 var ErrModelMismatch = errors.New("CLIP model mismatch")
 
+// FolderPath returns the default image DB of a plain image folder,
+// $home/db/folder_<base name>_<hash of the absolute path>.db, so that index,
+// search and serve share one DB per folder.
+func FolderPath(home, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("image folder %s: %w", dir, err)
+	}
+	h := sha256.Sum256([]byte(abs))
+	return DefaultPath(home, "folder_"+filepath.Base(abs)+"_"+hex.EncodeToString(h[:4])), nil
+}
+
 // DefaultPath returns $home/db/<name>.db with name made file-safe.
 func DefaultPath(home, name string) string {
 	safe := strings.Map(func(r rune) rune {

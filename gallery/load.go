@@ -21,23 +21,23 @@ const NoCaptions = "none"
 
 // LoadInfo describes what Load put into an index.
 type LoadInfo struct {
-	ClipModel  string
-	Dim        int
-	Images     int    // images with an image embedding (the gallery)
-	Skipped    int    // images in the DB without an image embedding (failed or not yet indexed)
-	CaptionKey string // caption set used ("" when none)
+	ClipModel  string `json:"clip_model"`
+	Dim        int    `json:"dim"`
+	Images     int    `json:"images"`      // images with an image embedding (the gallery)
+	Skipped    int    `json:"skipped"`     // images in the DB without an image embedding (failed or not yet indexed)
+	CaptionKey string `json:"caption_key"` // caption set used ("" when none)
 	// MissingCaptions counts gallery images without a caption embedding in
 	// the chosen set (their caption term is 0).
-	MissingCaptions int
+	MissingCaptions int `json:"missing_captions"`
 }
 
 // CaptionSet is one set of captions held in the DB.
 type CaptionSet struct {
-	Key        string
-	Captioner  string
-	PromptHash string
-	Captions   int // images with a caption
-	Embedded   int // images with a caption embedding for the DB's model
+	Key        string `json:"key"`
+	Captioner  string `json:"captioner"`
+	PromptHash string `json:"prompt_hash"`
+	Captions   int    `json:"captions"` // images with a caption
+	Embedded   int    `json:"embedded"` // images with a caption embedding for the DB's model
 }
 
 // CaptionSets lists the DB's caption sets, most complete first.
@@ -345,21 +345,21 @@ func (db *DB) readVectors(ctx context.Context, threads int, table string, dim in
 
 // Stats summarises a DB for 'imagescope db info'.
 type Stats struct {
-	Path            string
-	ClipModel       string
-	Dim             int
-	Images          int
-	ImageEmbeddings int
-	CaptionSets     []CaptionSet
-	Failures        []Failure
+	Path            string       `json:"path"`
+	ClipModel       string       `json:"clip_model"`
+	Dim             int          `json:"dim"`
+	Images          int          `json:"images"`
+	ImageEmbeddings int          `json:"image_embeddings"`
+	CaptionSets     []CaptionSet `json:"caption_sets"`
+	Failures        []Failure    `json:"failures"`
 }
 
 // Failure is an image the last index run could not (fully) process.
 type Failure struct {
-	Name   string
-	Path   string
-	Stage  string // read, decode, embed, caption, embed-caption
-	Reason string
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Stage  string `json:"stage"` // read, decode, embed, caption, embed-caption
+	Reason string `json:"reason"`
 }
 
 func (f Failure) String() string {

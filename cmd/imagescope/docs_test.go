@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -197,6 +198,72 @@ func TestIndexQueueFlagsNeedQueue(t *testing.T) {
 	for _, f := range []string{"-queue", "-weaviate", "-collection", "-job", "-status", "-wait"} {
 		if code != 0 || !strings.Contains(out, "  "+f+" ") && !strings.Contains(out, "  "+f+"\n") {
 			t.Errorf("index --help does not list %s", f)
+		}
+	}
+}
+
+// snakeKeys reports the object keys of a JSON value that are not snake_case.
+func snakeKeys(v any, bad map[string]bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if !regexp.MustCompile(`^[a-z0-9_@./-]+$`).MatchString(k) {
+				bad[k] = true
+			}
+			snakeKeys(e, bad)
+		}
+	case []any:
+		for _, e := range x {
+			snakeKeys(e, bad)
+		}
+	}
+}
+
+// TestDBInfoJSONAndLinkFailures: a gallery's dangling symlink and symlink
+// loop are reported like any unreadable file, in db info --failures and in
+// db info --json, whose keys (like every JSON output's) are snake_case.
+func TestDBInfoJSONAndLinkFailures(t *testing.T) {
+	home := t.TempDir()
+	gal := filepath.Join(t.TempDir(), "photos")
+	os.MkdirAll(gal, 0o755)
+	b, err := os.ReadFile(testutil.CLIP(t, "images", "square_224x224.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(gal, "a.png"), b, 0o644)
+	os.Symlink(filepath.Join(gal, "gone.png"), filepath.Join(gal, "dangling.png"))
+	os.Symlink("loop.jpg", filepath.Join(gal, "loop.jpg"))
+	env := map[string]string{"IMAGESCOPE_HOME": home}
+	model := testutil.CLIP(t, "tiny-clip-quickgelu")
+	if code, out, errOut := runCmd(t, env, "index", "--gallery", gal, "--clip", model, "--threads", "1"); code != 0 {
+		t.Fatalf("index: exit %d\n%s%s", code, out, errOut)
+	}
+	db, err := filepath.Glob(filepath.Join(home, "db", "folder_photos_*.db"))
+	if err != nil || len(db) != 1 {
+		t.Fatalf("db %v %v", db, err)
+	}
+	code, out, errOut := runCmd(t, env, "db", "info", "--db", db[0], "--failures")
+	if code != 0 || !strings.Contains(out+errOut, "dangling.png") || !strings.Contains(out+errOut, "loop.jpg") {
+		t.Errorf("db info --failures: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"db", "info", "--db", db[0], "--json"}, {"db", "info", "--json"}, {"cache", "stats", "--json"}} {
+		code, out, errOut := runCmd(t, env, args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d %s", args, code, errOut)
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("%v: %v\n%s", args, err, out)
+			continue
+		}
+		bad := map[string]bool{}
+		snakeKeys(v, bad)
+		if len(bad) > 0 {
+			t.Errorf("%v: keys not snake_case: %v", args, bad)
+		}
+		if args[0] == "db" && len(args) == 5 && (!strings.Contains(out, `"failures"`) || !strings.Contains(out, "loop.jpg")) {
+			t.Errorf("db info --json lacks the failures:\n%s", out)
 		}
 	}
 }

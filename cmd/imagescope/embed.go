@@ -31,14 +31,15 @@ func (l embedList) Set(v string) error {
 
 // runEmbed implements 'imagescope embed'.
 func runEmbed(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "embed", "--model DIR_OR_HF_ID [--image PATH]... [--text STRING]... [--normalize]",
+	fs := newFlagSet(e, "embed", "[--clip DIR_OR_HF_ID] [--image PATH]... [--text STRING]... [--normalize]",
 		`Print CLIP embeddings as JSON lines {"kind":"image"|"text","input":...,"embedding":[...]},
 one per --image/--text in command-line order. Embeddings are the projected
 features, L2-normalised only with --normalize. An item that cannot be embedded
 is reported on stderr and the others are still printed; the exit status is
 non-zero when any item failed.`)
 	var items []embedItem
-	model := fs.String("model", "", "CLIP checkpoint directory or HuggingFace model id (default "+clip.DefaultModel+")")
+	model := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace model id (default "+clip.DefaultModel+")")
+	fs.StringVar(model, "model", "", "same as --clip")
 	fs.Var(embedList{"image", &items}, "image", "image file to embed (repeatable)")
 	fs.Var(embedList{"text", &items}, "text", "text to embed (repeatable)")
 	normalize := fs.Bool("normalize", false, "L2-normalise the embeddings")

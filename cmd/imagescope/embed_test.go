@@ -56,7 +56,7 @@ func TestEmbedCommand(t *testing.T) {
 		t.Errorf("stderr: %s", errb.String())
 	}
 	// Usage errors.
-	if code := run(context.Background(), []string{"embed", "--model", model}, strings.NewReader(""), &out, &errb, func(string) string { return "" }); code != 2 {
+	if code := run(context.Background(), []string{"embed", "--clip", model}, strings.NewReader(""), &out, &errb, func(string) string { return "" }); code != 2 {
 		t.Errorf("no items: exit %d", code)
 	}
 }

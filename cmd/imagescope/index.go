@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -103,17 +101,14 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		return err
 	}
 	var ds *dataset.Dataset
-	var dbName string
+	var dbName, folderDB string
 	if *galleryDir != "" {
 		if ds, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
 			return err
 		}
-		abs, err := filepath.Abs(*galleryDir)
-		if err != nil {
+		if folderDB, err = gallery.FolderPath(cfg.Home, *galleryDir); err != nil {
 			return err
 		}
-		h := sha256.Sum256([]byte(abs))
-		dbName = "folder_" + filepath.Base(abs) + "_" + hex.EncodeToString(h[:4])
 	} else {
 		if ds, err = dataset.Load(ctx, *dsName, *data, *split); err != nil {
 			return err
@@ -128,7 +123,10 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
 	}
 	path := *dbPath
-	if path == "" {
+	switch {
+	case path == "" && folderDB != "":
+		path = folderDB
+	case path == "":
 		path = gallery.DefaultPath(cfg.Home, dbName)
 	}
 	dom := *domain

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/imagescope/imagescope/dataset"
 	"io"
 	"log/slog"
 	"os"
@@ -116,7 +117,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitOK
 		}
 		var ue *usageError
-		if errors.As(err, &ue) {
+		if errors.As(err, &ue) || errors.Is(err, dataset.ErrUnknownName) {
 			fmt.Fprintf(stderr, "imagescope %s: %v\nRun 'imagescope %s --help' for usage.\n", c.name, err, c.name)
 			return exitUsage
 		}
@@ -142,8 +143,15 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Run 'imagescope <command> --help' for a command's flags.
-Environment: IMAGESCOPE_HOME (models, image DBs, answer cache; default ~/.cache/imagescope),
-IMAGESCOPE_CONFIG (config file), IMAGESCOPE_LOG_LEVEL (debug, info, warn, error).
+Where things live:
+  image DBs       $IMAGESCOPE_HOME/db/ (default ~/.cache/imagescope/db/; see 'imagescope db info')
+  answer cache    $IMAGESCOPE_HOME/cache/answers.db
+  CLIP models     the HuggingFace cache, $HF_HOME/hub (default ~/.cache/huggingface/hub),
+                  downloaded once; --clip DIR uses a local checkpoint folder instead
+  run folders     runs/ under the current folder ('imagescope eval')
+Environment: IMAGESCOPE_HOME, IMAGESCOPE_CONFIG (config file), IMAGESCOPE_LOG_LEVEL
+(debug, info, warn, error), HF_HOME, HF_HUB_OFFLINE=1 (use downloaded models only),
+HF_ENDPOINT (a hub mirror), HF_TOKEN (gated models).
 `)
 }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -139,9 +137,10 @@ searches an existing image DB.`)
 		for i, im := range folder.Gallery {
 			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
 		}
-		abs, _ := filepath.Abs(*galleryDir)
-		h := sha256.Sum256([]byte(abs))
-		db := gallery.DefaultPath(cfg.Home, "folder_"+filepath.Base(abs)+"_"+hex.EncodeToString(h[:4]))
+		db, err := gallery.FolderPath(cfg.Home, *galleryDir)
+		if err != nil {
+			return err
+		}
 		if ix, _, err = loadGallery(ctx, e, cfg, roles, model, db, dom, items, lib); err != nil {
 			return err
 		}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"net"
@@ -145,13 +143,10 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	} else if *galleryDir != "" {
 		// A plain folder: index it (captioned when a captioner is
 		// configured) into a DB of its own under the home directory.
-		abs, err := filepath.Abs(*galleryDir)
-		if err != nil {
-			return fmt.Errorf("gallery folder %s: %w", *galleryDir, err)
-		}
 		ds := folder
-		sum := sha256.Sum256([]byte(abs))
-		path = gallery.DefaultPath(cfg.Home, "folder-"+filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
+		if path, err = gallery.FolderPath(cfg.Home, *galleryDir); err != nil {
+			return err
+		}
 		items := make([]gallery.Item, len(ds.Gallery))
 		for i, im := range ds.Gallery {
 			items[i] = gallery.Item{Name: im.Name, Path: im.Path}

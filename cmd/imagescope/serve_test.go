@@ -131,7 +131,7 @@ func TestServeCommand(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	// The folder's DB lives under the home directory.
-	if m, _ := filepath.Glob(filepath.Join(home, "db", "folder-*.db")); len(m) != 1 {
+	if m, _ := filepath.Glob(filepath.Join(home, "db", "folder_*.db")); len(m) != 1 {
 		t.Fatalf("folder DB: %v", m)
 	}
 }

@@ -40,7 +40,8 @@ the worker retries with backoff, then stops; items are kept for a restart.`)
 	ackWait := fs.Duration("ack-wait", 0, "redelivery timeout for unacknowledged items (default: config or 2m)")
 	maxAttempts := fs.Int("max-attempts", 0, "deliveries before a failing item is dead-lettered (default: config or 5)")
 	exitIdle := fs.Bool("exit-when-idle", false, "exit when the selected jobs have nothing left (default: wait for work)")
-	model := fs.String("model", "", "CLIP model to load (default: the model each job names)")
+	model := fs.String("clip", "", "CLIP model to load (default: the model each job names)")
+	fs.StringVar(model, "model", "", "same as --clip")
 	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -146,7 +147,7 @@ func (p *indexProcessor) model(ctx context.Context, job *queue.Job) (*clip.Model
 	ref := job.CLIPModel
 	if p.modelRef != "" {
 		if ref != "" && ref != p.modelRef {
-			return nil, queue.Fatal(fmt.Errorf("job %s expects CLIP model %q, this worker was started with --model %q", job.ID, ref, p.modelRef))
+			return nil, queue.Fatal(fmt.Errorf("job %s expects CLIP model %q, this worker was started with --clip %q", job.ID, ref, p.modelRef))
 		}
 		ref = p.modelRef
 	}
