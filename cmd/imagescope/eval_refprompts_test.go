@@ -317,3 +317,27 @@ func TestEvalKeepReferenceMetrics(t *testing.T) {
 		t.Errorf("metrics.txt does not say which recall is which:\n%s", txt)
 	}
 }
+
+// TestIndexReferencePrompts: index captions a benchmark's gallery with the
+// reference layout's caption.txt of that benchmark, as eval does.
+func TestIndexReferencePrompts(t *testing.T) {
+	f := newEvalFixture(t, false)
+	prompts := filepath.Join(f.root, "refprompts")
+	writeReferencePrompts(t, prompts, "CIRCO")
+	want, _ := os.ReadFile(filepath.Join(prompts, "CIRCO", "caption.txt"))
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"index", "--config", f.cfgPath, "--dataset", "CIRCO", "--data", f.data, "--split", "val",
+		"--prompts", prompts, "--db", filepath.Join(f.root, "circo.db")}, strings.NewReader(""), &out, &errb, f.env)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errb.String())
+	}
+	sent := f.srv.requestTexts("captioner")
+	if len(sent) == 0 {
+		t.Fatal("no captioner request")
+	}
+	for _, s := range sent {
+		if s != string(want) {
+			t.Fatalf("captioner request %q, want %q", s, want)
+		}
+	}
+}

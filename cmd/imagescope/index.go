@@ -47,7 +47,7 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	embedder := fs.String("embedder", "clip", "embeddings from: clip (in-process) | remote (the config's embedder role)")
 	noCaptions := fs.Bool("no-captions", false, "do not caption even when a captioner is configured")
 	domain := fs.String("domain", "", "caption prompt set (default: the dataset's; folders: general)")
-	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones")
+	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones (caption instruction), or of the reference implementation's prompt files")
 	capWorkers := fs.Int("caption-workers", 0, "concurrent captioner calls (0: what the captioner endpoints accept)")
 	batch := fs.Int("batch", 8, "images per embedding batch")
 	float16 := fs.Bool("float16", false, "store new embeddings as float16 (half the size)")
@@ -187,6 +187,12 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		lib, err := prompt.Load(*promptDir)
 		if err != nil {
 			return err
+		}
+		if *domain == "" && ds.Name != dataset.Folder && lib.Layout() == prompt.LayoutReference {
+			// The reference layout's caption.txt of this benchmark, as eval uses.
+			if dom, err = lib.DatasetDomain(ds.Name, dom); err != nil {
+				return fmt.Errorf("--prompts %s: %w", *promptDir, err)
+			}
 		}
 		instr, err := lib.CaptionInstruction(dom)
 		if err != nil {
