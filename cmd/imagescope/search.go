@@ -183,9 +183,11 @@ searches an existing image DB.`)
 		}
 	}
 	var observe func(pipeline.StageEvent)
-	if !*asJSON && progress.IsTerminal(e.stdout) {
+	imageOnly := text == "" && len(turns) == 0
+	refines := !imageOnly && ((lastStage >= 2 && eng.SkipReason(2) == "") || (lastStage >= 3 && eng.SkipReason(3) == ""))
+	if !*asJSON && refines && progress.IsTerminal(e.stdout) {
 		observe = func(ev pipeline.StageEvent) {
-			if ev.Stage == 1 && !ev.Started && ev.Ranking != nil && lastStage > 1 {
+			if ev.Stage == 1 && !ev.Started && ev.Ranking != nil {
 				printFirstResults(e, ev.Ranking, *limit)
 			}
 		}
@@ -301,7 +303,7 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages, hasRef b
 		case st.Stage2 != nil:
 			s := st.Stage2
 			if s.Skipped != "" {
-				fmt.Fprintf(w, "\n== stage 2%s: verify: skipped (%s)\n", round, s.Skipped)
+				fmt.Fprintf(w, "\n== stage 2%s: verify skipped: %s\n", round, s.Skipped)
 				continue
 			}
 			fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
@@ -324,7 +326,7 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages, hasRef b
 		case st.Stage3 != nil:
 			s := st.Stage3
 			if s.Skipped != "" {
-				fmt.Fprintf(w, "\n== stage 3%s: evaluate: skipped (%s)\n", round, s.Skipped)
+				fmt.Fprintf(w, "\n== stage 3%s: evaluate skipped: %s\n", round, s.Skipped)
 				continue
 			}
 			fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))

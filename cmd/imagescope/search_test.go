@@ -57,7 +57,7 @@ func TestSearchCommand(t *testing.T) {
 	}
 	// Each skipped stage is said once; no reference line without a
 	// reference; the score columns name their stage.
-	for _, want := range []string{"stage 2: verify: skipped (no reasoner or proposer configured", "stage 3: evaluate: skipped (no evaluator configured", "skipped reasoning", "ranking:", "s1 score", "s1 rank"} {
+	for _, want := range []string{"stage 2: verify skipped: no reasoner or proposer configured", "stage 3: evaluate skipped: no evaluator configured", "skipped reasoning", "ranking:", "s1 score", "s1 rank"} {
 		if n := strings.Count(out, want); n != 1 {
 			t.Errorf("output holds %q %d times, want once:\n%s", want, n, out)
 		}
@@ -77,7 +77,7 @@ func TestSearchCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("more like this: exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"retrieve by image", "stage 2: verify: skipped (no text to verify)", "stage 3: evaluate: skipped (no text to verify)", "reference caption"} {
+	for _, want := range []string{"retrieve by image", "stage 2: verify skipped: no text to verify", "stage 3: evaluate skipped: no text to verify", "reference caption"} {
 		if n := strings.Count(out, want); n != 1 {
 			t.Errorf("more like this: output holds %q %d times, want once:\n%s", want, n, out)
 		}
