@@ -342,9 +342,84 @@ func decode(data []byte, c *Config) error {
 			}
 			return errors.New(strings.Join(parts, "; "))
 		}
+		if m := wrongType.FindAllStringSubmatch(msg, -1); m != nil {
+			paths := keyPaths(data)
+			var parts []string
+			for _, g := range m {
+				line, _ := strconv.Atoi(g[1])
+				key := paths[line]
+				if key == "" {
+					key = "line " + g[1]
+				}
+				parts = append(parts, fmt.Sprintf("%s: %q is not %s (line %s)", key, g[3], expectedForm(g[4]), g[1]))
+			}
+			return errors.New(strings.Join(parts, "; "))
+		}
 		return err
 	}
 	return nil
+}
+
+var wrongType = regexp.MustCompile("line (\\d+): cannot unmarshal !!(\\w+) `([^`]*)` into (\\S+)")
+
+// expectedForm describes what a Go type accepts, for error messages.
+func expectedForm(goType string) string {
+	switch strings.TrimPrefix(goType, "*") {
+	case "time.Duration":
+		return "a duration (e.g. 30s)"
+	case "int", "int64", "int32", "uint", "uint64":
+		return "a whole number (e.g. 4)"
+	case "float64", "float32":
+		return "a number (e.g. 0.5)"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "a string"
+	}
+	if strings.HasPrefix(goType, "[]") {
+		return "a list (e.g. [a, b])"
+	}
+	if strings.HasPrefix(goType, "map[") || strings.HasPrefix(goType, "config.") {
+		return "a section of keys"
+	}
+	return "a " + goType
+}
+
+// keyPaths maps the line of each scalar value in YAML text to its dotted
+// key path (roles.verifier.timeout).
+func keyPaths(data []byte) map[int]string {
+	var root yaml.Node
+	out := map[int]string{}
+	if yaml.Unmarshal(data, &root) != nil {
+		return out
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		default:
+			if _, ok := out[n.Line]; !ok {
+				out[n.Line] = path
+			}
+		}
+	}
+	walk(&root, "")
+	return out
 }
 
 // sectionHint lists the keys accepted where an unknown key appeared.

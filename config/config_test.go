@@ -203,3 +203,23 @@ func TestOverrides(t *testing.T) {
 		t.Errorf("invalid override: %v", err)
 	}
 }
+
+// TestWrongTypeNamesKeyAndForm: a value of the wrong type is reported on
+// one line with its key path and the form the key expects.
+func TestWrongTypeNamesKeyAndForm(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"roles:\n  verifier:\n    model: m\n    timeout: soon\n", `roles.verifier.timeout: "soon" is not a duration (e.g. 30s) (line 4)`},
+		{"clip:\n  threads: many\n", `clip.threads: "many" is not a whole number (e.g. 4) (line 2)`},
+		{"clip:\n  threads: many\nroles:\n  verifier:\n    model: m\n    timeout: soon\n",
+			`clip.threads: "many" is not a whole number (e.g. 4) (line 2); roles.verifier.timeout: "soon" is not a duration (e.g. 30s) (line 6)`},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q:\n got %v\nwant %s", c.yaml, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: error spans lines: %q", c.yaml, err)
+		}
+	}
+}
