@@ -59,6 +59,9 @@ type Config struct {
 	Weaviate Weaviate `yaml:"weaviate"`
 	Queue    Queue    `yaml:"queue"`
 
+	// Ask sizes asking back in chats (docs/asking-back.md).
+	Ask Ask `yaml:"ask"`
+
 	// Path is the file the configuration was read from ("" when none).
 	Path string `yaml:"-"`
 
@@ -73,6 +76,13 @@ type CLIP struct {
 	Model string `yaml:"model"`
 	// Threads bounds the encoder's worker threads (0 = all cores).
 	Threads int `yaml:"threads"`
+}
+
+// Ask sizes asking back: how many questions the questioner proposes and
+// on how many top candidates the verifier checks each (0: 3 and 10).
+type Ask struct {
+	Questions int `yaml:"questions"`
+	Probe     int `yaml:"probe"`
 }
 
 // Cache configures the persistent answer cache of the model roles.
@@ -527,6 +537,17 @@ func (c *Config) Set(key, value string) error {
 	case key == "cache.path":
 		c.Cache.Path = value
 		return nil
+	case key == "ask.questions" || key == "ask.probe":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: want a non-negative integer, got %q", key, value)
+		}
+		if key == "ask.questions" {
+			c.Ask.Questions = n
+		} else {
+			c.Ask.Probe = n
+		}
+		return nil
 	case key == "cache.disabled":
 		b, err := strconv.ParseBool(value)
 		if err != nil {
@@ -624,6 +645,9 @@ func (c *Config) Finish(getenv func(string) string) error {
 	}
 	if c.CLIP.Threads < 0 {
 		return fmt.Errorf("clip.threads: must be >= 0, got %d", c.CLIP.Threads)
+	}
+	if c.Ask.Questions < 0 || c.Ask.Probe < 0 {
+		return fmt.Errorf("ask.questions and ask.probe: must be >= 0, got %d and %d", c.Ask.Questions, c.Ask.Probe)
 	}
 	if c.Home == "" {
 		c.Home = defaultHome(getenv)

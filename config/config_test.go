@@ -95,6 +95,12 @@ roles:
 	if err := c.Set("roles.questioner.model", "asker"); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Set("ask.probe", "20"); err != nil || c.Ask.Probe != 20 {
+		t.Fatalf("ask.probe: %v %+v", err, c.Ask)
+	}
+	if err := c.Set("ask.questions", "-1"); err == nil {
+		t.Error("ask.questions=-1 accepted")
+	}
 	if err := c.Finish(env(nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -161,6 +161,9 @@ those of a run over the dialogues' own turns.`)
 	if err != nil {
 		return err
 	}
+	if dir == "" {
+		askOptions(cfg, &opt) // a resumed run keeps its saved options
+	}
 	if prev, ok := saved["clip_model"].(string); ok && dir != "" && !set["clip"] {
 		cfg.CLIP.Model = prev // a resumed run keeps its CLIP model
 	}

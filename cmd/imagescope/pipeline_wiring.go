@@ -134,6 +134,16 @@ func buildEngine(s engineSetup) (*pipeline.Engine, error) {
 	})
 }
 
+// askOptions sizes asking back from the configuration's ask section.
+func askOptions(cfg *config.Config, opt *pipeline.Options) {
+	if cfg.Ask.Questions > 0 {
+		opt.AskQuestions = cfg.Ask.Questions
+	}
+	if cfg.Ask.Probe > 0 {
+		opt.AskProbe = cfg.Ask.Probe
+	}
+}
+
 // inFlightFromConfig bounds the pipeline's concurrent calls per role by
 // what the role's endpoints accept in total.
 func inFlightFromConfig(cfg *config.Config) map[string]int {

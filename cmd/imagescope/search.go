@@ -155,6 +155,7 @@ searches an existing image DB.`)
 	images := adapt.ImagesOf(ix)
 	opt := pipeline.DefaultOptions()
 	opt.Tau, opt.TopK, opt.Alpha = float32(*tau), *topK, *alpha
+	askOptions(cfg, &opt)
 	opt.InFlight = inFlightFromConfig(cfg)
 	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, e.log
 	eng, err := buildEngine(setup)

@@ -99,11 +99,14 @@ func TestSearchCommand(t *testing.T) {
 	// answer best splits the probed top candidates (yes-fraction closest
 	// to 1/2, ties to the earlier question), and it is shown in German.
 	os.WriteFile(dlg, []byte("eine einzelne Form\n"), 0o644)
-	out, errs, code = f.search(t, "--dialog", dlg, "--gallery", gal, "--stages", "s1", "--ask")
+	out, errs, code = f.search(t, "--dialog", dlg, "--gallery", gal, "--stages", "s1", "--ask", "--set", "ask.probe=6")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
 	checkAskedBest(t, out)
+	if !strings.Contains(out, " of 6 top candidates]") {
+		t.Errorf("ask.probe=6 not applied:\n%s", out)
+	}
 	if !strings.Contains(out, "next question: Ist die Form ") {
 		t.Errorf("the question is not shown in German:\n%s", out)
 	}

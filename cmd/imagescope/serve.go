@@ -187,6 +187,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
 	opts.InFlight = inFlightFromConfig(cfg)
+	askOptions(cfg, &opts)
 	// Single searches at the default caption weight scan an 8-bit copy of
 	// the fused gallery vectors first; results are exactly those of the
 	// full scan (vindex.Index.Compact).
