@@ -313,6 +313,13 @@ func (p *parser) str(q byte) string {
 				p.i++
 				continue
 			}
+			// An unescaped double quote followed by more text on the same
+			// line is part of the string ("a "big" dog").
+			if q == '"' && !endsString(p.s[p.i+1:]) {
+				b.WriteByte(c)
+				p.i++
+				continue
+			}
 			p.i++
 			return b.String()
 		}
@@ -368,6 +375,28 @@ func (p *parser) bare(extraStops string) any {
 		return Number(w)
 	}
 	return w
+}
+
+// endsString reports whether what follows a double quote makes it the end
+// of a string: a delimiter, a comment, another string, a line break or the
+// end of the text, after blanks.
+func endsString(rest string) bool {
+	if strings.HasPrefix(rest, `"`) {
+		// Two quotes in a row: the first is inside the string when the
+		// second ends it ("a sign saying "STOP"").
+		return !endsString(rest[1:])
+	}
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; c {
+		case ' ', '\t', '\r':
+			continue
+		case ',', ':', ']', '}', '"', '#', '/', '\n':
+			return true
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func isWordByte(c byte) bool {

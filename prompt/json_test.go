@@ -27,6 +27,8 @@ func TestParse(t *testing.T) {
 		{"escapes", `{"a": "line\nnext \u00e9 \"q\""}`, Object{{"a", "line\nnext é \"q\""}}},
 		{"curly quotes", `{“a”: “b”}`, Object{{"a", "b"}}},
 		{"number kept as written", `{"a": 2.50, "b": -3}`, Object{{"a", Number("2.50")}, {"b", Number("-3")}}},
+		{"inner double quotes", `{"a": ["a "big" dog", "x"], "b": "the "old" car"
+}`, Object{{"a", []any{`a "big" dog`, "x"}}, {"b", `the "old" car`}}},
 		{"mismatched closer", `{"a": [1, 2}`, Object{{"a", []any{Number("1"), Number("2")}}}},
 	}
 	for _, tc := range tests {
