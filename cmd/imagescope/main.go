@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/progress"
 	"io"
 	"log/slog"
 	"os"
@@ -82,11 +83,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitUsage
 		}
 	}
+	// Log lines and messages go through one console so that they never
+	// break a progress bar drawn on the terminal.
+	console := progress.NewConsole(stderr)
 	e := &env{
 		stdin:  stdin,
 		stdout: stdout,
-		stderr: stderr,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		stderr: console,
+		log:    slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: level})),
 		getenv: getenv,
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/imagescope/imagescope/internal/progress"
 	"image"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
@@ -183,7 +185,11 @@ func loadGallery(ctx context.Context, e *env, cfg *config.Config, roles *roleCli
 		captionKey = gallery.CaptionKey(opt.CaptionModel, instr)
 	}
 	if len(items) > 0 {
+		// The same progress bar as 'imagescope index'.
+		bar := progress.New(e.stderr, "index "+strings.TrimSuffix(filepath.Base(dbPath), ".db"), int64(len(items)), progress.Options{Unit: "images", Logger: e.log})
+		opt.Progress = bar
 		sum, err := db.Index(ctx, items, opt)
+		bar.Finish()
 		if err != nil {
 			return nil, gallery.LoadInfo{}, fmt.Errorf("index gallery into %s: %w", dbPath, err)
 		}

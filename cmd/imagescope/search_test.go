@@ -230,3 +230,17 @@ func TestFirstRunGalleryChecks(t *testing.T) {
 		t.Errorf("unreachable hub: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestSearchGalleryShowsIndexProgress: search --gallery reports indexing
+// progress the way index does (here: not a terminal, so progress log lines).
+func TestSearchGalleryShowsIndexProgress(t *testing.T) {
+	env := map[string]string{"IMAGESCOPE_HOME": t.TempDir()}
+	gal := testutil.Data(t, "datasets", "CIRCO", "unlabeled2017")
+	code, out, errOut := runCmd(t, env, "search", "a teal square", "--gallery", gal, "--clip", testutil.CLIP(t, "tiny-clip-quickgelu"))
+	if code != 0 || !strings.Contains(out, "ranking:") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if !regexp.MustCompile(`msg="index folder_unlabeled2017_[0-9a-f]+ finished" done=10 total=10`).MatchString(errOut) {
+		t.Errorf("no indexing progress on stderr:\n%s", errOut)
+	}
+}

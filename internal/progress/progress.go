@@ -40,6 +40,54 @@ type Bar struct {
 	last     time.Time
 	finished bool
 	width    int // last drawn line length
+	console  *Console
+}
+
+// Console is a terminal shared by bars and other output (log lines,
+// messages): everything written through it while a bar is drawn clears the
+// bar's line first and redraws the bar after, so nothing breaks a bar. Bars
+// made with New on a Console draw through it. Safe for concurrent use.
+type Console struct {
+	mu    sync.Mutex
+	w     io.Writer
+	line  string // the bar line on screen ("" when none)
+	width int
+}
+
+// NewConsole wraps w (usually stderr).
+func NewConsole(w io.Writer) *Console { return &Console{w: w} }
+
+// Write writes p above the bar being drawn, if any.
+func (c *Console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.line == "" {
+		return c.w.Write(p)
+	}
+	fmt.Fprintf(c.w, "\r%s\r", strings.Repeat(" ", c.width))
+	n, err := c.w.Write(p)
+	if len(p) > 0 && p[len(p)-1] != '\n' {
+		fmt.Fprint(c.w, "\n")
+	}
+	fmt.Fprintf(c.w, "%s", c.line)
+	return n, err
+}
+
+// draw puts a bar line on screen; final ends it.
+func (c *Console) draw(line string, final bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pad := ""
+	if n := c.width - len(line); n > 0 {
+		pad = strings.Repeat(" ", n)
+	}
+	if final {
+		fmt.Fprintf(c.w, "\r%s%s\n", line, pad)
+		c.line, c.width = "", 0
+		return
+	}
+	fmt.Fprintf(c.w, "\r%s%s", line, pad)
+	c.line, c.width = "\r"+line, len(line)
 }
 
 // New starts a bar; total <= 0 means unknown.
@@ -54,16 +102,20 @@ func New(w io.Writer, label string, total int64, opt Options) *Bar {
 		opt.Unit = "items"
 	}
 	tty := false
-	if opt.TTY != nil {
+	console, _ := w.(*Console)
+	switch {
+	case opt.TTY != nil:
 		tty = *opt.TTY
-	} else {
+	case console != nil:
+		tty = isTerminal(console.w)
+	default:
 		tty = isTerminal(w)
 	}
 	if !tty && opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(w, nil))
 	}
 	now := opt.Now()
-	return &Bar{w: w, label: label, opt: opt, tty: tty, total: total, start: now, last: now}
+	return &Bar{w: w, label: label, opt: opt, tty: tty, total: total, start: now, last: now, console: console}
 }
 
 // SetTotal changes the expected total.
@@ -155,6 +207,10 @@ func (b *Bar) render(now time.Time, final bool) {
 		fmt.Fprintf(&sb, "  ETA %s", eta.Round(time.Second))
 	}
 	line := sb.String()
+	if b.console != nil {
+		b.console.draw(line, final)
+		return
+	}
 	pad := ""
 	if n := b.width - len(line); n > 0 {
 		pad = strings.Repeat(" ", n)
@@ -169,4 +225,9 @@ func (b *Bar) render(now time.Time, final bool) {
 
 // IsTerminal reports whether w is a terminal (output meant for a person
 // watching, where interim lines help).
-func IsTerminal(w io.Writer) bool { return isTerminal(w) }
+func IsTerminal(w io.Writer) bool {
+	if c, ok := w.(*Console); ok {
+		w = c.w
+	}
+	return isTerminal(w)
+}

@@ -56,3 +56,35 @@ func TestLogLines(t *testing.T) {
 		t.Fatal("a buffer is not a terminal")
 	}
 }
+
+// TestConsoleKeepsBarWhole: a line written through the console while a bar
+// is drawn clears the bar's line, appears on a line of its own, and the bar
+// is drawn again below it; after the bar finishes, writes pass through.
+func TestConsoleKeepsBarWhole(t *testing.T) {
+	var buf bytes.Buffer
+	con := NewConsole(&buf)
+	c := &clock{t: time.Unix(0, 0)}
+	yes := true
+	b := New(con, "index", 10, Options{TTY: &yes, Now: c.now, Unit: "images"})
+	c.t = c.t.Add(time.Second)
+	b.Add(4)
+	bar := buf.String()
+	buf.Reset()
+	con.Write([]byte("level=WARN msg=\"slow server\"\n"))
+	got := buf.String()
+	blank := "\r" + strings.Repeat(" ", len(bar)-1) + "\r"
+	if want := blank + "level=WARN msg=\"slow server\"\n" + bar; got != want {
+		t.Fatalf("log line over a bar:\n got %q\nwant %q", got, want)
+	}
+	buf.Reset()
+	con.Write([]byte("no newline"))
+	if !strings.HasPrefix(buf.String(), blank+"no newline\n\r") {
+		t.Fatalf("a line without newline: %q", buf.String())
+	}
+	b.Finish()
+	buf.Reset()
+	con.Write([]byte("after\n"))
+	if buf.String() != "after\n" {
+		t.Fatalf("after the bar: %q", buf.String())
+	}
+}
