@@ -130,7 +130,43 @@ type timing struct {
 	final   time.Duration // request sent -> final result
 	stage1  time.Duration // the server's stage-1 time (reason + retrieve)
 	results int
+	thumbs  []string // thumbnail URLs of the first results
 	err     error
+}
+
+// firstScreen fetches the thumbnails of a results page the way a browser
+// does (6 connections) and returns how long the page took to fill.
+func firstScreen(ctx context.Context, client *http.Client, url string, thumbs []string) (time.Duration, error) {
+	start := time.Now()
+	sem := make(chan struct{}, 6)
+	var wg sync.WaitGroup
+	errs := make([]error, len(thumbs))
+	for i, u := range thumbs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			req, err := http.NewRequestWithContext(ctx, "GET", url+u, nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("thumbnail %s: status %d", u, resp.StatusCode)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return time.Since(start), errors.Join(errs...)
 }
 
 // stream runs one search on /api/search/stream.
@@ -174,13 +210,18 @@ func stream(ctx context.Context, client *http.Client, url, ctype string, body []
 			if name == "result" {
 				t.final = time.Since(start)
 				var r struct {
-					Results      []json.RawMessage `json:"results"`
-					Conversation string            `json:"conversation"`
+					Results []struct {
+						ThumbURL string `json:"thumb_url"`
+					} `json:"results"`
+					Conversation string `json:"conversation"`
 				}
 				if err := json.Unmarshal([]byte(data), &r); err != nil {
 					t.err = err
 				}
 				t.results, conv = len(r.Results), r.Conversation
+				for _, h := range r.Results {
+					t.thumbs = append(t.thumbs, h.ThumbURL)
+				}
 			}
 		case "stage":
 			var ev struct {
@@ -227,6 +268,7 @@ func latencyLoad(args []string) error {
 	kinds := []string{"text", "composed", "similar", "chat"}
 	var mu sync.Mutex
 	var all []timing
+	var screens []time.Duration
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -281,6 +323,17 @@ func latencyLoad(args []string) error {
 				}
 				for j := range got {
 					got[j].kind = kind
+					if got[j].err == nil && len(got[j].thumbs) > 0 {
+						// Each page's thumbnails fetched once, as a browser
+						// opening the results would.
+						d, err := firstScreen(ctx, client, *url, got[j].thumbs)
+						if err != nil {
+							got[j].err = err
+						}
+						mu.Lock()
+						screens = append(screens, d)
+						mu.Unlock()
+					}
 				}
 				mu.Lock()
 				all = append(all, got...)
@@ -336,11 +389,14 @@ func latencyLoad(args []string) error {
 		fmt.Printf("  chat turn %d: first results p50 %8.1f ms, final p50 %8.1f ms (%d)\n", turn, p(r, 0.5), p(f, 0.5), len(f))
 	}
 	fmt.Printf("  time to first results minus stage 1: p50 %.1f ms, p95 %.1f ms, max %.1f ms\n", p(over, 0.5), p(over, 0.95), p(over, 1))
+	slices.Sort(screens)
+	fmt.Printf("  first screen (a page's thumbnails, 6 connections): p50 %.1f ms, p95 %.1f ms, max %.1f ms (%d pages)\n", p(screens, 0.5), p(screens, 0.95), p(screens, 1), len(screens))
 	t1, t3 := turnFinal[1], turnFinal[3]
 	slices.Sort(t1)
 	slices.Sort(t3)
-	fmt.Printf("serve-latency ttfr_p50_ms=%.1f ttfr_p95_ms=%.1f final_p50_ms=%.1f stage1_p50_ms=%.1f stage1_p95_ms=%.1f overhead_p95_ms=%.1f chat_turn1_final_p50_ms=%.1f chat_turn3_final_p50_ms=%.1f errors=%d\n",
-		p(ttfr, 0.5), p(ttfr, 0.95), p(final, 0.5), p(stage1, 0.5), p(stage1, 0.95), p(over, 0.95), p(t1, 0.5), p(t3, 0.5), errs)
+	fmt.Printf("serve-latency ttfr_p50_ms=%.1f ttfr_p95_ms=%.1f final_p50_ms=%.1f stage1_p50_ms=%.1f stage1_p95_ms=%.1f overhead_p95_ms=%.1f chat_turn1_final_p50_ms=%.1f chat_turn3_final_p50_ms=%.1f first_screen_p95_ms=%.1f first_vs_final_p50=%.3f chat_turn3_vs_turn1=%.2f errors=%d\n",
+		p(ttfr, 0.5), p(ttfr, 0.95), p(final, 0.5), p(stage1, 0.5), p(stage1, 0.95), p(over, 0.95), p(t1, 0.5), p(t3, 0.5), p(screens, 0.95),
+		ratio(p(ttfr, 0.5), p(final, 0.5)), ratio(p(t3, 0.5), p(t1, 0.5)), errs)
 	if errs > 0 {
 		return fmt.Errorf("%d searches failed", errs)
 	}
@@ -356,4 +412,11 @@ func multipartRequest(req map[string]any, image []byte) (string, []byte) {
 	w.Write(image)
 	mw.Close()
 	return mw.FormDataContentType(), buf.Bytes()
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
