@@ -111,6 +111,10 @@ type Roles struct {
 	Embedder Role `yaml:"embedder"`
 }
 
+// DefaultDownAfter is how long a batch run waits for a role without a
+// successful reply before it stops.
+const DefaultDownAfter = 3 * time.Minute
+
 // Role is one model role served by OpenAI-compatible endpoints.
 type Role struct {
 	// Endpoints are the base URLs of the replicas ("http://host:8000/v1";
@@ -131,8 +135,18 @@ type Role struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Retries is the number of retries after the first attempt.
 	Retries *int `yaml:"retries"`
-	// Cooldown is how long a failing endpoint is taken out of the pool.
+	// Cooldown is how long an endpoint's circuit breaker stays open after
+	// repeated failures before one probe request is let through.
 	Cooldown time.Duration `yaml:"cooldown"`
+	// DownAfter is how long a batch run (eval, index, worker) keeps
+	// retrying a role that gives no successful reply before it declares
+	// the role down and stops, resumable (default 3m).
+	DownAfter time.Duration `yaml:"down_after"`
+	// Backoff is the base of the exponential retry backoff (default 500ms).
+	Backoff time.Duration `yaml:"backoff"`
+	// RetryAfterMax caps the wait a server asks for with Retry-After
+	// (default 60s).
+	RetryAfterMax time.Duration `yaml:"retry_after_max"`
 	// MaxTokens is the default completion budget.
 	MaxTokens   int      `yaml:"max_tokens"`
 	Temperature *float64 `yaml:"temperature"`
@@ -598,15 +612,22 @@ func (r *Role) set(field, value string) error {
 		case "seed":
 			r.Seed = &n
 		}
-	case "timeout", "cooldown":
+	case "timeout", "cooldown", "down_after", "backoff", "retry_after_max":
 		d, err := time.ParseDuration(value)
 		if err != nil {
 			return bad("a duration such as 30s")
 		}
-		if field == "timeout" {
+		switch field {
+		case "timeout":
 			r.Timeout = d
-		} else {
+		case "cooldown":
 			r.Cooldown = d
+		case "down_after":
+			r.DownAfter = d
+		case "backoff":
+			r.Backoff = d
+		default:
+			r.RetryAfterMax = d
 		}
 	case "temperature", "top_p":
 		f, err := strconv.ParseFloat(value, 64)
@@ -627,7 +648,7 @@ func (r *Role) set(field, value string) error {
 	case "stop":
 		r.Stop = splitList(value)
 	default:
-		return fmt.Errorf("unknown role key %q (settable keys: endpoints, model, model_id, api_key_env, max_in_flight, max_tokens, top_logprobs, retries, seed, timeout, cooldown, temperature, top_p, logprobs, stop)", field)
+		return fmt.Errorf("unknown role key %q (settable keys: endpoints, model, model_id, api_key_env, max_in_flight, max_tokens, top_logprobs, retries, seed, timeout, cooldown, down_after, backoff, retry_after_max, temperature, top_p, logprobs, stop)", field)
 	}
 	return nil
 }
@@ -733,6 +754,9 @@ func applyRoleDefaults(name string, r *Role) {
 	if r.Cooldown == 0 {
 		r.Cooldown = 10 * time.Second
 	}
+	if r.DownAfter == 0 {
+		r.DownAfter = DefaultDownAfter
+	}
 	if r.Temperature == nil {
 		zero := 0.0
 		r.Temperature = &zero
@@ -775,6 +799,8 @@ func (r *Role) validate() error {
 		return fmt.Errorf("timeout: must be positive, got %v", r.Timeout)
 	case r.Retries != nil && *r.Retries < 0:
 		return fmt.Errorf("retries: must be >= 0, got %d", *r.Retries)
+	case r.Cooldown < 0 || r.DownAfter < 0 || r.Backoff < 0 || r.RetryAfterMax < 0:
+		return errors.New("cooldown, down_after, backoff and retry_after_max: must not be negative")
 	case r.MaxTokens < 0:
 		return fmt.Errorf("max_tokens: must be >= 0, got %d", r.MaxTokens)
 	case *r.Temperature < 0:

@@ -12,9 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/imagescope/imagescope/config"
@@ -35,8 +35,19 @@ type Options struct {
 	// RetryAfterMax caps a server's Retry-After (default 60s).
 	RetryAfterMax time.Duration
 	// FailureThreshold is the number of consecutive failures after which
-	// an endpoint cools down (default 3).
+	// an endpoint's circuit breaker opens for the role's cool-down
+	// (default 3).
 	FailureThreshold int
+	// Interactive is for answering people (serve, search): a call makes at
+	// most the role's retries, and fails at once with ErrRoleDown while
+	// every endpoint's breaker is open, so the caller can degrade. A batch
+	// client (the default: eval, index, worker) keeps retrying transient
+	// failures and waits for the breakers' probes, and reports the role
+	// down only once it has gone without a successful reply for the
+	// role's down_after window.
+	Interactive bool
+	// Now replaces time.Now (tests).
+	Now func() time.Time
 	// SkipModelCheck skips the start-up checks in New: GET /v1/models, and
 	// for roles that take images the vision capability (Ollama's
 	// /api/show).
@@ -53,14 +64,11 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.BackoffBase <= 0 {
-		o.BackoffBase = 500 * time.Millisecond
-	}
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = 30 * time.Second
 	}
-	if o.RetryAfterMax <= 0 {
-		o.RetryAfterMax = 60 * time.Second
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.FailureThreshold <= 0 {
 		o.FailureThreshold = 3
@@ -77,10 +85,8 @@ type Client struct {
 	pool  *pool
 	cache *Cache
 	img   imageOptions
-	// down is set when a call ran out of retries on transport-class
-	// failures and cleared by the next success; while set, calls fail at
-	// once if every endpoint is cooling down instead of waiting.
-	down atomic.Bool
+	// flights de-duplicates identical requests in flight.
+	flights flights
 
 	mu    sync.Mutex
 	stats Stats
@@ -92,18 +98,25 @@ type Stats struct {
 	Model   string `json:"model"`
 	ModelID string `json:"model_id"`
 	// Calls made (Chat, EmbedText, EmbedImage), of which CacheHits were
-	// answered from the cache and CacheMisses went to a server.
+	// answered without a request of their own (from the cache, or
+	// Shared: by waiting for an identical request already in flight) and
+	// CacheMisses went to a server.
 	Calls       int64 `json:"calls"`
 	CacheHits   int64 `json:"cache_hits"`
+	Shared      int64 `json:"shared_in_flight"`
 	CacheMisses int64 `json:"cache_misses"`
 	// Failures are calls that ended in an error; Retries counts extra
-	// attempts; Requests counts HTTP attempts.
+	// attempts; Requests counts HTTP attempts, of which CutOff got a
+	// reply body that was cut off or malformed (and was retried).
 	Failures         int64 `json:"failures"`
 	Retries          int64 `json:"retries"`
 	Requests         int64 `json:"requests"`
+	CutOff           int64 `json:"cut_off"`
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
-	Truncated        int64 `json:"truncated"`
+	// Truncated counts replies that stopped at the token limit
+	// (finish_reason "length").
+	Truncated int64 `json:"truncated"`
 	// Latency sums the wall time of successful network calls (retries
 	// included); LatencyMax is the slowest.
 	Latency    time.Duration   `json:"latency_ns"`
@@ -139,6 +152,21 @@ func New(ctx context.Context, role Role, cfg config.Role, cache *Cache, opt Opti
 	if cfg.Cooldown <= 0 {
 		cfg.Cooldown = 10 * time.Second
 	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = config.DefaultDownAfter
+	}
+	if opt.BackoffBase <= 0 {
+		opt.BackoffBase = cfg.Backoff
+	}
+	if opt.BackoffBase <= 0 {
+		opt.BackoffBase = 500 * time.Millisecond
+	}
+	if opt.RetryAfterMax <= 0 {
+		opt.RetryAfterMax = cfg.RetryAfterMax
+	}
+	if opt.RetryAfterMax <= 0 {
+		opt.RetryAfterMax = 60 * time.Second
+	}
 	for i, e := range cfg.Endpoints {
 		cfg.Endpoints[i] = config.NormalizeEndpoint(e)
 	}
@@ -154,7 +182,7 @@ func New(ctx context.Context, role Role, cfg config.Role, cache *Cache, opt Opti
 		cfg:   cfg,
 		opt:   opt,
 		http:  hc,
-		pool:  newPool(cfg.Endpoints, cfg.MaxInFlight, opt.FailureThreshold, cfg.Cooldown),
+		pool:  newPool(cfg.Endpoints, cfg.MaxInFlight, opt.FailureThreshold, cfg.Cooldown, opt.Now),
 		img:   imageOptionsOf(cfg.Image),
 		stats: Stats{Role: role, Model: cfg.Model, ModelID: cfg.CacheModelID()},
 	}
@@ -556,9 +584,11 @@ func cacheKey(kind, modelID string, body map[string]any) (string, error) {
 }
 
 // Chat sends one chat completion and returns the first choice. Answers
-// come from the cache when present. A failed call returns an *Error
-// wrapping ErrRoleDown (retries exhausted), ErrRejected (a 4xx) or the
-// context's error.
+// come from the cache when present; identical requests in flight at the
+// same time are sent once and share the answer. A failed call returns an
+// *Error wrapping ErrRoleDown (the role is unavailable), ErrFailed (this
+// request kept failing while the role answered others), ErrRejected (a
+// 4xx) or the context's error.
 func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
 	c.count(func(s *Stats) { s.Calls++ })
 	wire, keyMsgs, err := c.buildMessages(req.Messages)
@@ -567,14 +597,13 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 		return nil, fmt.Errorf("%s: build request: %w", c.role, err)
 	}
 	body := c.chatBody(req)
-	var key string
+	body["messages"] = keyMsgs
+	key, err := cacheKey("chat", c.cfg.CacheModelID(), body)
+	if err != nil {
+		c.count(func(s *Stats) { s.Failures++ })
+		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
+	}
 	if c.cache != nil {
-		body["messages"] = keyMsgs
-		key, err = cacheKey("chat", c.cfg.CacheModelID(), body)
-		if err != nil {
-			c.count(func(s *Stats) { s.Failures++ })
-			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-		}
 		if v, ok := c.cache.get(ctx, key); ok {
 			var r ChatResponse
 			if json.Unmarshal(v, &r) == nil {
@@ -584,45 +613,68 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 			}
 		}
 	}
-	c.count(func(s *Stats) { s.CacheMisses++ })
 	delete(body, "messages")
-	js, err := marshalChat(body, wire)
-	if err != nil {
-		c.count(func(s *Stats) { s.Failures++ })
-		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-	}
 	var out ChatResponse
-	start := time.Now()
-	ep, err := c.do(ctx, "/chat/completions", js, func(b []byte) error { return parseChat(b, &out) })
+	v, shared, err := c.flights.do(ctx, key, func() ([]byte, error) {
+		c.count(func(s *Stats) { s.CacheMisses++ })
+		js, err := marshalChat(body, wire)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
+		}
+		start := time.Now()
+		ep, err := c.do(ctx, "/chat/completions", js, func(b []byte) error { return parseChat(b, &out) })
+		if err != nil {
+			return nil, err
+		}
+		lat := time.Since(start)
+		out.Endpoint = ep
+		c.count(func(s *Stats) {
+			s.PromptTokens += int64(out.Usage.PromptTokens)
+			s.CompletionTokens += int64(out.Usage.CompletionTokens)
+			s.Latency += lat
+			s.LatencyMax = max(s.LatencyMax, lat)
+			if out.Truncated() {
+				s.Truncated++
+			}
+		})
+		c.opt.Logger.Debug("chat", "role", c.role, "model", c.cfg.Model, "endpoint", ep, "latency", lat,
+			"prompt_tokens", out.Usage.PromptTokens, "completion_tokens", out.Usage.CompletionTokens, "finish", out.FinishReason)
+		v, err := json.Marshal(&out)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode answer: %w", c.role, err)
+		}
+		c.store(ctx, key, "chat", v)
+		return v, nil
+	})
 	if err != nil {
 		c.count(func(s *Stats) { s.Failures++ })
 		return nil, err
 	}
-	lat := time.Since(start)
-	out.Endpoint = ep
-	c.count(func(s *Stats) {
-		s.PromptTokens += int64(out.Usage.PromptTokens)
-		s.CompletionTokens += int64(out.Usage.CompletionTokens)
-		s.Latency += lat
-		s.LatencyMax = max(s.LatencyMax, lat)
-		if out.Truncated() {
-			s.Truncated++
-		}
-	})
-	c.opt.Logger.Debug("chat", "role", c.role, "model", c.cfg.Model, "endpoint", ep, "latency", lat,
-		"prompt_tokens", out.Usage.PromptTokens, "completion_tokens", out.Usage.CompletionTokens, "finish", out.FinishReason)
-	if c.cache != nil {
-		if v, err := json.Marshal(&out); err == nil {
-			// Keep the answer even if the caller gives up right now.
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			err := c.cache.put(pctx, key, string(c.role), c.cfg.CacheModelID(), "chat", v)
-			cancel()
-			if err != nil {
-				c.opt.Logger.Warn("answer cache write failed", "role", c.role, "err", err)
-			}
-		}
+	if !shared {
+		return &out, nil
 	}
-	return &out, nil
+	var r ChatResponse
+	if err := json.Unmarshal(v, &r); err != nil {
+		c.count(func(s *Stats) { s.Failures++ })
+		return nil, fmt.Errorf("%s: shared answer: %w", c.role, err)
+	}
+	r.Cached = true
+	c.count(func(s *Stats) { s.CacheHits++; s.Shared++ })
+	return &r, nil
+}
+
+// store writes an answer to the cache, even if the caller gives up right
+// now.
+func (c *Client) store(ctx context.Context, key, kind string, v []byte) {
+	if c.cache == nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	err := c.cache.put(pctx, key, string(c.role), c.cfg.CacheModelID(), kind, v)
+	cancel()
+	if err != nil {
+		c.opt.Logger.Warn("answer cache write failed", "role", c.role, "err", err)
+	}
 }
 
 func parseChat(b []byte, out *ChatResponse) error {
@@ -663,26 +715,50 @@ type attemptError struct {
 	retryable  bool
 	retryAfter time.Duration
 	outcome    outcome
+	// cutOff: a 200 whose body was cut off or malformed.
+	cutOff bool
 }
 
 // do POSTs body to path on the pool with retries; parse is applied to a
 // 200 reply and a parse failure is retried (truncated or malformed JSON).
 // It returns the endpoint that answered.
+//
+// An interactive client makes at most the role's retries and fails at once
+// while every endpoint's breaker is open. A batch client keeps retrying
+// for as long as the role's down_after window allows: the call gives up
+// when it has failed for that long itself, or when the role has gone that
+// long without any successful reply (then the role is down).
 func (c *Client) do(ctx context.Context, path string, body []byte, parse func([]byte) error) (string, error) {
-	attempts := c.cfg.MaxRetries() + 1
+	start := c.opt.Now()
+	patience := c.cfg.DownAfter
 	var last *attemptError
 	var lastEP string
-	for attempt := 0; attempt < attempts; attempt++ {
+	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
+			if c.opt.Interactive && attempt > c.cfg.MaxRetries() {
+				return "", c.exhausted(lastEP, last, attempt)
+			}
+			if !c.opt.Interactive && (c.opt.Now().Sub(start) >= patience || c.pool.unreachableFor() >= patience) {
+				return "", c.exhausted(lastEP, last, attempt)
+			}
 			c.count(func(s *Stats) { s.Retries++ })
 			if err := backoff.Sleep(ctx, c.backoff(attempt, last.retryAfter)); err != nil {
 				return "", c.ctxError(lastEP, last, attempt, err)
 			}
 		}
-		ep, err := c.pool.acquire(ctx, c.down.Load())
+		var giveUp time.Time
+		if !c.opt.Interactive {
+			giveUp = c.opt.Now().Add(patience - c.pool.unreachableFor())
+		}
+		ep, err := c.pool.acquire(ctx, c.opt.Interactive, giveUp)
 		if err != nil {
-			if errors.Is(err, errAllCooling) {
-				return "", &Error{Role: c.role, Model: c.cfg.Model, Err: ErrRoleDown, Message: err.Error() + lastMsg(last), Attempts: attempt}
+			var ao *allOpenError
+			if errors.As(err, &ao) {
+				msg := ao.Error()
+				if !c.opt.Interactive {
+					msg = fmt.Sprintf("no successful reply for %v (the down_after window); %s", patience, msg)
+				}
+				return "", &Error{Role: c.role, Model: c.cfg.Model, Err: ErrRoleDown, Message: msg, Attempts: attempt}
 			}
 			return "", c.ctxError(lastEP, last, attempt, err)
 		}
@@ -690,13 +766,16 @@ func (c *Client) do(ctx context.Context, path string, body []byte, parse func([]
 		c.count(func(s *Stats) { s.Requests++ })
 		ae := c.attempt(ctx, ep.url+path, body, parse)
 		if ae == nil {
-			c.pool.release(ep, outcomeOK)
-			c.down.Store(false)
+			c.pool.release(ep, outcomeOK, "")
 			return ep.url, nil
 		}
-		c.pool.release(ep, ae.outcome)
 		if ctx.Err() != nil {
+			c.pool.release(ep, outcomeNeutral, "")
 			return "", c.ctxError(ep.url, ae, attempt+1, ctx.Err())
+		}
+		c.pool.release(ep, ae.outcome, ae.cause())
+		if ae.cutOff {
+			c.count(func(s *Stats) { s.CutOff++ })
 		}
 		c.opt.Logger.Debug("model call failed", "role", c.role, "endpoint", ep.url, "status", ae.status, "err", ae.msg, "attempt", attempt+1, "retry", ae.retryable)
 		if !ae.retryable {
@@ -704,20 +783,24 @@ func (c *Client) do(ctx context.Context, path string, body []byte, parse func([]
 		}
 		last = ae
 	}
-	if last.outcome == outcomeFailed {
-		c.down.Store(true)
-	}
-	return "", &Error{Role: c.role, Model: c.cfg.Model, Endpoint: lastEP, Status: last.status, Message: last.msg, Attempts: attempts, Err: ErrRoleDown}
 }
 
-func lastMsg(a *attemptError) string {
-	if a == nil {
-		return ""
+// exhausted is the error of a call that ran out of retries: the role is
+// down when it has no working endpoint (for a batch client: none for the
+// down_after window), else only this request failed.
+func (c *Client) exhausted(ep string, last *attemptError, attempts int) error {
+	e := &Error{Role: c.role, Model: c.cfg.Model, Endpoint: ep, Status: last.status, Message: last.msg, Attempts: attempts, Err: ErrRoleDown}
+	if !c.opt.Interactive && c.pool.unreachableFor() < c.cfg.DownAfter {
+		e.Err = ErrFailed
 	}
+	return e
+}
+
+func (a *attemptError) cause() string {
 	if a.status != 0 {
-		return fmt.Sprintf("; last error: HTTP %d: %s", a.status, a.msg)
+		return fmt.Sprintf("HTTP %d: %s", a.status, a.msg)
 	}
-	return "; last error: " + a.msg
+	return a.msg
 }
 
 func (c *Client) ctxError(ep string, last *attemptError, attempts int, err error) error {
@@ -748,7 +831,7 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxReply+1))
 	if err != nil {
-		return &attemptError{status: resp.StatusCode, msg: "reading reply: " + transportMessage(err, c.cfg.Timeout), retryable: true, outcome: outcomeFailed}
+		return &attemptError{status: resp.StatusCode, msg: "reply cut off: " + transportMessage(err, c.cfg.Timeout), retryable: true, outcome: outcomeFailed, cutOff: resp.StatusCode == http.StatusOK}
 	}
 	if len(data) > maxReply {
 		return &attemptError{status: resp.StatusCode, msg: fmt.Sprintf("reply larger than %d MiB", maxReply>>20), outcome: outcomeOK}
@@ -756,7 +839,7 @@ func (c *Client) attempt(ctx context.Context, url string, body []byte, parse fun
 	switch st := resp.StatusCode; {
 	case st == http.StatusOK:
 		if err := parse(data); err != nil {
-			return &attemptError{status: st, msg: "malformed or truncated reply: " + err.Error(), retryable: true, outcome: outcomeFailed}
+			return &attemptError{status: st, msg: "malformed or cut-off reply: " + err.Error(), retryable: true, outcome: outcomeFailed, cutOff: true}
 		}
 		return nil
 	case st == http.StatusTooManyRequests:
@@ -778,6 +861,11 @@ func transportMessage(err error, timeout time.Duration) string {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Sprintf("no reply within the %v timeout", timeout)
+	}
+	// The URL is reported beside the message; keep only the cause.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
 	return err.Error()
 }

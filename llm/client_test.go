@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testImage(w, h int) *image.NRGBA {
@@ -185,6 +186,7 @@ func TestUnreachableAtStartStillStarts(t *testing.T) {
 	cfg := testRole(url)
 	r0 := 1
 	cfg.Retries = &r0
+	cfg.DownAfter = 200 * time.Millisecond
 	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)

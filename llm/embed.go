@@ -89,14 +89,12 @@ func (c *Client) embed(ctx context.Context, body, keyBody map[string]any, n int)
 			kb[k] = v
 		}
 	}
-	var key string
+	key, err := cacheKey("embed", c.cfg.CacheModelID(), kb)
+	if err != nil {
+		c.count(func(s *Stats) { s.Failures++ })
+		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
+	}
 	if c.cache != nil {
-		var err error
-		key, err = cacheKey("embed", c.cfg.CacheModelID(), kb)
-		if err != nil {
-			c.count(func(s *Stats) { s.Failures++ })
-			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-		}
 		if v, ok := c.cache.get(ctx, key); ok {
 			var out [][]float32
 			if json.Unmarshal(v, &out) == nil && len(out) == n {
@@ -105,69 +103,77 @@ func (c *Client) embed(ctx context.Context, body, keyBody map[string]any, n int)
 			}
 		}
 	}
-	c.count(func(s *Stats) { s.CacheMisses++ })
-	js, err := json.Marshal(body)
-	if err != nil {
-		c.count(func(s *Stats) { s.Failures++ })
-		return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
-	}
-	var out [][]float32
-	var usage Usage
-	start := time.Now()
-	_, err = c.do(ctx, "/embeddings", js, func(b []byte) error {
-		var w wireEmbedResponse
-		if err := json.Unmarshal(b, &w); err != nil {
-			return err
+	v, shared, err := c.flights.do(ctx, key, func() ([]byte, error) {
+		c.count(func(s *Stats) { s.CacheMisses++ })
+		js, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode request: %w", c.role, err)
 		}
-		if len(w.Data) != n {
-			return fmt.Errorf("reply has %d embeddings, want %d", len(w.Data), n)
-		}
-		res := make([][]float32, n)
-		for i, d := range w.Data {
-			idx := d.Index
-			if idx < 0 || idx >= n {
-				idx = i
+		var out [][]float32
+		var usage Usage
+		start := time.Now()
+		_, err = c.do(ctx, "/embeddings", js, func(b []byte) error {
+			var w wireEmbedResponse
+			if err := json.Unmarshal(b, &w); err != nil {
+				return err
 			}
-			if len(d.Embedding) == 0 {
-				return errors.New("empty embedding")
+			if len(w.Data) != n {
+				return fmt.Errorf("reply has %d embeddings, want %d", len(w.Data), n)
 			}
-			for _, x := range d.Embedding {
-				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					return errors.New("embedding holds NaN or Inf")
+			res := make([][]float32, n)
+			for i, d := range w.Data {
+				idx := d.Index
+				if idx < 0 || idx >= n {
+					idx = i
+				}
+				if len(d.Embedding) == 0 {
+					return errors.New("empty embedding")
+				}
+				for _, x := range d.Embedding {
+					if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+						return errors.New("embedding holds NaN or Inf")
+					}
+				}
+				res[idx] = d.Embedding
+			}
+			for i := range res {
+				if res[i] == nil {
+					return fmt.Errorf("reply lacks embedding %d", i)
 				}
 			}
-			res[idx] = d.Embedding
-		}
-		for i := range res {
-			if res[i] == nil {
-				return fmt.Errorf("reply lacks embedding %d", i)
+			if w.Usage != nil {
+				usage = *w.Usage
 			}
+			out = res
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		if w.Usage != nil {
-			usage = *w.Usage
+		lat := time.Since(start)
+		c.count(func(s *Stats) {
+			s.PromptTokens += int64(usage.PromptTokens)
+			s.Latency += lat
+			s.LatencyMax = max(s.LatencyMax, lat)
+		})
+		v, err := json.Marshal(out)
+		if err != nil {
+			return nil, fmt.Errorf("%s: encode answer: %w", c.role, err)
 		}
-		out = res
-		return nil
+		c.store(ctx, key, "embed", v)
+		return v, nil
 	})
 	if err != nil {
 		c.count(func(s *Stats) { s.Failures++ })
 		return nil, err
 	}
-	lat := time.Since(start)
-	c.count(func(s *Stats) {
-		s.PromptTokens += int64(usage.PromptTokens)
-		s.Latency += lat
-		s.LatencyMax = max(s.LatencyMax, lat)
-	})
-	if c.cache != nil {
-		if v, err := json.Marshal(out); err == nil {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			err := c.cache.put(pctx, key, string(c.role), c.cfg.CacheModelID(), "embed", v)
-			cancel()
-			if err != nil {
-				c.opt.Logger.Warn("answer cache write failed", "role", c.role, "err", err)
-			}
-		}
+	var out [][]float32
+	if err := json.Unmarshal(v, &out); err != nil {
+		c.count(func(s *Stats) { s.Failures++ })
+		return nil, fmt.Errorf("%s: decode answer: %w", c.role, err)
+	}
+	if shared {
+		c.count(func(s *Stats) { s.CacheHits++; s.Shared++ })
 	}
 	return out, nil
 }

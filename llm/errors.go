@@ -9,10 +9,13 @@ import (
 
 // Sentinel errors; test with errors.Is.
 var (
-	// ErrRoleDown: the role's servers stayed unreachable or failing through
-	// every retry (or the role is in cool-down after such failures). The
-	// affected item fails; the run goes on.
+	// ErrRoleDown: the role has no working endpoint: every endpoint's
+	// circuit breaker is open (interactive clients), or no reply succeeded
+	// for the role's down_after window (batch clients).
 	ErrRoleDown = errors.New("model role unavailable")
+	// ErrFailed: this request kept failing through its retries while the
+	// role answered others (one bad input); the item fails, the run goes on.
+	ErrFailed = errors.New("model call failed")
 	// ErrRejected: the server refused the request (a 4xx other than 408,
 	// 409 and 429); retrying would not help.
 	ErrRejected = errors.New("request rejected by the model server")

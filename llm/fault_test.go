@@ -179,7 +179,9 @@ func TestTimeoutThenDown(t *testing.T) {
 	cfg.Timeout = 30 * time.Millisecond
 	r := 2
 	cfg.Retries = &r
-	c, err := New(context.Background(), Evaluator, cfg, nil, testOptions())
+	opt := testOptions()
+	opt.Interactive = true
+	c, err := New(context.Background(), Evaluator, cfg, nil, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +189,8 @@ func TestTimeoutThenDown(t *testing.T) {
 	if !errors.Is(err, ErrRoleDown) || !strings.Contains(err.Error(), "no reply within the 30ms timeout") || !strings.Contains(err.Error(), "3 attempts") {
 		t.Fatalf("err = %v", err)
 	}
-	// The endpoint failed 3 times in a row: it cools down, and while the role
-	// is down new calls fail at once instead of waiting.
+	// The endpoint failed 3 times in a row: its breaker opens, and an
+	// interactive call fails at once instead of waiting.
 	f.delay.Store(int64(0))
 	n := f.requests.Load()
 	_, err = c.Chat(context.Background(), ChatRequest{Messages: []Message{UserText("y")}})

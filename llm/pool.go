@@ -2,83 +2,86 @@ package llm
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/imagescope/imagescope/internal/breaker"
 )
 
-// endpoint is one replica of a role.
+// endpoint is one replica of a role, guarded by its circuit breaker.
 type endpoint struct {
 	url      string
 	max      int
 	inflight int
-	// fails counts consecutive failures; at the threshold the endpoint
-	// cools down until coolUntil.
-	fails     int
-	coolUntil time.Time
-	requests  int64
-	failures  int64
+	br       *breaker.Breaker
+	requests int64
+	failures int64
 }
 
 // pool balances requests over a role's replicas: least outstanding
-// requests first, at most max in flight per endpoint, failing endpoints
-// taken out for a cool-down. Waiters are served in FIFO order.
+// requests first, at most max in flight per endpoint, endpoints whose
+// breaker is open skipped until their probe is due. Waiters are served in
+// FIFO order.
 type pool struct {
-	mu        sync.Mutex
-	eps       []*endpoint
-	next      int // rotates ties
-	waiters   []chan struct{}
-	threshold int
-	cooldown  time.Duration
-	now       func() time.Time
+	mu      sync.Mutex
+	eps     []*endpoint
+	next    int // rotates ties
+	waiters []chan struct{}
+	now     func() time.Time
+	// failingSince is the first failure after the last success on any
+	// endpoint: the role has been unreachable since then.
+	failingSince time.Time
+	lastErr      string
 }
 
-func newPool(urls []string, maxInFlight, threshold int, cooldown time.Duration) *pool {
-	p := &pool{threshold: threshold, cooldown: cooldown, now: time.Now}
+func newPool(urls []string, maxInFlight, threshold int, cooldown time.Duration, now func() time.Time) *pool {
+	if now == nil {
+		now = time.Now
+	}
+	p := &pool{now: now}
 	for _, u := range urls {
-		p.eps = append(p.eps, &endpoint{url: u, max: maxInFlight})
+		p.eps = append(p.eps, &endpoint{url: u, max: maxInFlight,
+			br: breaker.New(breaker.Config{Threshold: threshold, Cooldown: cooldown, Now: now})})
 	}
 	return p
 }
 
-// errAllCooling is returned by acquire when failFast is set and every
-// endpoint is cooling down.
-var errAllCooling = errorString("every endpoint is cooling down after repeated failures")
+// allOpenError is returned by acquire when no endpoint may be tried.
+type allOpenError struct {
+	n         int
+	nextProbe time.Time
+	now       time.Time
+	last      string
+}
 
-type errorString string
+func (e *allOpenError) Error() string {
+	s := "every endpoint's circuit is open after repeated failures"
+	if e.n == 1 {
+		s = "the endpoint's circuit is open after repeated failures"
+	}
+	if !e.nextProbe.IsZero() {
+		s += fmt.Sprintf(" (next probe in %v)", max(e.nextProbe.Sub(e.now), 0).Round(100*time.Millisecond))
+	} else {
+		s += " (a probe is in flight)"
+	}
+	if e.last != "" {
+		s += "; last error: " + e.last
+	}
+	return s
+}
 
-func (e errorString) Error() string { return string(e) }
-
-// acquire reserves a slot on the best endpoint, waiting for capacity or
-// for a cool-down to end. With failFast it returns errAllCooling instead
-// of waiting out a cool-down.
-func (p *pool) acquire(ctx context.Context, failFast bool) (*endpoint, error) {
+// acquire reserves a slot on the best endpoint whose breaker lets a
+// request through, waiting for capacity or for a probe to fall due. When
+// no endpoint may be tried it returns an *allOpenError at once with
+// failFast, or once giveUp (when not zero) has passed.
+func (p *pool) acquire(ctx context.Context, failFast bool, giveUp time.Time) (*endpoint, error) {
 	for {
 		p.mu.Lock()
 		now := p.now()
-		var best *endpoint
-		var soonest time.Time
-		anyHealthy := false
-		n := len(p.eps)
-		for i := 0; i < n; i++ {
-			e := p.eps[(p.next+i)%n]
-			if e.coolUntil.After(now) {
-				if soonest.IsZero() || e.coolUntil.Before(soonest) {
-					soonest = e.coolUntil
-				}
-				continue
-			}
-			anyHealthy = true
-			if e.inflight >= e.max {
-				continue
-			}
-			if best == nil || e.inflight < best.inflight {
-				best = e
-			}
-		}
+		best, anyReady, soonest := p.pickLocked()
 		if best != nil && len(p.waiters) == 0 {
-			best.inflight++
-			best.requests++
-			p.next = (p.next + 1) % n
+			p.takeLocked(best)
 			p.mu.Unlock()
 			return best, nil
 		}
@@ -86,9 +89,10 @@ func (p *pool) acquire(ctx context.Context, failFast bool) (*endpoint, error) {
 			// Others wait ahead of us: wake the first and queue behind.
 			p.wakeLocked(1)
 		}
-		if !anyHealthy && failFast {
+		if !anyReady && (failFast || (!giveUp.IsZero() && !now.Before(giveUp))) {
+			err := &allOpenError{n: len(p.eps), nextProbe: soonest, now: now, last: p.lastErr}
 			p.mu.Unlock()
-			return nil, errAllCooling
+			return nil, err
 		}
 		ch := make(chan struct{}, 1)
 		p.waiters = append(p.waiters, ch)
@@ -96,15 +100,21 @@ func (p *pool) acquire(ctx context.Context, failFast bool) (*endpoint, error) {
 
 		var timer <-chan time.Time
 		var t *time.Timer
-		if !anyHealthy {
-			t = time.NewTimer(soonest.Sub(now))
-			timer = t.C
+		if !anyReady {
+			wake := soonest
+			if !giveUp.IsZero() && (wake.IsZero() || giveUp.Before(wake)) {
+				wake = giveUp
+			}
+			if !wake.IsZero() {
+				t = time.NewTimer(max(wake.Sub(now), time.Millisecond))
+				timer = t.C
+			}
 		}
 		var got *endpoint
 		var err error
 		select {
 		case <-ch:
-			got, _ = p.tryTake()
+			got = p.tryTake()
 		case <-timer:
 			p.removeWaiter(ch)
 		case <-ctx.Done():
@@ -120,44 +130,53 @@ func (p *pool) acquire(ctx context.Context, failFast bool) (*endpoint, error) {
 	}
 }
 
-// tryTake is called by a woken waiter (already removed from the queue):
-// it takes a free slot if there is one.
-func (p *pool) tryTake() (*endpoint, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.now()
-	var best *endpoint
+// pickLocked finds the least loaded endpoint that may take a request;
+// anyReady is false when every breaker refuses, soonest is then the
+// earliest probe (zero while a probe is in flight).
+func (p *pool) pickLocked() (best *endpoint, anyReady bool, soonest time.Time) {
 	n := len(p.eps)
 	for i := 0; i < n; i++ {
 		e := p.eps[(p.next+i)%n]
-		if e.coolUntil.After(now) || e.inflight >= e.max {
+		if !e.br.Ready() {
+			if np := e.br.NextProbe(); !np.IsZero() && (soonest.IsZero() || np.Before(soonest)) {
+				soonest = np
+			}
+			continue
+		}
+		anyReady = true
+		if e.inflight >= e.max {
 			continue
 		}
 		if best == nil || e.inflight < best.inflight {
 			best = e
 		}
 	}
-	if best == nil {
-		return nil, false
-	}
-	best.inflight++
-	best.requests++
-	p.next = (p.next + 1) % n
-	// More free slots (e.g. an endpoint back from cool-down)? Pass the
-	// wake-up on so they fill.
-	if len(p.waiters) > 0 && p.freeLocked(now) {
-		p.wakeLocked(1)
-	}
-	return best, true
+	return best, anyReady, soonest
 }
 
-func (p *pool) freeLocked(now time.Time) bool {
-	for _, e := range p.eps {
-		if !e.coolUntil.After(now) && e.inflight < e.max {
-			return true
-		}
+func (p *pool) takeLocked(e *endpoint) {
+	e.br.Allow() // Ready was checked under the same lock
+	e.inflight++
+	e.requests++
+	p.next = (p.next + 1) % len(p.eps)
+}
+
+// tryTake is called by a woken waiter (already removed from the queue):
+// it takes a free slot if there is one.
+func (p *pool) tryTake() *endpoint {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	best, _, _ := p.pickLocked()
+	if best == nil {
+		return nil
 	}
-	return false
+	p.takeLocked(best)
+	// More free slots (e.g. an endpoint back from cool-down)? Pass the
+	// wake-up on so they fill.
+	if b, _, _ := p.pickLocked(); b != nil && len(p.waiters) > 0 {
+		p.wakeLocked(1)
+	}
+	return best
 }
 
 // wakeLocked signals up to k waiters (removing them from the queue).
@@ -192,44 +211,64 @@ type outcome int
 const (
 	outcomeOK      outcome = iota // the endpoint worked (even if it rejected the request)
 	outcomeFailed                 // transport error, 5xx, timeout, malformed reply
-	outcomeNeutral                // 429: busy, not broken
+	outcomeNeutral                // 429, or cancelled by the caller: busy, not broken
 )
 
-// release frees the slot and records the outcome; an endpoint failing
-// threshold times in a row cools down.
-func (p *pool) release(e *endpoint, o outcome) {
+// release frees the slot and records the outcome in the endpoint's
+// breaker.
+func (p *pool) release(e *endpoint, o outcome, cause string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e.inflight--
 	switch o {
 	case outcomeOK:
-		e.fails = 0
+		e.br.Success()
+		p.failingSince = time.Time{}
 	case outcomeFailed:
-		e.fails++
 		e.failures++
-		if e.fails >= p.threshold {
-			e.coolUntil = p.now().Add(p.cooldown)
+		e.br.Failure(cause)
+		p.lastErr = e.url + ": " + cause
+		if p.failingSince.IsZero() {
+			p.failingSince = p.now()
 		}
+	default:
+		e.br.Neutral()
 	}
-	p.wakeLocked(1)
+	// A freed slot, a closed breaker or a probe handed back: wake every
+	// waiter that can now go (the rest queue again).
+	p.wakeLocked(len(p.waiters))
+}
+
+// unreachableFor is how long the role has gone without a successful
+// reply since its first failure (0 when the last outcome was a success).
+func (p *pool) unreachableFor() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failingSince.IsZero() {
+		return 0
+	}
+	return p.now().Sub(p.failingSince)
 }
 
 // EndpointStats describes one replica.
 type EndpointStats struct {
-	URL         string `json:"url"`
-	Requests    int64  `json:"requests"`
-	Failures    int64  `json:"failures"`
-	InFlight    int    `json:"in_flight"`
-	CoolingDown bool   `json:"cooling_down"`
+	URL      string `json:"url"`
+	Requests int64  `json:"requests"`
+	Failures int64  `json:"failures"`
+	InFlight int    `json:"in_flight"`
+	// CoolingDown is true while the breaker is open.
+	CoolingDown bool           `json:"cooling_down"`
+	Breaker     breaker.Status `json:"breaker"`
 }
 
 func (p *pool) stats() []EndpointStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.now()
 	out := make([]EndpointStats, len(p.eps))
 	for i, e := range p.eps {
-		out[i] = EndpointStats{URL: e.url, Requests: e.requests, Failures: e.failures, InFlight: e.inflight, CoolingDown: e.coolUntil.After(now)}
+		bs := e.br.Status()
+		out[i] = EndpointStats{URL: e.url, Requests: e.requests, Failures: e.failures, InFlight: e.inflight,
+			CoolingDown: bs.State == breaker.Open, Breaker: bs}
 	}
 	return out
 }
