@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -40,8 +41,9 @@ type Options struct {
 	// before verification (0: send the stored file; the paper used 400 for
 	// chat-style VLMs).
 	VerifierImageSide int `json:"verifier_image_side,omitempty"`
-	// FailureThreshold is how many consecutive failed calls mark a role as
-	// down (8).
+	// FailureThreshold is how many consecutive failed calls make a role's
+	// next failure count as the role being unavailable (8); the next
+	// success clears it.
 	FailureThreshold int `json:"failure_threshold"`
 	// InFlight bounds concurrent requests per role (role name -> limit;
 	// missing = 8).
@@ -147,6 +149,10 @@ type Engine struct {
 	roles map[string]*role
 	embed *limiter
 	log   *slog.Logger
+	// degrade answers with what the available roles allow when a role is
+	// unavailable, saying so (Search); without it the query stage fails
+	// and a benchmark unit stays unfinished, resumable.
+	degrade bool
 }
 
 // New checks the wiring and returns an Engine.
@@ -268,7 +274,7 @@ func (e *Engine) Stats() map[string]RoleStats {
 	return out
 }
 
-// Down returns the roles that are marked down.
+// Down returns the roles whose last call found them unavailable.
 func (e *Engine) Down() []string {
 	var out []string
 	for _, name := range chatRoles {
@@ -348,8 +354,10 @@ func (l *limiter) release() {
 	close(w.ready)
 }
 
-// role is one configured model role: bounded in-flight calls, counters and
-// a breaker that stops calls after repeated consecutive failures.
+// role is one configured model role: bounded in-flight calls, counters,
+// and whether its last calls found it unavailable. Calls are never refused
+// here: the model client's per-endpoint circuit breakers decide, so a role
+// that comes back is used again at once.
 type role struct {
 	name      string
 	c         Chatter
@@ -365,16 +373,10 @@ type role struct {
 }
 
 func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatResponse, error) {
-	if r.down.Load() {
-		return nil, r.downErr()
-	}
 	if err := r.lim.acquirePrio(ctx, prio); err != nil {
 		return nil, err
 	}
 	defer r.lim.release()
-	if r.down.Load() {
-		return nil, r.downErr()
-	}
 	resp, err := r.c.Chat(ctx, req)
 	if err == nil && resp == nil {
 		err = errors.New("empty response")
@@ -388,14 +390,22 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 		r.mu.Lock()
 		r.last = err
 		r.mu.Unlock()
-		if r.consecutive.Add(1) >= r.threshold || errors.Is(err, ErrRoleDown) {
-			// The client reported the role unreachable after its own
-			// retries, or too many calls failed in a row.
+		if errors.Is(err, ErrRoleDown) {
 			r.down.Store(true)
+			return nil, err
+		}
+		if r.consecutive.Add(1) >= r.threshold {
+			// Too many calls failed in a row: report the role unavailable.
+			r.down.Store(true)
+			return nil, &RoleDownError{Role: r.name, Last: err}
+		}
+		if msg := err.Error(); strings.HasPrefix(msg, r.name) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("%s: %w", r.name, err)
 	}
 	r.consecutive.Store(0)
+	r.down.Store(false)
 	if resp.Cached {
 		r.hits.Add(1) // answered from the cache: no request was sent
 	} else {
@@ -409,6 +419,10 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 func (r *role) downErr() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var rd *RoleDownError
+	if errors.As(r.last, &rd) {
+		return rd
+	}
 	return &RoleDownError{Role: r.name, Last: r.last}
 }
 

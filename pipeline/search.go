@@ -123,6 +123,17 @@ type Result struct {
 	// time choosing it took.
 	Ask        *Ask          `json:"ask,omitempty"`
 	AskElapsed time.Duration `json:"ask_elapsed_ns,omitempty"`
+	// Degraded lists what was done without an unavailable role (empty
+	// for a full answer).
+	Degraded []Degradation `json:"degraded,omitempty"`
+}
+
+// Degradation says which stage of a search did without which role, and why.
+type Degradation struct {
+	Stage int `json:"stage"`
+	// Round is the chat round (-1 for other queries).
+	Round  int    `json:"round"`
+	Reason string `json:"reason"`
 }
 
 // ChatState is what a chat keeps between turns, so that the next turn
@@ -159,6 +170,10 @@ func (st *ChatState) continues(dialogue []string) bool {
 // alone ("more like this"): stage 1 ranks by CLIP image-to-image
 // similarity fused with caption similarity, the reference left out, and
 // stages 2 and 3 are skipped (NoTextToVerify).
+//
+// A role that is unavailable does not fail the search: it is answered
+// with what the other roles allow (a failed reasoner: CLIP on the raw
+// text) and Result.Degraded says what was skipped and why.
 func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEvent)) (*Result, error) {
 	maxStage := req.MaxStage
 	if maxStage == 0 {
@@ -170,6 +185,11 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	e, err := e.override(req)
 	if err != nil {
 		return nil, err
+	}
+	if !e.degrade {
+		c := *e
+		c.degrade = true
+		e = &c
 	}
 	domain := req.Domain
 	chat := len(req.Dialogue) > 0
@@ -249,6 +269,18 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 			return
 		}
 		res.Stages = append(res.Stages, t)
+		note := ""
+		switch {
+		case t.Stage1 != nil:
+			note = t.Stage1.Degraded
+		case t.Stage2 != nil:
+			note = t.Stage2.Degraded
+		case t.Stage3 != nil:
+			note = t.Stage3.Degraded
+		}
+		if note != "" {
+			res.Degraded = append(res.Degraded, Degradation{Stage: t.Stage, Round: t.Round, Reason: note})
+		}
 		if observe == nil {
 			return
 		}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"image"
 	"reflect"
 	"strings"
@@ -219,5 +220,62 @@ func TestSearchComposedAllStages(t *testing.T) {
 	}
 	if _, err := e.Search(context.Background(), Request{}, nil); err == nil {
 		t.Error("empty request accepted")
+	}
+}
+
+// TestSearchDegrades: with the reasoner and the verifier unavailable, a
+// search still answers: CLIP ranks the raw text, stage 2 is skipped, and
+// the result says which stages did without which role; when the roles are
+// back the next search is full again.
+func TestSearchDegrades(t *testing.T) {
+	down := true
+	reasoner := &scripted{reply: func(req ChatRequest) (string, error) {
+		if down {
+			return "", &RoleDownError{Role: RoleReasoner, Last: errors.New("reasoner (model m): model role unavailable: connection refused")}
+		}
+		if strings.Contains(textOf(req), "[question,") {
+			return `{"step1": ["s"], "step2": [["Is it b?", "True"]]}`, nil
+		}
+		return "```json\n{\"step1\": [[\"Modification\", \"x\"]], \"step2\": [\"d1\"]}\n```", nil
+	}}
+	verifier := &scripted{reply: func(req ChatRequest) (string, error) {
+		if down {
+			return "", &RoleDownError{Role: RoleVerifier, Last: errors.New("circuit open")}
+		}
+		return "yes", nil
+	}}
+	emb := &tableEmbedder{vec: map[string][]float32{"d1": {1, 0}, "make it b": {0, 1}}}
+	ix := handIndex()
+	e, err := New(Config{Embedder: emb, Searcher: ix, Gallery: ix, Images: nameImages{}, Roles: Roles{Reasoner: reasoner, Verifier: verifier}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Search(context.Background(), Request{Instruction: "make it b", MaxStage: 2}, nil)
+	if err != nil {
+		t.Fatalf("search failed instead of degrading: %v", err)
+	}
+	s1 := res.Stages[0].Stage1
+	if !reflect.DeepEqual(s1.Embedded, []string{"make it b"}) || !reflect.DeepEqual(s1.Fallbacks, []string{FallbackReasonerDown}) {
+		t.Errorf("stage 1 did not fall back to the raw text: %+v", s1)
+	}
+	if len(res.Degraded) != 2 || res.Degraded[0].Stage != 1 || !strings.Contains(res.Degraded[0].Reason, "raw query text") ||
+		res.Degraded[1].Stage != 2 || !strings.Contains(res.Degraded[1].Reason, "unavailable") {
+		t.Errorf("degraded = %+v", res.Degraded)
+	}
+	if strings.Count(res.Degraded[0].Reason, "reasoner") != 2 { // "reasoner unavailable, ...: reasoner (model m): ..."
+		t.Errorf("cause repeated: %q", res.Degraded[0].Reason)
+	}
+	if len(res.Ranking) == 0 {
+		t.Error("no ranking")
+	}
+	down = false
+	res, err = e.Search(context.Background(), Request{Instruction: "make it b", MaxStage: 2}, nil)
+	if err != nil || len(res.Degraded) != 0 || res.Stages[1].Stage2 == nil || res.Stages[1].Stage2.Skipped != "" {
+		t.Fatalf("after recovery: %v %+v", err, res)
+	}
+	// A benchmark unit (no degrading) fails instead, so it stays resumable.
+	down = true
+	if _, err := e.Stage1(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "x"}); !errors.Is(err, ErrRoleDown) {
+		t.Errorf("Stage1 with the reasoner down: %v", err)
 	}
 }

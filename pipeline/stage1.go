@@ -23,6 +23,9 @@ const (
 	FallbackImageMissing    = "candidate-image-missing"
 	FallbackEvaluatorFailed = "evaluator-failed"
 	FallbackReferenceImage  = "reference-image-missing"
+	// Searches only: a role was unavailable and the stage did without it.
+	FallbackReasonerDown  = "reasoner-unavailable"  // CLIP ranked the raw query text
+	FallbackCaptionerDown = "captioner-unavailable" // the reference counted as a blank image
 )
 
 // referenceCaption finds the text that stands for the reference in the
@@ -92,7 +95,12 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	}
 	s := &Stage1{}
 	ref, err := e.referenceCaption(ctx, q, &s.Calls)
-	if err != nil {
+	if err != nil && e.degrade && errors.Is(err, ErrRoleDown) && ctx.Err() == nil {
+		ref = prompt.BlankReference
+		s.fallback(FallbackCaptionerDown)
+		s.Degraded = "captioner unavailable, the reference was described as a blank image: " + err.Error()
+		e.log.Warn("captioner unavailable; the search goes on without the reference caption", "query", q.ID, "err", err)
+	} else if err != nil {
 		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 	}
 	s.ReferenceCaption = ref
@@ -106,6 +114,12 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 			MaxTokens: e.opt.ReasonerMaxTokens,
 		}, &s.Calls)
 		switch {
+		case e.degrade && errors.Is(err, ErrRoleDown) && ctx.Err() == nil:
+			// Answer anyway: CLIP ranks the raw query text, visibly.
+			s.Error = err.Error()
+			s.fallback(FallbackReasonerDown)
+			s.Degraded = joinNote(s.Degraded, "reasoner unavailable, CLIP ranked the raw query text: "+err.Error())
+			e.log.Warn("reasoner unavailable; ranking the raw query text", "query", q.ID, "round", q.Round, "err", err)
 		case errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil):
 			return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 		case err != nil:
@@ -123,15 +137,17 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 				e.log.Warn("reasoner reply fell back", "query", q.ID, "round", q.Round, "fallback", fb, "finish", resp.FinishReason)
 			}
 		}
-		if err := e.roleDownAfter(RoleReasoner, &s.Calls); err != nil {
-			return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+		if !e.degrade {
+			if err := e.roleDownAfter(RoleReasoner, &s.Calls); err != nil {
+				return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+			}
 		}
 	}
 	// Descriptions to embed: the reasoner's, else the raw instruction.
 	texts := nonBlank(s.Descriptions)
 	if len(texts) == 0 {
 		texts = []string{q.Instruction}
-		if e.Has(RoleReasoner) {
+		if e.Has(RoleReasoner) && s.Degraded == "" {
 			s.fallback(FallbackNoDescEmbed)
 		}
 	}
@@ -313,4 +329,12 @@ func (e *Engine) referenceVector(ctx context.Context, q Query) ([]float32, error
 		return nil, errors.New("embed reference image: empty vector")
 	}
 	return l2.Normalized(v), nil
+}
+
+// joinNote appends a degradation note.
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }

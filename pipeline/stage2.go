@@ -74,6 +74,8 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 		MaxTokens: e.opt.ReasonerMaxTokens,
 	}, &s.Calls)
 	switch {
+	case e.degrade && errors.Is(err, ErrRoleDown) && ctx.Err() == nil:
+		return e.skipDegraded2(q, s, names, err), nil
 	case errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil):
 		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
 	case err != nil:
@@ -87,7 +89,7 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 			s.fallback(FallbackNoPropositions)
 		}
 	}
-	if err := e.roleDownAfter(RoleProposer, &s.Calls); err != nil {
+	if err := e.roleDownAfter(RoleProposer, &s.Calls); err != nil && !e.degrade {
 		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
 	}
 	k := e.opt.TopK
@@ -103,6 +105,9 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 		return s, nil
 	}
 	if err := e.verify(ctx, q, s, names[:k]); err != nil {
+		if e.degrade && errors.Is(err, ErrRoleDown) && ctx.Err() == nil {
+			return e.skipDegraded2(q, s, names, err), nil
+		}
 		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
 	}
 	hard := make([]int, k)
@@ -121,6 +126,14 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 		s.SoftRanking = rerankFloat(names, soft, k)
 	}
 	return s, nil
+}
+
+// skipDegraded2 ends stage 2 without re-ranking because a role was
+// unavailable (searches only): the stage-1 order stands, and says why.
+func (e *Engine) skipDegraded2(q Query, s *Stage2, names []string, err error) *Stage2 {
+	e.log.Warn("stage 2 skipped: a role is unavailable", "query", q.ID, "err", err)
+	reason := "skipped, the stage-1 order stands: " + err.Error()
+	return &Stage2{Skipped: reason, Degraded: reason, Ranking: names, Calls: s.Calls}
 }
 
 func rerankFloat(names []string, scores []float64, k int) []string {
@@ -181,6 +194,13 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				}
 				if e.opt.Soft {
 					req.Logprobs, req.TopLogprobs = true, 5
+				}
+				mu.Lock()
+				stop := fatal != nil
+				mu.Unlock()
+				if stop {
+					// The role is unavailable: the stage is abandoned.
+					return
 				}
 				resp, err := e.call(ctx, RoleVerifier, req, &calls[i])
 				if err != nil {

@@ -103,6 +103,11 @@ func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3
 			MaxTokens: e.opt.EvaluatorMaxTokens,
 		}, &s.Calls)
 		if err != nil {
+			if e.degrade && errors.Is(err, ErrRoleDown) && ctx.Err() == nil {
+				e.log.Warn("stage 3 skipped: the evaluator is unavailable", "query", q.ID, "err", err)
+				reason := "skipped, the previous order stands: " + err.Error()
+				return &Stage3{Skipped: reason, Degraded: reason, Instruction: s.Instruction, Ranking: ranking, Calls: s.Calls}, nil
+			}
 			if errors.Is(err, ErrRoleDown) || ctx.Err() != nil {
 				return nil, fmt.Errorf("stage 3 of query %s: %w", q.ID, err)
 			}
@@ -120,7 +125,7 @@ func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3
 			break
 		}
 	}
-	if err := e.roleDownAfter(RoleEvaluator, &s.Calls); err != nil {
+	if err := e.roleDownAfter(RoleEvaluator, &s.Calls); err != nil && !e.degrade {
 		return nil, fmt.Errorf("stage 3 of query %s: %w", q.ID, err)
 	}
 	return s, nil

@@ -178,7 +178,22 @@ type RoleDownError struct {
 }
 
 func (e *RoleDownError) Error() string {
-	return fmt.Sprintf("%s is down after repeated failures (last: %v)", e.Role, e.Last)
+	last := e.Last
+	// A nested role-down error names the role already: report the cause once.
+	for {
+		var inner *RoleDownError
+		if !errors.As(last, &inner) || inner == e {
+			break
+		}
+		e, last = inner, inner.Last
+	}
+	if last == nil {
+		return e.Role + " is unavailable"
+	}
+	if msg := last.Error(); strings.HasPrefix(msg, e.Role) {
+		return msg
+	}
+	return fmt.Sprintf("%s is unavailable: %v", e.Role, last)
 }
 
 // Unwrap makes errors.Is(err, ErrRoleDown) work.
@@ -321,6 +336,9 @@ type Stage1 struct {
 	Ranking []Scored `json:"ranking"`
 	// SubsetRanking is Query.RankSubset ranked by the same score.
 	SubsetRanking []string `json:"subset_ranking,omitempty"`
+	// Degraded says which role was unavailable and what was done instead
+	// (searches only: a benchmark run leaves the unit unfinished).
+	Degraded string `json:"degraded,omitempty"`
 	Calls
 }
 
@@ -356,7 +374,10 @@ type CandidateScore struct {
 
 // Stage2 is what stage 2 did for one query.
 type Stage2 struct {
-	Skipped       string           `json:"skipped,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
+	// Degraded is set when the stage was skipped because a role was
+	// unavailable (searches only).
+	Degraded      string           `json:"degraded,omitempty"`
 	Reply         string           `json:"proposer_reply"`
 	Error         string           `json:"proposer_error,omitempty"`
 	Statements    []string         `json:"statements"`
@@ -383,7 +404,10 @@ type Evaluation struct {
 
 // Stage3 is what stage 3 did for one query.
 type Stage3 struct {
-	Skipped     string       `json:"skipped,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
+	// Degraded is set when the stage was skipped because the evaluator was
+	// unavailable (searches only).
+	Degraded    string       `json:"degraded,omitempty"`
 	Instruction string       `json:"instruction"`
 	Evaluations []Evaluation `json:"evaluations"`
 	// Chosen is the first candidate judged Yes ("" if none).
