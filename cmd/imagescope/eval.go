@@ -189,7 +189,7 @@ those of a run over the dialogues' own turns.`)
 	if prev, ok := saved["clip_model"].(string); ok && prev != model.ID() {
 		return fmt.Errorf("resume %s: the run used CLIP model %s, the configuration gives %s", dir, prev, model.ID())
 	}
-	roles, err := openRoles(ctx, cfg, e.log)
+	roles, err := openRoles(ctx, cfg, e.log, false)
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,8 @@ import (
 )
 
 type evalFixture struct {
-	root, home, cfgPath, data string
-	srv                       *scriptedServer
+	root, home, cfgPath, data, clipDir string
+	srv                                *scriptedServer
 }
 
 func newEvalFixture(t *testing.T, cache bool) *evalFixture {
@@ -30,9 +30,9 @@ func newEvalFixture(t *testing.T, cache bool) *evalFixture {
 	}
 	f.home = filepath.Join(f.root, "home")
 	f.data = testutil.Datasets(t)
-	clipDir := testutil.CLIP(t, "tiny-clip-quickgelu")
+	f.clipDir = testutil.CLIP(t, "tiny-clip-quickgelu")
 	f.cfgPath = filepath.Join(f.root, "config.yaml")
-	if err := os.WriteFile(f.cfgPath, []byte(f.srv.configYAML(f.home, clipDir, cache)), 0o644); err != nil {
+	if err := os.WriteFile(f.cfgPath, []byte(f.srv.configYAML(f.home, f.clipDir, cache)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f

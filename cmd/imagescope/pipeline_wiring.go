@@ -59,7 +59,10 @@ func (r *roleClients) stats() map[string]llm.Stats {
 	return out
 }
 
-func openRoles(ctx context.Context, cfg *config.Config, log *slog.Logger) (*roleClients, error) {
+// openRoles opens the clients; interactive ones (serve, search) fail fast
+// while a role's breakers are open so the search can degrade, batch ones
+// ride out outages up to the role's down_after window.
+func openRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, interactive bool) (*roleClients, error) {
 	rc := &roleClients{clients: map[string]*llm.Client{}}
 	if !cfg.Cache.Disabled {
 		if err := os.MkdirAll(filepath.Dir(cfg.Cache.Path), 0o755); err != nil {
@@ -76,7 +79,7 @@ func openRoles(ctx context.Context, cfg *config.Config, log *slog.Logger) (*role
 		if !ok || !rcfg.Configured() {
 			continue
 		}
-		c, err := llm.New(ctx, llm.Role(name), rcfg, rc.cache, llm.Options{Logger: log})
+		c, err := llm.New(ctx, llm.Role(name), rcfg, rc.cache, llm.Options{Logger: log, Interactive: interactive})
 		if err != nil {
 			rc.close()
 			return nil, err

@@ -252,3 +252,89 @@ func TestEvalExtendStages(t *testing.T) {
 		}
 	}
 }
+
+// TestEvalRidesOutFaults: VisDial, CIRR and CIRCO fixture runs against a
+// server that fails 35% of attempts (20% HTTP 500, 10% 429 with
+// Retry-After, 5% cut-off bodies) finish in one pass with every unit done
+// and outputs byte-identical to a clean run's, and the counters of
+// report.json and llm_stats.json agree.
+func TestEvalRidesOutFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three fixture runs twice")
+	}
+	for _, tc := range []struct {
+		dataset string
+		files   []string
+	}{
+		{"VisDial", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}},
+		{"CIRR", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}},
+		{"CIRCO", []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}},
+	} {
+		t.Run(tc.dataset, func(t *testing.T) {
+			args := []string{"--dataset", tc.dataset, "--data", "", "--split", "val", "--alpha", "2"}
+			clean := newEvalFixture(t, false)
+			args[3] = clean.data
+			if out, errs, code := clean.eval(t, append(args, "--runs", filepath.Join(clean.root, "runs"))...); code != 0 {
+				t.Fatalf("clean run: exit %d\n%s\n%s", code, out, errs)
+			}
+			cleanDir := runDir(t, filepath.Join(clean.root, "runs"))
+
+			f := newEvalFixture(t, false)
+			f.srv.mu.Lock()
+			f.srv.faulty = true
+			f.srv.mu.Unlock()
+			f.srv.downAfter = 3 * time.Minute
+			// The configuration was written before the window changed.
+			if err := os.WriteFile(f.cfgPath, []byte(f.srv.configYAML(f.home, f.clipDir, false)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, errs, code := f.eval(t, append(args, "--runs", filepath.Join(f.root, "runs"))...)
+			if code != 0 {
+				t.Fatalf("faulty run: exit %d\n%s\n%s", code, out, errs)
+			}
+			dir := runDir(t, filepath.Join(f.root, "runs"))
+			for _, name := range tc.files {
+				want, err := os.ReadFile(filepath.Join(cleanDir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs from the clean run's", name)
+				}
+			}
+			f.srv.mu.Lock()
+			faults := map[string]int{}
+			for k, v := range f.srv.faults {
+				faults[k] = v
+			}
+			f.srv.mu.Unlock()
+			if faults["500"] == 0 || faults["429"] == 0 || faults["cut"] == 0 {
+				t.Errorf("faults injected: %v", faults)
+			}
+			var stats map[string]struct {
+				Failures int64 `json:"failures"`
+				Retries  int64 `json:"retries"`
+				CutOff   int64 `json:"cut_off"`
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "llm_stats.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &stats); err != nil {
+				t.Fatal(err)
+			}
+			var retries, cut, failures int64
+			for _, s := range stats {
+				retries, cut, failures = retries+s.Retries, cut+s.CutOff, failures+s.Failures
+			}
+			if failures != 0 || cut != int64(faults["cut"]) || retries != int64(faults["500"]+faults["429"]+faults["cut"]) {
+				t.Errorf("llm_stats: retries %d cut-off %d failures %d; injected %v", retries, cut, failures, faults)
+			}
+			t.Logf("%s: injected %v, retried %d", tc.dataset, faults, retries)
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	_ "image/jpeg"
 	_ "image/png"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -38,6 +39,56 @@ type scriptedServer struct {
 	// noLanguageRule counts reasoner requests whose prompt does not ask
 	// for English output (queries may come in any language).
 	noLanguageRule int
+	// downAfter is the roles' down_after window in the configuration.
+	downAfter time.Duration
+	// faulty makes 35% of attempts fail: 20% HTTP 500, 10% 429 with
+	// Retry-After, 5% a reply body cut off mid-way; faults counts them.
+	faulty bool
+	rng    *rand.Rand
+	faults map[string]int
+}
+
+// injectFault plays one of the faults for a share of the attempts and
+// reports whether it did.
+func (s *scriptedServer) injectFault(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	if !s.faulty {
+		s.mu.Unlock()
+		return false
+	}
+	x := s.rng.IntN(100)
+	kind := ""
+	switch {
+	case x < 20:
+		kind = "500"
+	case x < 30:
+		kind = "429"
+	case x < 35:
+		kind = "cut"
+	}
+	if kind != "" {
+		s.faults[kind]++
+	}
+	s.mu.Unlock()
+	switch kind {
+	case "500":
+		http.Error(w, `{"error":{"message":"engine hiccup","type":"server_error"}}`, http.StatusInternalServerError)
+	case "429":
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"object":"error","message":"too many requests"}`, http.StatusTooManyRequests)
+	case "cut":
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "300")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Thin`))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 var palette = []struct {
@@ -262,7 +313,8 @@ func askColours(text string) string {
 }
 
 func newScriptedServer(t testing.TB) *scriptedServer {
-	s := &scriptedServer{calls: map[string]int{}, bodies: map[string]int{}, texts: map[string][]string{}, maxTokens: map[string]map[int]bool{}, down: map[string]bool{}}
+	s := &scriptedServer{calls: map[string]int{}, bodies: map[string]int{}, texts: map[string][]string{}, maxTokens: map[string]map[int]bool{}, down: map[string]bool{},
+		downAfter: 500 * time.Millisecond, rng: rand.New(rand.NewPCG(12, 35)), faults: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -288,6 +340,9 @@ func newScriptedServer(t testing.TB) *scriptedServer {
 		}
 		if down {
 			http.Error(w, `{"error":{"message":"unavailable"}}`, http.StatusServiceUnavailable)
+			return
+		}
+		if s.injectFault(w) {
 			return
 		}
 		text, img := req.parts()
@@ -341,7 +396,7 @@ func (s *scriptedServer) configYAML(home, clipDir string, cache bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "home: %s\nclip:\n  model: %s\n  threads: 1\ncache:\n  disabled: %v\nroles:\n", home, clipDir, !cache)
 	for _, r := range []string{"captioner", "reasoner", "verifier", "evaluator"} {
-		fmt.Fprintf(&b, "  %s:\n    endpoints: [%s/v1]\n    model: %s\n    max_in_flight: 4\n    retries: 0\n    timeout: 20s\n", r, s.URL, r)
+		fmt.Fprintf(&b, "  %s:\n    endpoints: [%s/v1]\n    model: %s\n    max_in_flight: 4\n    retries: 0\n    timeout: 20s\n    cooldown: 100ms\n    backoff: 5ms\n    retry_after_max: 20ms\n    down_after: %v\n", r, s.URL, r, s.downAfter)
 	}
 	return b.String()
 }

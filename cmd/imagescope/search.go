@@ -113,7 +113,7 @@ searches an existing image DB.`)
 	if err != nil {
 		return err
 	}
-	roles, err := openRoles(ctx, cfg, e.log)
+	roles, err := openRoles(ctx, cfg, e.log, true)
 	if err != nil {
 		return err
 	}

@@ -119,7 +119,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if err != nil {
 		return err
 	}
-	roles, err := openRoles(ctx, cfg, e.log)
+	roles, err := openRoles(ctx, cfg, e.log, true)
 	if err != nil {
 		return err
 	}

@@ -172,7 +172,7 @@ func (p *indexProcessor) captioner(ctx context.Context, job *queue.Job) (gallery
 	if want == "" {
 		return nil, nil
 	}
-	p.rolesOnce.Do(func() { p.roles, p.rolesErr = openRoles(ctx, p.cfg, p.e.log) })
+	p.rolesOnce.Do(func() { p.roles, p.rolesErr = openRoles(ctx, p.cfg, p.e.log, false) })
 	if p.rolesErr != nil {
 		return nil, queue.Fatal(p.rolesErr)
 	}
