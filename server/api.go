@@ -9,6 +9,11 @@ package server
 import (
 	"context"
 	"image"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/internal/breaker"
 )
 
 // Stage names used in traces and events.
@@ -111,6 +116,9 @@ type Result struct {
 	// Notes are plain remarks on how the search ran (fallbacks, dropped
 	// caption term, ...).
 	Notes []string `json:"notes,omitempty"`
+	// Degraded lists the stages that did without an unavailable model
+	// role, and why; empty for a full answer.
+	Degraded []Degradation `json:"degraded,omitempty"`
 	// ElapsedMS is the search's wall time, filled by the server.
 	ElapsedMS float64 `json:"elapsed_ms"`
 	// Partial, on the early results a stream sends before the search ends,
@@ -269,4 +277,64 @@ type RoleStats struct {
 	CacheMisses int64
 	Failures    int64
 	Retries     int64
+}
+
+// Degradation says which stage of a search did without an unavailable
+// model role and what was done instead.
+type Degradation struct {
+	Stage string `json:"stage"` // reason, retrieve, verify, evaluate
+	// Round is the chat round (-1 for other queries).
+	Round  int    `json:"round"`
+	Reason string `json:"reason"`
+}
+
+// EndpointState is one model-server endpoint's circuit breaker.
+type EndpointState struct {
+	URL string `json:"url"`
+	breaker.Status
+}
+
+// RoleState is a model role's availability: "closed" when an endpoint
+// takes requests, "half-open" when a probe is being let through, "open"
+// when every endpoint is in its cool-down (searches then do without it).
+type RoleState struct {
+	Role      string          `json:"role"`
+	State     string          `json:"state"`
+	LastError string          `json:"last_error,omitempty"`
+	NextProbe time.Time       `json:"next_probe,omitzero"`
+	Endpoints []EndpointState `json:"endpoints"`
+}
+
+// roleStates summarises endpoint breakers per role, sorted by role.
+func roleStates(eps map[string][]EndpointState) []RoleState {
+	out := []RoleState{}
+	for role, es := range eps {
+		rs := RoleState{Role: role, State: breaker.Open.String(), Endpoints: es}
+		if len(es) == 0 {
+			rs.State = breaker.Closed.String()
+		}
+		var lastAt time.Time
+		for _, e := range es {
+			switch e.State {
+			case breaker.Closed:
+				rs.State = breaker.Closed.String()
+			case breaker.HalfOpen:
+				if rs.State == breaker.Open.String() {
+					rs.State = breaker.HalfOpen.String()
+				}
+			}
+			if e.LastError != "" && !e.LastErrorAt.Before(lastAt) {
+				rs.LastError, lastAt = e.URL+": "+e.LastError, e.LastErrorAt
+			}
+			if !e.NextProbe.IsZero() && (rs.NextProbe.IsZero() || e.NextProbe.Before(rs.NextProbe)) {
+				rs.NextProbe = e.NextProbe
+			}
+		}
+		if rs.State != breaker.Open.String() {
+			rs.NextProbe = time.Time{}
+		}
+		out = append(out, rs)
+	}
+	slices.SortFunc(out, func(a, b RoleState) int { return strings.Compare(a.Role, b.Role) })
+	return out
 }

@@ -299,7 +299,10 @@ func stageEvents(ev pipeline.StageEvent, reasonOff, byImage bool, off map[int]st
 			e := StageEvent{Stage: StageReason, Status: StatusDone}
 			if s1 != nil {
 				e.Detail = pre + plural(len(s1.Descriptions), "description")
-				if s1.Error != "" {
+				switch {
+				case s1.Error != "" && s1.Degraded != "":
+					e.Status, e.Reason = StatusSkipped, s1.Degraded
+				case s1.Error != "":
 					e.Status, e.Reason = StatusFailed, "reasoner failed; the fallback was used: "+s1.Error
 				}
 			}
@@ -393,6 +396,9 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 		if reason.Reason == "" {
 			reason.Reason = "switched off for this query: the query text is embedded as it is"
 		}
+	case s1 != nil && s1.Error != "" && s1.Degraded != "":
+		reason.Status = StatusSkipped
+		reason.Reason = s1.Degraded
 	case s1 != nil && s1.Error != "":
 		reason.Status = StatusFailed
 		reason.Reason = "reasoner failed; the fallback was used: " + s1.Error
@@ -417,6 +423,11 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 	}
 	if s3 != nil {
 		out.Stages[3].Calls = callCount(s3.Calls)
+	}
+
+	for _, d := range res.Degraded {
+		name := map[int]string{1: StageReason, 2: StageVerify, 3: StageEvaluate}[d.Stage]
+		out.Degraded = append(out.Degraded, Degradation{Stage: name, Round: d.Round, Reason: d.Reason})
 	}
 
 	// Notes.

@@ -4,11 +4,55 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/imagescope/imagescope/internal/breaker"
 )
 
-// handleHealth answers liveness probes; it reveals nothing but "ok".
+// handleHealth answers liveness probes (the process answers HTTP); it
+// reveals nothing but "ok". Readiness is /readyz.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyResponse is GET /readyz.
+type readyResponse struct {
+	// Status is "ready" (every model role takes requests) or "degraded"
+	// (searches answer without the open roles).
+	Status string      `json:"status"`
+	Roles  []readyRole `json:"roles"`
+}
+
+type readyRole struct {
+	Role      string    `json:"role"`
+	State     string    `json:"state"`
+	NextProbe time.Time `json:"next_probe,omitzero"`
+}
+
+// handleReady is the readiness check: 200 when every configured model role
+// has an endpoint that takes requests, 503 "degraded" while a role's
+// breakers are all open. It carries no error texts or endpoint URLs (it
+// needs no token); GET /api/info has the details.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	resp := readyResponse{Status: "ready", Roles: []readyRole{}}
+	for _, rs := range s.roleStates() {
+		resp.Roles = append(resp.Roles, readyRole{Role: rs.Role, State: rs.State, NextProbe: rs.NextProbe})
+		if rs.State == breaker.Open.String() {
+			resp.Status = "degraded"
+		}
+	}
+	code := http.StatusOK
+	if resp.Status != "ready" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, resp)
+}
+
+func (s *Server) roleStates() []RoleState {
+	if s.cfg.RoleEndpoints == nil {
+		return []RoleState{}
+	}
+	return roleStates(s.cfg.RoleEndpoints())
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
@@ -33,6 +77,8 @@ type infoResponse struct {
 		MaxTurns       int   `json:"max_turns"`
 	} `json:"limits"`
 	ThumbSizes []int `json:"thumb_sizes"`
+	// Roles are the model roles' states (circuit breakers per endpoint).
+	Roles []RoleState `json:"roles"`
 }
 
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +100,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	resp.Limits.MaxTextBytes = DefaultMaxTextBytes
 	resp.Limits.MaxTurns = DefaultMaxTurns
 	resp.ThumbSizes = thumbSizes
+	resp.Roles = s.roleStates()
 	writeJSON(w, http.StatusOK, resp)
 }
 

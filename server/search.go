@@ -63,6 +63,11 @@ var allowedImageTypes = []string{"image/jpeg", "image/png", "image/gif", "image/
 
 // parseQuery reads and checks a search request body (JSON or multipart).
 func (s *Server) parseQuery(w http.ResponseWriter, r *http.Request) (Query, error) {
+	if r.ContentLength > s.cfg.MaxUploadBytes {
+		// Refuse a declared oversize body at once instead of reading it.
+		w.Header().Set("Connection", "close")
+		return Query{}, errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes is larger than the %d-byte limit (--max-upload-mb)", r.ContentLength, s.cfg.MaxUploadBytes)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	ct := r.Header.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(ct)
@@ -155,7 +160,10 @@ func (s *Server) readMultipart(mr *multipart.Reader) (searchRequest, []byte, err
 				return req, nil, bodyError("image part", err)
 			}
 			if len(data) == 0 {
-				continue // an empty file input
+				if p.FileName() == "" {
+					continue // a form's file input left blank
+				}
+				return req, nil, errorf(http.StatusBadRequest, "image part %q is empty: upload the image file's content, or leave the image part out for a text query", p.FileName())
 			}
 			sniffed := http.DetectContentType(data)
 			if !contains(allowedImageTypes, sniffed) {

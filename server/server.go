@@ -77,6 +77,9 @@ type Config struct {
 	Ask StageInfo
 	// ModelStats reports model call counters per role for /metrics (may be nil).
 	ModelStats func() []RoleStats
+	// RoleEndpoints reports the circuit breaker of every endpoint of every
+	// configured model role, for /readyz and /api/info (may be nil).
+	RoleEndpoints func() map[string][]EndpointState
 	// Description names what is being served (gallery, CLIP model), for the UI.
 	Description string
 	// Logger receives one line per request (never headers or tokens).
@@ -205,8 +208,9 @@ func (s *Server) routes() {
 	api("GET /api/gallery", s.handleGallery)
 	api("GET /api/info", s.handleInfo)
 	api("GET /metrics", s.handleMetrics)
-	m.HandleFunc("GET /api/openapi.json", s.handleOpenAPI)
+	api("GET /api/openapi.json", s.handleOpenAPI)
 	m.HandleFunc("GET /healthz", s.handleHealth)
+	m.HandleFunc("GET /readyz", s.handleReady)
 	static, err := fs.Sub(webFS, "web")
 	if err != nil {
 		panic(err) // the embedded tree is part of the binary

@@ -605,7 +605,7 @@ func TestAuth(t *testing.T) {
 	good := map[string]string{"Authorization": "Bearer " + token}
 	for _, p := range []struct{ method, path string }{
 		{"POST", "/api/search"}, {"POST", "/api/search/stream"}, {"GET", "/api/images/red_dog"},
-		{"GET", "/api/thumbs/red_dog"}, {"GET", "/api/gallery"}, {"GET", "/api/info"}, {"GET", "/metrics"}, {"GET", "/api/nothing"},
+		{"GET", "/api/thumbs/red_dog"}, {"GET", "/api/gallery"}, {"GET", "/api/info"}, {"GET", "/metrics"}, {"GET", "/api/nothing"}, {"GET", "/api/openapi.json"},
 	} {
 		for _, h := range []map[string]string{nil, {"Authorization": "Bearer wrong"}, {"Authorization": token}, {"Authorization": "Basic " + token}} {
 			r := e.do(p.method, p.path, strings.NewReader(`{"text":"dog"}`), h)
@@ -615,13 +615,13 @@ func TestAuth(t *testing.T) {
 		}
 	}
 	decodeResult(t, e.postJSON("/api/search", map[string]any{"text": "dog"}, good))
-	for _, p := range []string{"/api/images/red_dog", "/api/thumbs/red_dog", "/api/info", "/metrics"} {
+	for _, p := range []string{"/api/images/red_dog", "/api/thumbs/red_dog", "/api/info", "/metrics", "/api/openapi.json"} {
 		if r := e.do("GET", p, nil, good); r.StatusCode != 200 {
 			t.Errorf("GET %s with token: %d", p, r.StatusCode)
 		}
 	}
-	// Open without a token: health, the API description and the UI files.
-	for _, p := range []string{"/healthz", "/api/openapi.json", "/", "/app.js", "/style.css"} {
+	// Open without a token: liveness, readiness and the UI files.
+	for _, p := range []string{"/healthz", "/readyz", "/", "/app.js", "/style.css"} {
 		if r := e.do("GET", p, nil, nil); r.StatusCode != 200 {
 			t.Errorf("GET %s: %d", p, r.StatusCode)
 		}

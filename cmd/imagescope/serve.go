@@ -237,6 +237,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		Ask:            server.EngineAskInfo(engine),
 		Thumbs:         thumbStore,
 		ModelStats:     func() []server.RoleStats { return serveModelStats(roles) },
+		RoleEndpoints:  func() map[string][]server.EndpointState { return serveRoleEndpoints(roles) },
 		Description:    desc,
 		Logger:         e.log,
 	})
@@ -293,4 +294,15 @@ func prepareThumbs(ctx context.Context, e *env, dbPath string, images map[string
 		go run()
 	}
 	return st, nil
+}
+
+// serveRoleEndpoints reports the circuit breaker of every endpoint per role.
+func serveRoleEndpoints(roles *roleClients) map[string][]server.EndpointState {
+	out := map[string][]server.EndpointState{}
+	for role, st := range roles.stats() {
+		for _, e := range st.Endpoints {
+			out[role] = append(out[role], server.EndpointState{URL: e.URL, Status: e.Breaker})
+		}
+	}
+	return out
 }

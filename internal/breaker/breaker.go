@@ -6,6 +6,7 @@
 package breaker
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -36,6 +37,21 @@ func (s State) String() string {
 
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "closed":
+		*s = Closed
+	case "open":
+		*s = Open
+	case "half-open":
+		*s = HalfOpen
+	default:
+		return fmt.Errorf("breaker state %q: want closed, open or half-open", b)
+	}
+	return nil
+}
 
 // Config tunes a Breaker.
 type Config struct {

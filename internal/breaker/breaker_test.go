@@ -67,6 +67,10 @@ func TestStateText(t *testing.T) {
 		if b, _ := s.MarshalText(); string(b) != want {
 			t.Errorf("%d -> %s", s, b)
 		}
+		var back State
+		if err := back.UnmarshalText([]byte(want)); err != nil || back != s {
+			t.Errorf("%s -> %v %v", want, back, err)
+		}
 	}
 }
 

@@ -554,8 +554,21 @@
     $("refining").textContent = "First results — " + next + "; they will re-order in place.";
   }
 
+  // showDegraded explains a partial answer: which stage did without which
+  // model role, and why.
+  function showDegraded(list) {
+    const box = $("degraded");
+    box.textContent = "";
+    box.hidden = !list || !list.length;
+    if (box.hidden) return;
+    box.append(el("strong", null, "Partial answer: a model is unavailable, so part of the search was skipped."),
+      el("ul", null, list.map((d) => el("li", null,
+        (STAGE_LABELS[d.stage] || d.stage) + (d.round >= 0 ? " (round " + (d.round + 1) + ")" : "") + ": " + d.reason))));
+  }
+
   async function runSearch(text) {
     if (state.abort) state.abort.abort();
+    showDegraded(null);
     const ctl = new AbortController();
     state.abort = ctl;
     const mode = state.mode;
@@ -603,6 +616,8 @@
     }
     if (state.mode !== mode) return null; // switched away meanwhile
     if (!result) {
+      // An error never stands above results that do not belong to it.
+      clearResults();
       setStatus(failure || "The search ended without a result.", true);
       $("refining").hidden = true;
       $("results").classList.remove("refining");
@@ -612,6 +627,7 @@
     showStages(result);
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(result.results.length + " results in " + secs + " s.");
+    showDegraded(result.degraded);
     renderResult(result);
     return result;
   }
