@@ -23,6 +23,7 @@ import (
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/prompt"
 )
 
 // Scorer turns rankings into the same report `imagescope score` prints.
@@ -300,21 +301,39 @@ func (r *Runner) buildUnits() {
 }
 
 func (r *Runner) writeConfig() error {
-	p := filepath.Join(r.cfg.Dir, "config.json")
-	doc := map[string]any{
-		"settings": r.cfg.Settings,
-		"options":  r.cfg.Engine.Options(),
-		"roles":    r.roleNames(),
-	}
-	for k, v := range r.cfg.Extra {
+	return writeConfig(r.cfg.Dir, r.cfg.Settings, r.cfg.Engine.Options(), r.roleNames(), r.cfg.Extra)
+}
+
+func writeConfig(dir string, s Settings, opt pipeline.Options, roles []string, extra map[string]any) error {
+	doc := map[string]any{"settings": s, "options": opt, "roles": roles}
+	for k, v := range extra {
 		doc[k] = v
 	}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(p, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
 		return fmt.Errorf("write run config: %w", err)
+	}
+	return nil
+}
+
+// Prepare makes a fresh run folder resumable from its first moment: it
+// writes config.json (settings, options, the configured roles and extra)
+// and the prompts before anything slow, such as indexing the gallery,
+// starts. New rewrites config.json with the complete details.
+func Prepare(dir string, s Settings, opt pipeline.Options, roles []string, prompts *prompt.Library, extra map[string]any) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create run folder: %w", err)
+	}
+	if err := writeConfig(dir, s, opt, roles, extra); err != nil {
+		return err
+	}
+	if prompts != nil {
+		if err := prompts.WriteDir(filepath.Join(dir, "prompts")); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -195,6 +195,7 @@ those of a run over the dialogues' own turns.`)
 	}
 	defer roles.close()
 
+	opt.InFlight = inFlightFromConfig(cfg)
 	fresh := dir == ""
 	if fresh {
 		clipTag := model.ID()
@@ -203,6 +204,13 @@ those of a run over the dialogues' own turns.`)
 		}
 		dir, err = evalrun.NewDir(*runsRoot, ds.Name, ds.Split, clipTag, *runName, time.Now())
 		if err != nil {
+			return err
+		}
+		// Resumable from here on, even if killed while the gallery is indexed.
+		early := map[string]any{"clip_model": model.ID(), "roles_config": roleModels(cfg), "config_file": cfg.Path,
+			"clip_threads": cfg.CLIP.Threads, "answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled}}
+		if err := evalrun.Prepare(dir, settings, opt, roles.names(), lib, early); err != nil {
+			_ = os.RemoveAll(dir)
 			return err
 		}
 	}
@@ -257,12 +265,14 @@ those of a run over the dialogues' own turns.`)
 		ix, db = g.index, "weaviate:"+*wvCollection
 		info = gallery.LoadInfo{ClipModel: model.ID(), Dim: model.Dim(), Images: len(ix.Names), CaptionKey: g.store.Meta().CaptionKey}
 	} else if ix, info, err = loadGallery(ctx, &runEnv, cfg, roles, model, db, ds.Domain, items, lib); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted while indexing the gallery; resume with: imagescope eval --resume %s", dir)
+		}
 		return err
 	}
 	if !ix.HasCaption {
 		log.Warn("the gallery has no captions: the caption term is dropped (tau treated as 0)")
 	}
-	opt.InFlight = inFlightFromConfig(cfg)
 	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, log
 	eng, err := buildEngine(setup)
 	if err != nil {

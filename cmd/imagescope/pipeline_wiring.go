@@ -50,6 +50,22 @@ func (r *roleClients) chatter(name string) pipeline.Chatter {
 	return adapt.Chatter{Role: name, Client: c}
 }
 
+// names lists the configured roles in pipeline order (the proposer when
+// the reasoner stands in for it).
+func (r *roleClients) names() []string {
+	var out []string
+	for _, n := range []string{pipeline.RoleCaptioner, pipeline.RoleReasoner, pipeline.RoleProposer, pipeline.RoleVerifier, pipeline.RoleEvaluator} {
+		_, ok := r.clients[n]
+		if !ok && n == pipeline.RoleProposer {
+			_, ok = r.clients[pipeline.RoleReasoner]
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Stats returns the llm clients' counters.
 func (r *roleClients) stats() map[string]llm.Stats {
 	out := map[string]llm.Stats{}

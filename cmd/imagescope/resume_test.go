@@ -338,3 +338,84 @@ func TestEvalRidesOutFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestEvalKillEarlyResumes kills eval (SIGKILL) right after its run folder
+// appears and while the gallery is being captioned, before any query ran:
+// the folder already holds config.json and the prompts, and --resume ends
+// with the outputs of an uninterrupted run.
+func TestEvalKillEarlyResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("subprocess test")
+	}
+	common := []string{"--dataset", "CIRCO", "--data", "", "--split", "val", "--active", "2", "--alpha", "2"}
+	ref := newEvalFixture(t, true)
+	common[3] = ref.data
+	refRuns := filepath.Join(ref.root, "runs")
+	if out, errs, code := ref.eval(t, append(common, "--runs", refRuns)...); code != 0 {
+		t.Fatalf("reference run: exit %d\n%s\n%s", code, out, errs)
+	}
+	refDir := runDir(t, refRuns)
+	files := []string{"rankings.stage1.json", "rankings.stage2.json", "rankings.stage3.json", "metrics.json"}
+	for _, tc := range []struct {
+		name   string
+		killed func(f *evalFixture, runs string) bool
+	}{
+		{"folder-created", func(f *evalFixture, runs string) bool {
+			m, _ := filepath.Glob(filepath.Join(runs, "*", "*", "config.json"))
+			return len(m) == 1
+		}},
+		{"indexing", func(f *evalFixture, runs string) bool { return f.srv.count("captioner") >= 3 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newEvalFixture(t, true)
+			f.srv.latency = 60 * time.Millisecond
+			runs := filepath.Join(f.root, "runs")
+			args, _ := json.Marshal(append([]string{"eval", "--config", f.cfgPath}, append(common, "--runs", runs)...))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEvalProcess$")
+			cmd.Env = append(os.Environ(), "IMAGESCOPE_HELPER_ARGS="+string(args), "IMAGESCOPE_HOME="+f.home)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			killed := false
+			for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+				if tc.killed(f, runs) {
+					cmd.Process.Signal(syscall.SIGKILL)
+					killed = true
+					break
+				}
+			}
+			err := cmd.Wait()
+			if !killed {
+				t.Fatalf("the run ended before it could be killed (%v)\n%s", err, stderr.String())
+			}
+			if n := f.srv.count("reasoner"); n > 0 {
+				t.Fatalf("killed too late: %d reasoner calls (queries had started)", n)
+			}
+			dir := runDir(t, runs)
+			for _, p := range []string{"config.json", "prompts"} {
+				if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+					t.Fatalf("killed run folder lacks %s: %v", p, err)
+				}
+			}
+			f.srv.latency = 0
+			if out, errs, code := f.eval(t, "--resume", dir); code != 0 {
+				t.Fatalf("resume: exit %d\n%s\n%s", code, out, errs)
+			}
+			for _, name := range files {
+				want, err := os.ReadFile(filepath.Join(refDir, name))
+				if err != nil {
+					t.Fatalf("reference %s: %v", name, err)
+				}
+				got, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatalf("resumed %s: %v", name, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs after resume", name)
+				}
+			}
+		})
+	}
+}
