@@ -335,3 +335,23 @@ func TestEvaluatorReasoning(t *testing.T) {
 		}
 	}
 }
+
+// TestRoleDownErrorOnce: a role-down error names the role, endpoint and
+// last cause once, however often it was wrapped on the way.
+func TestRoleDownErrorOnce(t *testing.T) {
+	cause := errors.New("verifier (model m): model role unavailable at http://h/v1: connection refused")
+	nested := &RoleDownError{Role: RoleVerifier, Last: &RoleDownError{Role: RoleVerifier, Last: cause}}
+	if got := nested.Error(); got != cause.Error() {
+		t.Errorf("nested: %q", got)
+	}
+	if got := (&RoleDownError{Role: RoleVerifier, Last: errors.New("HTTP 503")}).Error(); got != "verifier is unavailable: HTTP 503" {
+		t.Errorf("plain cause: %q", got)
+	}
+	// Through the engine: consecutive failures report the role once.
+	verifier := &scripted{reply: func(ChatRequest) (string, error) { return "", cause }}
+	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, FailureThreshold: 2, InFlight: map[string]int{RoleVerifier: 1}})
+	_, err := e.Stage2(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "red"}, s1)
+	if !errors.Is(err, ErrRoleDown) || strings.Count(err.Error(), "verifier") != 1 {
+		t.Errorf("err = %v", err)
+	}
+}

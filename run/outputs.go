@@ -480,9 +480,11 @@ type Report struct {
 	// Finished counts units that finished each stage.
 	Finished map[string]int `json:"finished"`
 	// Calls, Failures, CacheHits: totals per role over every finished
-	// stage of the run (from the checkpoints, so resumed runs count all).
-	// Calls are requests sent to model servers; CacheHits are answers the
-	// answer cache served instead (not in Calls).
+	// stage of the run (from the checkpoints, so resumed runs count all;
+	// calls of units left unfinished are not in them: ModelServers has
+	// every call of this process). Calls are requests sent to model
+	// servers; CacheHits are answers the answer cache served instead (not
+	// in Calls).
 	Calls     map[string]int `json:"calls"`
 	Failures  map[string]int `json:"failures"`
 	CacheHits map[string]int `json:"cache_hits"`
@@ -504,6 +506,9 @@ type Report struct {
 	WallSeconds float64                       `json:"wall_s"`
 	Down        []string                      `json:"down,omitempty"`
 	Unfinished  int                           `json:"unfinished"`
+	// ModelServers are this process's model-client counters per role:
+	// the same numbers as llm_stats.json.
+	ModelServers map[string]ModelCounters `json:"model_servers,omitempty"`
 }
 
 // Report computes the run's counters.
@@ -512,6 +517,9 @@ func (r *Runner) Report() Report {
 		Finished: map[string]int{}, Calls: map[string]int{}, Failures: map[string]int{}, CacheHits: map[string]int{},
 		CallsPerQuery: map[string]float64{}, Fallbacks: map[string]int{}, StageWall: map[string]float64{}, StageBusy: map[string]float64{},
 		ThisProcess: r.cfg.Engine.Stats(), WallSeconds: time.Since(r.start).Seconds(), Down: r.cfg.Engine.Down()}
+	if r.cfg.ModelStats != nil {
+		rep.ModelServers = r.cfg.ModelStats()
+	}
 	add := func(c pipeline.Calls) {
 		for k, v := range c.Calls {
 			rep.Calls[k] += v
@@ -637,6 +645,16 @@ func FormatReport(rep Report) string {
 			b.WriteString(" (DOWN)")
 		}
 		b.WriteString("\n")
+	}
+	msRoles := make([]string, 0, len(rep.ModelServers))
+	for k := range rep.ModelServers {
+		msRoles = append(msRoles, k)
+	}
+	sort.Strings(msRoles)
+	for _, k := range msRoles {
+		s := rep.ModelServers[k]
+		fmt.Fprintf(&b, "model server %s: %d requests, %d retries (%d cut-off replies), %d failed calls, %d cache hits (%d shared in flight), %d replies at the token limit\n",
+			k, s.Requests, s.Retries, s.CutOff, s.Failures, s.CacheHits, s.Shared, s.Truncated)
 	}
 	return b.String()
 }

@@ -81,6 +81,30 @@ type Config struct {
 	Extra map[string]any
 	// Progress, if set, is called as units finish stages.
 	Progress func(stage, done, total int)
+	// ModelStats, if set, reports the model clients' counters of this
+	// process per role (the numbers llm_stats.json holds); report.json
+	// carries them as model_servers.
+	ModelStats func() map[string]ModelCounters
+}
+
+// ModelCounters are one role's model-client counters in this process.
+type ModelCounters struct {
+	// Calls made, of which CacheHits needed no request of their own
+	// (from the answer cache, or Shared with an identical request in
+	// flight) and CacheMisses went to a server.
+	Calls       int64 `json:"calls"`
+	CacheHits   int64 `json:"cache_hits"`
+	Shared      int64 `json:"shared_in_flight"`
+	CacheMisses int64 `json:"cache_misses"`
+	// Failures are calls that ended in an error (including those of units
+	// left unfinished); Requests are HTTP attempts, Retries the extra
+	// ones, CutOff the replies cut off mid-body (retried) and Truncated the
+	// replies that stopped at the token limit.
+	Failures  int64 `json:"failures"`
+	Requests  int64 `json:"requests"`
+	Retries   int64 `json:"retries"`
+	CutOff    int64 `json:"cut_off"`
+	Truncated int64 `json:"truncated"`
 }
 
 // unit is one query, or one round of a chat query.

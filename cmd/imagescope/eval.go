@@ -285,8 +285,9 @@ those of a run over the dialogues' own turns.`)
 	}
 	r, err := evalrun.New(evalrun.Config{
 		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
-		Score:  scoreWithMetrics(metrics.Options{ReferenceCode: settings.KeepReference && ds.Name == dataset.CIRR}),
-		Submit: submitters(),
+		Score:      scoreWithMetrics(metrics.Options{ReferenceCode: settings.KeepReference && ds.Name == dataset.CIRR}),
+		Submit:     submitters(),
+		ModelStats: roles.counters,
 		Progress: func(stage, done, total int) {
 			if done == total || done%max(1, total/20) == 0 {
 				log.Info("progress", "stage", stage, "done", done, "total", total)

@@ -22,6 +22,7 @@ import (
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/prompt"
+	evalrun "github.com/imagescope/imagescope/run"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -62,6 +63,16 @@ func (r *roleClients) names() []string {
 		if ok {
 			out = append(out, n)
 		}
+	}
+	return out
+}
+
+// counters are the llm clients' counters for the run report.
+func (r *roleClients) counters() map[string]evalrun.ModelCounters {
+	out := map[string]evalrun.ModelCounters{}
+	for k, s := range r.stats() {
+		out[k] = evalrun.ModelCounters{Calls: s.Calls, CacheHits: s.CacheHits, Shared: s.Shared, CacheMisses: s.CacheMisses,
+			Failures: s.Failures, Requests: s.Requests, Retries: s.Retries, CutOff: s.CutOff, Truncated: s.Truncated}
 	}
 	return out
 }

@@ -315,11 +315,15 @@ func TestEvalRidesOutFaults(t *testing.T) {
 			if faults["500"] == 0 || faults["429"] == 0 || faults["cut"] == 0 {
 				t.Errorf("faults injected: %v", faults)
 			}
-			var stats map[string]struct {
-				Failures int64 `json:"failures"`
-				Retries  int64 `json:"retries"`
-				CutOff   int64 `json:"cut_off"`
+			type counters struct {
+				Failures  int64 `json:"failures"`
+				Retries   int64 `json:"retries"`
+				CutOff    int64 `json:"cut_off"`
+				CacheHits int64 `json:"cache_hits"`
+				Shared    int64 `json:"shared_in_flight"`
+				Truncated int64 `json:"truncated"`
 			}
+			var stats map[string]counters
 			b, err := os.ReadFile(filepath.Join(dir, "llm_stats.json"))
 			if err != nil {
 				t.Fatal(err)
@@ -333,6 +337,24 @@ func TestEvalRidesOutFaults(t *testing.T) {
 			}
 			if failures != 0 || cut != int64(faults["cut"]) || retries != int64(faults["500"]+faults["429"]+faults["cut"]) {
 				t.Errorf("llm_stats: retries %d cut-off %d failures %d; injected %v", retries, cut, failures, faults)
+			}
+			var rep struct {
+				ModelServers map[string]counters `json:"model_servers"`
+				Unfinished   int                 `json:"unfinished"`
+			}
+			if b, err = os.ReadFile(filepath.Join(dir, "report.json")); err == nil {
+				err = json.Unmarshal(b, &rep)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Unfinished != 0 || len(rep.ModelServers) != len(stats) {
+				t.Errorf("report: %d unfinished, model servers %v", rep.Unfinished, rep.ModelServers)
+			}
+			for role, s := range stats {
+				if rep.ModelServers[role] != s {
+					t.Errorf("%s: report.json says %+v, llm_stats.json %+v", role, rep.ModelServers[role], s)
+				}
 			}
 			t.Logf("%s: injected %v, retried %d", tc.dataset, faults, retries)
 		})
