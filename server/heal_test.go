@@ -3,11 +3,14 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"mime/multipart"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/imagescope/imagescope/internal/breaker"
 	"github.com/imagescope/imagescope/pipeline"
@@ -112,4 +115,40 @@ func TestDegradedResult(t *testing.T) {
 	if len(out.Descriptions) != 1 || out.Descriptions[0] != "dog" {
 		t.Errorf("descriptions = %v (want the raw text that was embedded)", out.Descriptions)
 	}
+}
+
+// TestBrowserDegradedAndError: a partial answer shows a banner naming the
+// skipped stage and why; a failed search clears the previous results.
+func TestBrowserDegradedAndError(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx := browser(t)
+	e := newEnv(t, nil)
+	dir := artifactDir(t)
+	e.fake.degraded.Store(&[]Degradation{{Stage: StageReason, Round: -1, Reason: "reasoner unavailable, CLIP ranked the raw query text: connection refused"}})
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.ts.URL), chromedp.WaitVisible(chromedp.ID("search-form")),
+		chromedp.SendKeys(chromedp.ID("q"), "dog beach")); err != nil {
+		t.Fatal(err)
+	}
+	submitAndWait(t, ctx, "degraded search")
+	waitJS(t, ctx, "banner", `!document.getElementById('degraded').hidden`)
+	if got := evalString(t, ctx, `document.getElementById('degraded').innerText`); !strings.Contains(got, "Partial answer") || !strings.Contains(got, "Reason: reasoner unavailable, CLIP ranked the raw query text") {
+		t.Errorf("banner %q", got)
+	}
+	shoot(t, ctx, dir, "degraded-banner.png")
+
+	e.fake.degraded.Store(nil)
+	e.fake.fail = errors.New("the search engine broke")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("go"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "error shown", `document.getElementById('status').classList.contains('error')`)
+	if n := evalString(t, ctx, `String(document.querySelectorAll('#results li.result').length)`); n != "0" {
+		t.Errorf("%s results still on screen under the error", n)
+	}
+	if !strings.Contains(evalString(t, ctx, `String(document.getElementById('degraded').hidden)`), "true") {
+		t.Error("the banner of the previous search stayed")
+	}
+	shoot(t, ctx, dir, "error-clears-results.png")
 }

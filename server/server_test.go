@@ -45,6 +45,8 @@ type fakeSearcher struct {
 	// evaluate makes stage 3 run (judging the top two) instead of being
 	// skipped.
 	evaluate atomic.Bool
+	// degraded, when set, is reported as the result's degradations.
+	degraded atomic.Pointer[[]Degradation]
 }
 
 func (f *fakeSearcher) queries() []Query {
@@ -105,6 +107,9 @@ func (f *fakeSearcher) Search(ctx context.Context, q Query, observe func(StageEv
 	props := []Proposition{{Question: "Is there a " + words[0] + "?", Expected: true}}
 	observe(StageEvent{Stage: StageVerify, Status: StatusStarted})
 	res := &Result{Descriptions: desc, Propositions: props}
+	if d := f.degraded.Load(); d != nil {
+		res.Degraded = *d
+	}
 	for i, s := range ss {
 		h := Hit{Name: s.name, Score: s.score, Stage1Rank: i + 1}
 		if i < 2 {
