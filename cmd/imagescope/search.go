@@ -268,6 +268,9 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages, hasRef b
 			fmt.Fprintf(w, "skipped %s: %s\n", k, why)
 		}
 	}
+	for _, d := range res.Degraded {
+		fmt.Fprintf(w, "partial answer, stage %d did without a model role: %s\n", d.Stage, d.Reason)
+	}
 	for _, st := range res.Stages {
 		round := ""
 		if st.Round >= 0 {
