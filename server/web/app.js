@@ -579,6 +579,7 @@
     const { body, headers } = buildBody(text);
     let result = null;
     let failure = "";
+    let stopped = false;
     try {
       const resp = await api("/api/search/stream", { method: "POST", body, headers, signal: ctl.signal });
       if (!resp.ok) throw new Error(await errorText(resp));
@@ -606,8 +607,10 @@
         feed(value);
       }
     } catch (e) {
-      if (e.name === "AbortError") failure = "Stopped.";
-      else failure = e.message;
+      if (e.name === "AbortError") {
+        failure = "Stopped.";
+        stopped = true;
+      } else failure = e.message;
     } finally {
       if (state.abort === ctl) {
         busy(false);
@@ -616,8 +619,9 @@
     }
     if (state.mode !== mode) return null; // switched away meanwhile
     if (!result) {
-      // An error never stands above results that do not belong to it.
-      clearResults();
+      // An error never stands above results that do not belong to it (a
+      // search stopped by hand, or replaced by a newer one, keeps them).
+      if (!stopped && !state.abort) clearResults();
       setStatus(failure || "The search ended without a result.", true);
       $("refining").hidden = true;
       $("results").classList.remove("refining");
