@@ -86,6 +86,20 @@ CREATE TABLE IF NOT EXISTS failures (
 	stage  TEXT NOT NULL,
 	reason TEXT NOT NULL
 );
+-- meta 'generation' counts every change to what a search loads, so a
+-- cache of a loaded gallery knows when it is stale.
+CREATE TRIGGER IF NOT EXISTS generation_images_insert AFTER INSERT ON images BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_images_update AFTER UPDATE ON images WHEN OLD.name IS NOT NEW.name OR OLD.pos IS NOT NEW.pos OR OLD.path IS NOT NEW.path BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_images_delete AFTER DELETE ON images BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_image_embeddings_insert AFTER INSERT ON image_embeddings BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_image_embeddings_update AFTER UPDATE ON image_embeddings WHEN OLD.image_id IS NOT NEW.image_id OR OLD.model IS NOT NEW.model OR OLD.dtype IS NOT NEW.dtype OR OLD.vec IS NOT NEW.vec BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_image_embeddings_delete AFTER DELETE ON image_embeddings BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_captions_insert AFTER INSERT ON captions BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_captions_update AFTER UPDATE ON captions WHEN OLD.image_id IS NOT NEW.image_id OR OLD.key IS NOT NEW.key OR OLD.text IS NOT NEW.text BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_captions_delete AFTER DELETE ON captions BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_caption_embeddings_insert AFTER INSERT ON caption_embeddings BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_caption_embeddings_update AFTER UPDATE ON caption_embeddings WHEN OLD.image_id IS NOT NEW.image_id OR OLD.key IS NOT NEW.key OR OLD.model IS NOT NEW.model OR OLD.dtype IS NOT NEW.dtype OR OLD.vec IS NOT NEW.vec BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
+CREATE TRIGGER IF NOT EXISTS generation_caption_embeddings_delete AFTER DELETE ON caption_embeddings BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;
 `
 
 // DB is an open image DB.
@@ -164,6 +178,13 @@ func (db *DB) init(ctx context.Context) error {
 	}
 	if _, err := conn.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
+	}
+	if _, ok, err := db.meta(ctx, "generation"); err != nil {
+		return err
+	} else if !ok {
+		if err := db.setMeta(ctx, db.sql, "generation", "0"); err != nil {
+			return err
+		}
 	}
 	v, ok, err := db.meta(ctx, "schema_version")
 	if err != nil {

@@ -186,7 +186,7 @@ func dump(t testing.TB, path string) string {
 	defer db.Close()
 	var sb strings.Builder
 	for _, q := range []string{
-		`SELECT 'meta', key, value FROM meta ORDER BY key`,
+		`SELECT 'meta', key, value FROM meta WHERE key <> 'generation' ORDER BY key`, // generation counts history
 		`SELECT 'image', name, pos, path, hash, size, mtime, width, height FROM images ORDER BY name`,
 		`SELECT 'emb', i.name, e.model, e.dtype, hex(e.vec) FROM image_embeddings e JOIN images i ON i.id = e.image_id ORDER BY i.name, e.model`,
 		`SELECT 'set', key, captioner, prompt_hash, prompt FROM caption_sets ORDER BY key`,

@@ -3,8 +3,14 @@ package gallery
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -12,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -29,6 +36,10 @@ type LoadInfo struct {
 	// MissingCaptions counts gallery images without a caption embedding in
 	// the chosen set (their caption term is 0).
 	MissingCaptions int `json:"missing_captions"`
+	// FromCache reports that the index came from the search cache;
+	// CacheNote says why the cache was not used or not written, if so.
+	FromCache bool   `json:"from_cache,omitempty"`
+	CacheNote string `json:"cache_note,omitempty"`
 }
 
 // CaptionSet is one set of captions held in the DB.
@@ -110,7 +121,16 @@ type LoadOptions struct {
 	Compact bool
 	// Threads bounds the concurrent readers (0: GOMAXPROCS).
 	Threads int
+	// Cache keeps a copy of the loaded index in a file beside the DB (the
+	// DB's path + CacheSuffix) and loads from it at disk speed while the DB
+	// is unchanged (every change to images, captions or embeddings bumps a
+	// counter in the DB) and the options match; otherwise it loads from the
+	// DB and rewrites the file. A damaged file is ignored and rewritten.
+	Cache bool
 }
+
+// CacheSuffix is appended to a DB's path to name its search cache.
+const CacheSuffix = ".search-cache"
 
 // LoadWith reads a gallery like Load, with options.
 func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, LoadInfo, error) {
@@ -155,6 +175,22 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 		}
 	}
 	info.CaptionKey = captionKey
+
+	var ck cacheKey
+	if opt.Cache {
+		gen, ok, err := db.meta(ctx, "generation")
+		if err != nil {
+			return nil, info, err
+		}
+		ck = cacheKey{Format: 1, Generation: gen, Model: model, Dim: dim, CaptionKey: captionKey, Tau: opt.Tau, Fuse: opt.Fuse, Compact: opt.Compact}
+		if ok {
+			ix, cinfo, note := db.readCache(ck)
+			if ix != nil {
+				return ix, cinfo, nil
+			}
+			info.CacheNote = note
+		}
+	}
 
 	var total int
 	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM images`).Scan(&total); err != nil {
@@ -272,7 +308,93 @@ func (db *DB) LoadWith(ctx context.Context, opt LoadOptions) (*vindex.Index, Loa
 	// Decoding left garbage about the size of the vectors; hand it back to
 	// the OS now rather than keeping the process at twice its live size.
 	debug.FreeOSMemory()
+	if opt.Cache && ck.Generation != "" {
+		if err := db.writeCache(ck, info, ix); err != nil {
+			info.CacheNote = err.Error()
+		}
+	}
 	return ix, info, nil
+}
+
+// cacheKey identifies what a search cache holds.
+type cacheKey struct {
+	Format     int
+	Generation string
+	Model      string
+	Dim        int
+	CaptionKey string
+	Tau        float32
+	Fuse       bool
+	Compact    bool
+}
+
+type cacheHeader struct {
+	Key  cacheKey
+	Info LoadInfo
+}
+
+// readCache returns the cached index when the cache file matches key, or a
+// note on why it was not used.
+func (db *DB) readCache(key cacheKey) (*vindex.Index, LoadInfo, string) {
+	path := db.path + CacheSuffix
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, LoadInfo{}, "no search cache yet"
+	}
+	if err != nil {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: %v", path, err)
+	}
+	defer f.Close()
+	var n [8]byte
+	if _, err := io.ReadFull(f, n[:]); err != nil {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: %v", path, err)
+	}
+	hl := binary.LittleEndian.Uint64(n[:])
+	if hl > 1<<20 {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: not a cache file", path)
+	}
+	hj := make([]byte, hl)
+	if _, err := io.ReadFull(f, hj); err != nil {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: %v", path, err)
+	}
+	var h cacheHeader
+	if err := json.Unmarshal(hj, &h); err != nil {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: %v", path, err)
+	}
+	if h.Key != key {
+		return nil, LoadInfo{}, "search cache is stale (the DB or the options changed)"
+	}
+	ix, err := vindex.ReadIndex(f)
+	if err != nil {
+		return nil, LoadInfo{}, fmt.Sprintf("search cache %s: %v", path, err)
+	}
+	h.Info.FromCache, h.Info.CacheNote = true, ""
+	return ix, h.Info, ""
+}
+
+// writeCache replaces the DB's search cache with ix.
+func (db *DB) writeCache(key cacheKey, info LoadInfo, ix *vindex.Index) error {
+	info.CacheNote = ""
+	hj, err := json.Marshal(cacheHeader{Key: key, Info: info})
+	if err != nil {
+		return err
+	}
+	err = atomicfile.WriteFunc(db.path+CacheSuffix, func(w io.Writer) error {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(hj)))
+		if _, err := w.Write(n[:]); err != nil {
+			return err
+		}
+		if _, err := w.Write(hj); err != nil {
+			return err
+		}
+		_, err := ix.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write search cache: %w", err)
+	}
+	return nil
 }
 
 // readVectors decodes the (image_id, dtype, vec) rows of table that match

@@ -3,6 +3,7 @@ package gallery
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -121,5 +122,88 @@ func BenchmarkLoad(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "images/s")
 		})
+	}
+}
+
+// The search cache is used only while the DB and the options are
+// unchanged, gives the same index as a DB load, and a damaged cache is
+// replaced rather than trusted.
+func TestLoadCache(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	n, dim := 300, 8
+	names := make([]string, n)
+	caps := map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("img%04d.jpg", i)
+		caps[names[i]] = "caption " + names[i]
+	}
+	writeRefDB(t, src, names, dim, caps)
+	dbPath := filepath.Join(t.TempDir(), "c.db")
+	db, err := Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "test/clip"}); err != nil {
+		t.Fatal(err)
+	}
+	opt := LoadOptions{Tau: 0.15, Fuse: true, Compact: true, Cache: true}
+	load := func(o LoadOptions) (*vindex.Index, LoadInfo) {
+		t.Helper()
+		ix, info, err := db.LoadWith(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ix, info
+	}
+	first, info := load(opt)
+	if info.FromCache {
+		t.Fatal("first load came from a cache")
+	}
+	second, info2 := load(opt)
+	if !info2.FromCache || info2.Images != info.Images || info2.CaptionKey != info.CaptionKey {
+		t.Fatalf("second load: %+v (note %q)", info2, info2.CacheNote)
+	}
+	if !slices.Equal(first.Names, second.Names) || !slices.Equal(first.Image, second.Image) || !slices.Equal(first.Captions, second.Captions) ||
+		second.FusedTau != 0.15 || second.CompactBytes() != first.CompactBytes() {
+		t.Fatal("cached index differs from the loaded one")
+	}
+	q := []vindex.Query{{Descriptions: [][]float32{first.Image[:dim]}, Tau: 0.15}}
+	a, _ := first.Search(ctx, q, 10)
+	b, _ := second.Search(ctx, q, 10)
+	if !slices.Equal(a[0], b[0]) {
+		t.Fatal("cached index answers differently")
+	}
+	// Other options: not from this cache.
+	if _, info := load(LoadOptions{Tau: 0.3, Fuse: true, Cache: true}); info.FromCache {
+		t.Fatal("a load with another tau used the cache")
+	}
+	load(opt) // rewrite it for opt
+	// A changed DB: not from the cache, and the change is seen.
+	if _, err := db.sql.ExecContext(ctx, `UPDATE captions SET text = 'changed' WHERE image_id = (SELECT id FROM images WHERE name = ?)`, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	third, info3 := load(opt)
+	if info3.FromCache {
+		t.Fatal("a changed DB was served from the cache")
+	}
+	if c, _ := third.CaptionText(names[0]); c != "changed" {
+		t.Fatalf("caption after the change: %q", c)
+	}
+	// A damaged cache is not trusted.
+	raw, err := os.ReadFile(dbPath + CacheSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(dbPath+CacheSuffix, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, info := load(opt); info.FromCache || info.CacheNote == "" {
+		t.Fatalf("damaged cache: %+v", info)
+	}
+	if _, info := load(opt); !info.FromCache {
+		t.Fatalf("cache not rewritten after damage: %+v", info)
 	}
 }

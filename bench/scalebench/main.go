@@ -3,7 +3,7 @@
 //
 //	scalebench gen    -dir D -n N -d DIM -q Q -kind uniform|clustered
 //	scalebench mkdb   -dir D -db PATH            (ImportNPY of D/refdb)
-//	scalebench search -dir D -db PATH -tau T -k K -threads T [-peer CMD]
+//	scalebench search -dir D -db PATH -tau T -k K -threads T [-loads L] [-peer CMD]
 //	scalebench check  -dir D -tau T -k K
 //
 // gen writes random L2-normalised image and caption vectors and Q queries
@@ -329,24 +329,35 @@ func search(args []string) error {
 	peerCmd := fs.String("peer", "", "peer command (see bench/scale)")
 	block := fs.Int("block", 100, "queries per interleaved block")
 	peerPer := fs.Int("peer-per-block", 20, "peer queries per block (the first of the block's queries)")
+	loads := fs.Int("loads", 2, "loads of the DB (the first writes the search cache; the last is measured)")
 	fs.Parse(args)
 	qs, _, err := queries(*dir, float32(*tau))
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	runtime.GC()
-	t0 := time.Now()
-	db, err := gallery.Open(ctx, *dbPath)
-	if err != nil {
-		return err
+	var (
+		ix    *vindex.Index
+		info  gallery.LoadInfo
+		loadS float64
+	)
+	for l := 1; l <= *loads; l++ {
+		ix = nil
+		runtime.GC()
+		debug.FreeOSMemory()
+		t0, c0 := time.Now(), cpuMS()
+		db, err := gallery.Open(ctx, *dbPath)
+		if err != nil {
+			return err
+		}
+		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{Fuse: true, Tau: float32(*tau), Compact: true, Threads: *threads, Cache: true})
+		if err != nil {
+			return err
+		}
+		loadS = time.Since(t0).Seconds()
+		db.Close()
+		fmt.Printf("load %d: load_s=%.2f cpu_s=%.2f from_cache=%v %s\n", l, loadS, (cpuMS()-c0)/1000, info.FromCache, info.CacheNote)
 	}
-	ix, info, err := db.LoadWith(ctx, gallery.LoadOptions{Fuse: true, Tau: float32(*tau), Compact: true, Threads: *threads})
-	if err != nil {
-		return err
-	}
-	loadS := time.Since(t0).Seconds()
-	db.Close()
 	ix.Threads = *threads
 	debug.FreeOSMemory()
 	rssKB, hwmKB := procKB("VmRSS"), procKB("VmHWM")
