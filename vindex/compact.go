@@ -368,6 +368,9 @@ func (ix *Index) compactWith(ctx context.Context, tau float32, dots dotsKernel) 
 	if ix.HasCaption {
 		cap = ix.Caption
 	}
+	if c := ix.compact; c != nil && c.pair == (cap != nil) && (!c.pair || c.tau == tau) && c.dots.name == dots.name {
+		return nil // already built for this tau
+	}
 	c, err := buildCompact(ctx, ix.Image, cap, tau, ix.Len(), ix.Dim, ix.threads(), dots)
 	if err != nil {
 		return err

@@ -47,6 +47,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	clipModel := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's, which must match the DB's model)")
 	threads := fs.Int("threads", 0, "CLIP threads (0: the config's, or all cores)")
 	captionKey := fs.String("caption-key", "", "caption set to use (default: the DB's first; \"none\" for none)")
+	cache := fs.Bool("cache", false, "with --db: keep the loaded gallery in DB"+gallery.CacheSuffix+" beside the DB and start from it while the DB is unchanged (fast restarts of large galleries; costs that much disk)")
 	fuse := fs.Bool("fuse", false, "with --db: hold one matrix of fused image+caption vectors for the default tau (half the memory; requests with another tau are refused)")
 	domain := fs.String("domain", "general", "prompt set for text and composed queries (general, cirr, fashion-dress, fashion-shirt, fashion-toptee)")
 	maxStage := fs.Int("max-stage", 3, "last stage to run (1: reason + retrieve only, 2: + verify, 3: + evaluate)")
@@ -165,7 +166,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		if ck == "none" {
 			ck = gallery.NoCaptions
 		}
-		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{ClipModel: model.ID(), CaptionKey: ck, Tau: pipeline.DefaultOptions().Tau, Fuse: *fuse})
+		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{ClipModel: model.ID(), CaptionKey: ck, Tau: pipeline.DefaultOptions().Tau, Fuse: *fuse, Compact: true, Cache: *cache})
 		db.Close()
 		if err != nil {
 			return err
@@ -177,7 +178,10 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if cfg.CLIP.Threads > 0 {
 		ix.Threads = cfg.CLIP.Threads
 	}
-	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "")
+	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "", "from_cache", info.FromCache)
+	if info.CacheNote != "" && *cache {
+		e.log.Info("search cache", "note", info.CacheNote)
+	}
 	images := adapt.ImagesOf(ix)
 	thumbStore, err := prepareThumbs(ctx, e, path, images, *maxPixels, *galleryDir != "")
 	if err != nil {
@@ -190,7 +194,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	askOptions(cfg, &opts)
 	// Single searches at the default caption weight scan an 8-bit copy of
 	// the fused gallery vectors first; results are exactly those of the
-	// full scan (vindex.Index.Compact).
+	// full scan (vindex.Index.Compact; already built when loaded from a DB).
 	if err := ix.Compact(ctx, opts.Tau); err != nil {
 		return fmt.Errorf("prepare gallery %s for search: %w", path, err)
 	}
