@@ -631,6 +631,18 @@ func TestBrowserProgressive(t *testing.T) {
 	waitJS(t, ctx, "thumbnails", `Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)`)
 	shoot(t, ctx, dir, "prog-4-pasted.png")
 
+	// An image dropped on the page becomes the reference too.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(async () => {
+		const b = await (await fetch('/api/images/camera')).blob();
+		const dt = new DataTransfer();
+		dt.items.add(new File([b], 'dropped.png', { type: b.type || 'image/png' }));
+		document.body.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true }));
+		document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "dropped reference", `document.getElementById('ref-label').textContent === 'Dropped: dropped.png' && document.getElementById('drop-hint').hidden`)
+
 	// A phone: the first row of results is above the fold, for a text
 	// search and after three chat turns.
 	if err := chromedp.Do(ctx,
