@@ -88,21 +88,20 @@ func TestIntegrationOllamaWire(t *testing.T) {
 		t.Errorf("top_logprobs 25: %v", err)
 	}
 
-	// A corrupt image (a JPEG cut short: its header reads, its data does
-	// not) is sent as it is; the server's 500 fails this call only.
-	bad := img[:len(img)/3]
+	// A corrupt image (a JPEG cut short: its header reads, its scan data
+	// does not) is sent as it is; the server's 500 fails this call only.
+	bad := img[:len(img)-len(img)/4]
 	_, err = vc.Chat(ctx, ChatRequest{Messages: []Message{UserImages("Is it red?", ImageBytes(bad, "image/jpeg"))}})
 	t.Logf("corrupt image: %v", err)
-	if err == nil {
-		t.Log("the server answered a truncated JPEG (decoded what it could)")
-	} else if !errors.Is(err, ErrRejected) || !errors.As(err, &e) || e.Attempts != 1 {
-		t.Errorf("corrupt image: %v, want a rejected call after one attempt", err)
+	if !errors.Is(err, ErrRejected) || !errors.As(err, &e) || e.Attempts != 1 || e.Status != 500 {
+		t.Errorf("corrupt image: %v, want the server's 500 as a rejected call after one attempt", err)
 	}
+	// Bytes without a readable header are refused before sending.
 	garbage := append([]byte("\xff\xd8\xff\xe0"), bytes.Repeat([]byte{0x17}, 300)...)
 	_, err = vc.Chat(ctx, ChatRequest{Messages: []Message{UserImages("Is it red?", ImageBytes(garbage, "image/jpeg"))}})
 	t.Logf("garbage image: %v", err)
-	if err != nil && !errors.Is(err, ErrRejected) {
-		t.Errorf("garbage image: %v, want a rejected call", err)
+	if err == nil || errors.Is(err, ErrRoleDown) {
+		t.Errorf("garbage image: %v, want a failure of this call", err)
 	}
 	if _, err := vc.Chat(ctx, ChatRequest{Messages: []Message{UserImages("Is it blue?", ImageBytes(img, "image/jpeg"))}}); err != nil {
 		t.Errorf("the call after bad images: %v", err)

@@ -95,10 +95,29 @@ home: %s
 		s = edit(s)
 	}
 	p := filepath.Join(dir, "config.yaml")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// short caps the reply lengths of configs/ollama.yaml (256 caption tokens,
+// 1024 reasoner tokens): noise never stops early, and the tests only need
+// replies, not long ones.
+func short(s string) string {
+	return strings.NewReplacer("max_tokens: 256", "max_tokens: 12", "max_tokens: 1024", "max_tokens: 48").Replace(s)
+}
+
+// sharedHome points a configuration at another test's home (its image DB,
+// captions included) with an answer cache of its own.
+func sharedHome(home, cache string) func(string) string {
+	return func(s string) string {
+		i := strings.LastIndex(s, "\nhome: ")
+		return short(s[:i]) + "\nhome: " + home + "\ncache:\n  path: " + cache + "\n"
+	}
 }
 
 func ollamaEnv(k string) string {
@@ -229,7 +248,7 @@ func TestIntegrationOllamaEval(t *testing.T) {
 
 	// A: a fresh run.
 	dirA := filepath.Join(root, "a")
-	cfgA := f.config(t, dirA, nil)
+	cfgA := f.config(t, dirA, short)
 	runA, errs, code := evalOllama(ctx, t, cfgA, filepath.Join(dirA, "runs"), "first")
 	if code != 0 {
 		t.Fatalf("eval: exit %d\n%s", code, errs)
@@ -266,10 +285,10 @@ func TestIntegrationOllamaEval(t *testing.T) {
 		}
 	}
 
-	// C: a fresh home and cache, interrupted after the first stage-1
-	// checkpoint, then resumed.
+	// C: A's image DB (captions made) with a fresh answer cache,
+	// interrupted after the first stage-1 checkpoint, then resumed.
 	dirC := filepath.Join(root, "c")
-	cfgC := f.config(t, dirC, nil)
+	cfgC := f.config(t, dirC, sharedHome(filepath.Join(dirA, "home"), filepath.Join(dirC, "answers.db")))
 	runsC := filepath.Join(dirC, "runs")
 	cctx, ccancel := context.WithCancel(ctx)
 	done := make(chan int, 1)
@@ -307,8 +326,8 @@ func TestIntegrationOllamaEval(t *testing.T) {
 	}
 	checkFallbacks(t, m[0])
 
-	// D: a fresh home and cache; the server is stopped and started again
-	// while the run is in progress. The run rides it out.
+	// D: A's image DB with a fresh answer cache; the server is stopped and
+	// started again while the run is in progress. The run rides it out.
 	if f.stop == "" || f.start == "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("IMAGESCOPE_OLLAMA_STOP and _START must be set under CI")
@@ -316,7 +335,7 @@ func TestIntegrationOllamaEval(t *testing.T) {
 		t.Skip("IMAGESCOPE_OLLAMA_STOP/_START not set: restart not tested")
 	}
 	dirD := filepath.Join(root, "d")
-	cfgD := f.config(t, dirD, nil)
+	cfgD := f.config(t, dirD, sharedHome(filepath.Join(dirA, "home"), filepath.Join(dirD, "answers.db")))
 	runsD := filepath.Join(dirD, "runs")
 	type result struct {
 		dir, errs string
@@ -327,10 +346,11 @@ func TestIntegrationOllamaEval(t *testing.T) {
 		d, e, c := evalOllama(ctx, t, cfgD, runsD, "restart")
 		res <- result{d, e, c}
 	}()
-	// Wait until model calls are under way (the gallery is being captioned).
+	// Wait until the run is under way (its folder exists), then let its
+	// first model calls start.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if m, _ := filepath.Glob(filepath.Join(dirD, "home", "cache", "*")); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(runsD, "*", "*", "run.log")); len(m) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -338,7 +358,7 @@ func TestIntegrationOllamaEval(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(2 * time.Second)
 	if out, err := exec.Command("sh", "-c", f.stop).CombinedOutput(); err != nil {
 		t.Fatalf("stop Ollama: %v\n%s", err, out)
 	}
@@ -374,7 +394,7 @@ func TestIntegrationOllamaSearchServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	cfg := f.config(t, dir, nil)
+	cfg := f.config(t, dir, short)
 	photos := copyFixtureImages(t, false)
 
 	out, errs, code := runCLI(ctx, t, "search", "a bright square", "--config", cfg, "--gallery", photos, "--json")
