@@ -72,9 +72,10 @@ http_ok() {
 	[[ "$line" == *" 200"* ]]
 }
 
-# server_env runs its arguments with the environment of this script's server.
+# server_env runs its arguments with the environment of this script's server
+# (env execs them: the pid stays the command's own).
 server_env() {
-	env HOME="$STATE/home" OLLAMA_MODELS="$STATE/models" OLLAMA_HOST="127.0.0.1:$PORT" \
+	exec env HOME="$STATE/home" OLLAMA_MODELS="$STATE/models" OLLAMA_HOST="127.0.0.1:$PORT" \
 		OLLAMA_NOPRUNE=1 OLLAMA_KEEP_ALIVE="${OLLAMA_KEEP_ALIVE:-30m}" \
 		OLLAMA_NUM_PARALLEL="${OLLAMA_NUM_PARALLEL:-1}" OLLAMA_MAX_LOADED_MODELS=2 "$@"
 }
@@ -85,7 +86,8 @@ start() {
 	if [[ -f "$STATE/pid" ]] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
 		log "already running (pid $(cat "$STATE/pid"))"
 	else
-		server_env nohup "$BIN" serve >>"$STATE/log" 2>&1 &
+		# The background subshell execs into the server, so $! is its pid.
+		(server_env nohup "$BIN" serve) >>"$STATE/log" 2>&1 &
 		echo $! >"$STATE/pid"
 		log "started ollama (pid $!, $(url), log $STATE/log)"
 	fi
@@ -122,10 +124,10 @@ models() {
 	local src="$STATE/src"
 	mkdir -p "$src"
 	"$PY" "$HERE/tinymodels.py" text "$src/text"
-	server_env "$BIN" create imagescope-tiny-text -f "$src/text/Modelfile" >&2
+	(server_env "$BIN" create imagescope-tiny-text -f "$src/text/Modelfile") >&2
 	local vision=""
 	if "$PY" "$HERE/tinymodels.py" vision "$src/vision" &&
-		server_env "$BIN" create imagescope-tiny-vision -f "$src/vision/Modelfile" >&2; then
+		(server_env "$BIN" create imagescope-tiny-vision -f "$src/vision/Modelfile") >&2; then
 		vision=imagescope-tiny-vision
 	else
 		log "the tiny vision model could not be made or imported (see above)"
