@@ -5,8 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/progress"
 	"sync"
+
+	"github.com/imagescope/imagescope/internal/progress"
 
 	"github.com/imagescope/imagescope/clip"
 )

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/adapt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,14 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imagescope/imagescope/clip"
-	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/dataset"
-	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/metrics"
 	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/prompt"
 	evalrun "github.com/imagescope/imagescope/run"
-	"github.com/imagescope/imagescope/vindex"
 )
 
 // parseStages reads "s1,s2,s3" (or "1,2", "s1-s3") into the last stage;
@@ -162,7 +159,7 @@ those of a run over the dialogues' own turns.`)
 		return err
 	}
 	if dir == "" {
-		askOptions(cfg, &opt) // a resumed run keeps its saved options
+		app.AskOptions(cfg, &opt) // a resumed run keeps its saved options
 	}
 	if prev, ok := saved["clip_model"].(string); ok && dir != "" && !set["clip"] {
 		cfg.CLIP.Model = prev // a resumed run keeps its CLIP model
@@ -174,7 +171,7 @@ those of a run over the dialogues' own turns.`)
 	if settings.Subset && !strings.EqualFold(ds.Name, "CIRR") {
 		return usagef("--subset applies to CIRR only")
 	}
-	lib, err := loadPrompts(*promptDir)
+	lib, err := prompt.Load(*promptDir)
 	if err != nil {
 		return err
 	}
@@ -182,20 +179,21 @@ those of a run over the dialogues' own turns.`)
 	if ds.Domain, err = lib.DatasetDomain(ds.Name, ds.Domain); err != nil {
 		return fmt.Errorf("--prompts %s: %w", *promptDir, err)
 	}
-	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
+	src, err := app.Resolve(ctx, cfg.Home, app.GallerySpec{Split: ds, DB: *dbPath, Weaviate: *wvCollection})
 	if err != nil {
 		return err
 	}
+	a, err := app.Open(ctx, cfg, app.Options{Prompts: lib, PromptDir: *promptDir, Log: e.log, Getenv: e.getenv, Progress: progressPrinter(e), Bars: e.stderr})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	model := a.Model
 	if prev, ok := saved["clip_model"].(string); ok && prev != model.ID() {
 		return fmt.Errorf("resume %s: the run used CLIP model %s, the configuration gives %s", dir, prev, model.ID())
 	}
-	roles, err := openRoles(ctx, cfg, e.log, false)
-	if err != nil {
-		return err
-	}
-	defer roles.close()
 
-	opt.InFlight = inFlightFromConfig(cfg)
+	opt.InFlight = app.InFlight(cfg)
 	fresh := dir == ""
 	if fresh {
 		clipTag := model.ID()
@@ -207,9 +205,9 @@ those of a run over the dialogues' own turns.`)
 			return err
 		}
 		// Resumable from here on, even if killed while the gallery is indexed.
-		early := map[string]any{"clip_model": model.ID(), "roles_config": roleModels(cfg), "config_file": cfg.Path,
+		early := map[string]any{"clip_model": model.ID(), "roles_config": app.RoleModels(cfg), "config_file": cfg.Path,
 			"clip_threads": cfg.CLIP.Threads, "answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled}}
-		if err := evalrun.Prepare(dir, settings, opt, roles.names(), lib, early); err != nil {
+		if err := evalrun.Prepare(dir, settings, opt, a.Roles.Names(), lib, early); err != nil {
 			_ = os.RemoveAll(dir)
 			return err
 		}
@@ -229,65 +227,36 @@ those of a run over the dialogues' own turns.`)
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(e.stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	runEnv := *e
-	runEnv.log = log
+	a.Log = log
 	log.Info("eval", "dir", dir, "dataset", ds.Name, "split", ds.Split, "queries", len(ds.Queries), "gallery", len(ds.Gallery), "clip", model.ID())
-
-	items := make([]gallery.Item, len(ds.Gallery))
-	images := adapt.FileImages{}
-	for i, im := range ds.Gallery {
-		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
-		images[im.Name] = im.Path
-	}
-	db := *dbPath
-	if db == "" {
-		db = gallery.DefaultPath(cfg.Home, ds.Name+"_"+ds.Split)
-	}
-	var (
-		ix    *vindex.Index
-		info  gallery.LoadInfo
-		setup engineSetup
-	)
-	if *wvCollection != "" {
-		g, err := openWeaviateGallery(ctx, &runEnv, cfg, model, *wvCollection)
-		if err != nil {
+	g, err := a.OpenGallery(ctx, src, ds.Domain)
+	if err != nil {
+		if *wvCollection != "" {
 			return refuse(err)
 		}
-		defer g.close()
-		names := make([]string, len(items))
-		for i, it := range items {
-			names[i] = it.Name
-		}
-		if err := g.covers(names); err != nil {
-			return refuse(err)
-		}
-		g.use(&setup)
-		ix, db = g.index, "weaviate:"+*wvCollection
-		info = gallery.LoadInfo{ClipModel: model.ID(), Dim: model.Dim(), Images: len(ix.Names), CaptionKey: g.store.Meta().CaptionKey}
-	} else if ix, info, err = loadGallery(ctx, &runEnv, cfg, roles, model, db, ds.Domain, items, lib); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted while indexing the gallery; resume with: imagescope eval --resume %s", dir)
 		}
 		return err
 	}
-	if !ix.HasCaption {
+	defer g.Close()
+	if !g.Index.HasCaption {
 		log.Warn("the gallery has no captions: the caption term is dropped (tau treated as 0)")
 	}
-	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, log
-	eng, err := buildEngine(setup)
+	eng, err := a.Engine(g, opt, log)
 	if err != nil {
 		return err
 	}
 	extra := map[string]any{
-		"clip_model": model.ID(), "image_db": db, "weaviate_collection": *wvCollection, "caption_set": info.CaptionKey, "gallery_images": info.Images,
-		"roles_config": roleModels(cfg), "config_file": cfg.Path, "clip_threads": cfg.CLIP.Threads,
+		"clip_model": model.ID(), "image_db": g.Where, "weaviate_collection": *wvCollection, "caption_set": g.Info.CaptionKey, "gallery_images": g.Info.Images,
+		"roles_config": app.RoleModels(cfg), "config_file": cfg.Path, "clip_threads": cfg.CLIP.Threads,
 		"answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled},
 	}
 	r, err := evalrun.New(evalrun.Config{
 		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
 		Score:      scoreWithMetrics(metrics.Options{ReferenceCode: settings.KeepReference && ds.Name == dataset.CIRR}),
 		Submit:     submitters(),
-		ModelStats: roles.counters,
+		ModelStats: a.Roles.Counters,
 		Progress: func(stage, done, total int) {
 			if done == total || done%max(1, total/20) == 0 {
 				log.Info("progress", "stage", stage, "done", done, "total", total)
@@ -298,7 +267,7 @@ those of a run over the dialogues' own turns.`)
 		return refuse(err)
 	}
 	runErr := r.Run(ctx)
-	if b, err := json.MarshalIndent(roles.stats(), "", "  "); err == nil {
+	if b, err := json.MarshalIndent(a.Roles.Stats(), "", "  "); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "llm_stats.json"), append(b, '\n'), 0o644)
 	}
 	fmt.Fprint(e.stdout, evalrun.FormatReport(r.Report()))
@@ -313,25 +282,6 @@ those of a run over the dialogues' own turns.`)
 		return runErr
 	}
 	return nil
-}
-
-// roleModels is the effective configuration of every configured role
-// (API keys left out).
-func roleModels(cfg *config.Config) map[string]any {
-	out := map[string]any{}
-	for _, name := range config.RoleNames {
-		r, ok := cfg.Role(name)
-		if !ok || !r.Configured() {
-			continue
-		}
-		out[name] = map[string]any{
-			"endpoints": []string(r.Endpoints), "model": r.Model, "model_id": r.CacheModelID(), "api_key_env": r.APIKeyEnv,
-			"max_in_flight": r.MaxInFlight, "timeout": r.Timeout.String(), "retries": r.MaxRetries(), "cooldown": r.Cooldown.String(),
-			"max_tokens": r.MaxTokens, "temperature": r.Temperature, "top_p": r.TopP, "stop": r.Stop, "seed": r.Seed,
-			"extra": r.Extra, "logprobs": r.Logprobs, "top_logprobs": r.TopLogprobs, "image": r.Image,
-		}
-	}
-	return out
 }
 
 // scoreWithMetrics scores rankings with the metrics package (the numbers

@@ -2,23 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/adapt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 
-	"github.com/imagescope/imagescope/clip"
-	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/internal/progress"
-	"github.com/imagescope/imagescope/llm"
-	"github.com/imagescope/imagescope/pipeline"
-	"github.com/imagescope/imagescope/prompt"
 	"github.com/imagescope/imagescope/thumbs"
 )
 
@@ -41,9 +32,7 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	data := fs.String("data", "", "benchmark data root (or the dataset's folder)")
 	split := fs.String("split", "", "benchmark split: val | test")
 	dbPath := fs.String("db", "", "image DB file (default under $IMAGESCOPE_HOME/db)")
-	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
-	clipRef := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default from config, else "+clip.DefaultModel+")")
-	threads := fs.Int("threads", 0, "CLIP threads (0: from config, else all cores)")
+	cf := addConfigFlags(fs)
 	embedder := fs.String("embedder", "clip", "embeddings from: clip (in-process) | remote (the config's embedder role)")
 	noCaptions := fs.Bool("no-captions", false, "do not caption even when a captioner is configured")
 	domain := fs.String("domain", "", "caption prompt set (default: the dataset's; folders: general)")
@@ -86,164 +75,45 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 		return usagef("give --gallery DIR or --dataset NAME --data DIR --split SPLIT")
 	case *dsName != "" && (*data == "" || *split == ""):
 		return usagef("--dataset needs --data and --split")
-	case *batch < 1 || *capWorkers < 0 || *threads < 0:
+	case *batch < 1 || *capWorkers < 0 || cf.threads < 0:
 		return usagef("--batch must be >= 1, --caption-workers and --threads >= 0")
 	case *embedder != "clip" && *embedder != "remote":
 		return usagef("--embedder %q: want clip or remote", *embedder)
 	}
 
-	cpath := *configPath
-	if cpath == "" {
-		cpath = e.getenv("IMAGESCOPE_CONFIG")
-	}
-	cfg, err := config.Load(cpath, e.getenv)
+	cfg, err := cf.load(e)
 	if err != nil {
 		return err
 	}
-	var ds *dataset.Dataset
-	var dbName, folderDB string
-	if *galleryDir != "" {
-		if ds, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
+	spec := app.GallerySpec{Folder: *galleryDir, DB: *dbPath}
+	if *dsName != "" {
+		if spec.Split, err = dataset.Load(ctx, *dsName, *data, *split); err != nil {
 			return err
 		}
-		if folderDB, err = gallery.FolderPath(cfg.Home, *galleryDir); err != nil {
-			return err
-		}
-	} else {
-		if ds, err = dataset.Load(ctx, *dsName, *data, *split); err != nil {
-			return err
-		}
-		dbName = ds.Name + "_" + ds.Split
 	}
-	if len(ds.Gallery) == 0 {
-		return fmt.Errorf("no images found in %s", ds.Root)
-	}
-	items := make([]gallery.Item, len(ds.Gallery))
-	for i, im := range ds.Gallery {
-		items[i] = gallery.Item{Name: im.Name, Path: im.Path}
-	}
-	path := *dbPath
-	switch {
-	case path == "" && folderDB != "":
-		path = folderDB
-	case path == "":
-		path = gallery.DefaultPath(cfg.Home, dbName)
-	}
-	dom := *domain
-	if dom == "" {
-		dom = ds.Domain
-	}
-	if dom == "" || dom == "chat" {
-		dom = "general"
-	}
-
-	// Embedder.
-	var emb gallery.Embedder
-	if *embedder == "remote" {
-		rcfg, ok := cfg.Role(config.RoleEmbedder)
-		if !ok || !rcfg.Configured() {
-			return usagef("--embedder remote: no embedder role in the configuration")
-		}
-		c, err := llm.New(ctx, llm.Role(config.RoleEmbedder), rcfg, nil, llm.Options{Logger: e.log})
-		if err != nil {
-			return err
-		}
-		if emb, err = newRemoteEmbedder(ctx, c); err != nil {
-			return err
-		}
-	} else {
-		ref := *clipRef
-		if ref == "" {
-			ref = cfg.CLIP.Model
-		}
-		th := *threads
-		if th == 0 {
-			th = cfg.CLIP.Threads
-		}
-		m, err := clip.Load(ctx, ref, clip.Options{Threads: th, Logger: e.log, Progress: progressPrinter(e)})
-		if err != nil {
-			return err
-		}
-		emb = adapt.CLIP{Model: m}
-	}
-
-	db, err := gallery.Open(ctx, path)
+	src, err := app.Resolve(ctx, cfg.Home, spec)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	if err := db.BindModel(ctx, emb.ModelID(), emb.Dim()); err != nil {
-		return err
+	if len(src.Items) == 0 {
+		return fmt.Errorf("no images found in %s", src.Root)
 	}
-
-	opt := gallery.IndexOptions{Embedder: emb, EmbedBatch: *batch, Float16: *float16, Logger: e.log}
-	rcfg, capOK := cfg.Role(pipeline.RoleCaptioner)
-	switch {
-	case *noCaptions:
-		e.log.Info("captioning off (--no-captions): search will treat tau as 0 unless the DB already holds captions")
-	case !capOK || !rcfg.Configured():
-		e.log.Warn("no captioner configured: images are embedded without captions, and search treats tau as 0 (the caption term is dropped)")
-	default:
-		lib, err := prompt.Load(*promptDir)
-		if err != nil {
-			return err
-		}
-		if *domain == "" && ds.Name != dataset.Folder && lib.Layout() == prompt.LayoutReference {
-			// The reference layout's caption.txt of this benchmark, as eval uses.
-			if dom, err = lib.DatasetDomain(ds.Name, dom); err != nil {
-				return fmt.Errorf("--prompts %s: %w", *promptDir, err)
-			}
-		}
-		instr, err := lib.CaptionInstruction(dom)
-		if err != nil {
-			return err
-		}
-		var cache *llm.Cache
-		if !cfg.Cache.Disabled {
-			if err := os.MkdirAll(filepath.Dir(cfg.Cache.Path), 0o755); err != nil {
-				return fmt.Errorf("answer cache: %w", err)
-			}
-			if cache, err = llm.OpenCache(cfg.Cache.Path); err != nil {
-				return fmt.Errorf("answer cache: %w", err)
-			}
-			defer cache.Close()
-		}
-		c, err := llm.New(ctx, llm.Role(pipeline.RoleCaptioner), rcfg, cache, llm.Options{Logger: e.log})
-		if err != nil {
-			return err
-		}
-		opt.Captioner = adapt.Captioner{Client: c, Instruction: instr}
-		opt.CaptionModel = rcfg.CacheModelID()
-		opt.CaptionPrompt = instr
-		opt.CaptionWorkers = *capWorkers
-		if opt.CaptionWorkers == 0 {
-			opt.CaptionWorkers = max(1, rcfg.MaxInFlight*len(rcfg.Endpoints))
-		}
-	}
-
-	bar := progress.New(e.stderr, "index "+dbName, int64(len(items)), progress.Options{Unit: "images", Logger: e.log})
-	opt.Progress = bar
-	e.log.Info("index", "db", path, "images", len(items), "clip", emb.ModelID(), "dim", emb.Dim(), "captions", opt.Captioner != nil)
-	sum, err := db.Index(ctx, items, opt)
+	bar := progress.New(e.stderr, "index "+src.Name, int64(len(src.Items)), progress.Options{Unit: "images", Logger: e.log})
+	sum, err := app.Index(ctx, cfg, src, app.IndexSpec{Remote: *embedder == "remote", Domain: *domain, PromptDir: *promptDir,
+		NoCaptions: *noCaptions, CaptionWorkers: *capWorkers, Batch: *batch, Float16: *float16, Progress: bar, Log: e.log, ClipProgress: progressPrinter(e)})
 	bar.Finish()
 	if sum != nil {
-		printIndexSummary(e, path, sum)
+		printIndexSummary(e, src.Path, sum)
 	}
 	if err == nil {
 		// Thumbnails for the web UI, made once now rather than on first view.
-		files := make(map[string]string, len(items))
-		for _, it := range items {
+		files := make(map[string]string, len(src.Items))
+		for _, it := range src.Items {
 			files[it.Name] = it.Path
 		}
-		err = makeThumbs(ctx, e, path, files)
+		err = makeThumbs(ctx, e, src.Path, files)
 	}
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("%w; committed images are kept, run the same command again to continue", err)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 func printIndexSummary(e *env, path string, s *gallery.Summary) {
@@ -265,51 +135,6 @@ func printIndexSummary(e *env, path string, s *gallery.Summary) {
 		}
 		fmt.Fprintf(w, "  failed %s [%s]: %s\n", f.Name, f.Stage, strings.ReplaceAll(f.Reason, "\n", " "))
 	}
-}
-
-// remoteEmbedder makes the embedder role (an OpenAI-compatible /embeddings
-// server) a gallery.Embedder.
-type remoteEmbedder struct {
-	c   *llm.Client
-	dim int
-}
-
-func newRemoteEmbedder(ctx context.Context, c *llm.Client) (*remoteEmbedder, error) {
-	v, err := c.EmbedText(ctx, "a photo")
-	if err != nil {
-		return nil, fmt.Errorf("remote embedder: probe: %w", err)
-	}
-	if len(v) == 0 {
-		return nil, errors.New("remote embedder: probe returned an empty vector")
-	}
-	return &remoteEmbedder{c: c, dim: len(v)}, nil
-}
-
-func (r *remoteEmbedder) ModelID() string { return r.c.ModelID() }
-func (r *remoteEmbedder) Dim() int        { return r.dim }
-
-func (r *remoteEmbedder) EmbedTexts(ctx context.Context, texts []string) ([][]float32, error) {
-	return r.c.EmbedTexts(ctx, texts)
-}
-
-func (r *remoteEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([][]float32, []error, error) {
-	vecs := make([][]float32, len(paths))
-	errs := make([]error, len(paths))
-	var wg sync.WaitGroup
-	for i, p := range paths {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b, err := os.ReadFile(p)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			vecs[i], errs[i] = r.c.EmbedImageData(ctx, llm.ImageBytes(b, ""))
-		}()
-	}
-	wg.Wait()
-	return vecs, errs, ctx.Err()
 }
 
 // flagSet reports whether flag name was given on the command line.

@@ -8,14 +8,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/imagescope/imagescope/dataset"
-	"github.com/imagescope/imagescope/internal/progress"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/imagescope/imagescope/app"
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/internal/progress"
 )
 
 // Exit codes.
@@ -121,7 +123,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitOK
 		}
 		var ue *usageError
-		if errors.As(err, &ue) || errors.Is(err, dataset.ErrUnknownName) {
+		if errors.As(err, &ue) || errors.Is(err, dataset.ErrUnknownName) || errors.Is(err, app.ErrNoWeaviate) {
 			fmt.Fprintf(stderr, "imagescope %s: %v\nRun 'imagescope %s --help' for usage.\n", c.name, err, c.name)
 			return exitUsage
 		}

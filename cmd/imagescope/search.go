@@ -9,14 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/imagescope/imagescope/clip"
-	"github.com/imagescope/imagescope/dataset"
-	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/internal/progress"
 	"github.com/imagescope/imagescope/pipeline"
-	"github.com/imagescope/imagescope/vindex"
 )
 
 // runSearch implements 'imagescope search'.
@@ -99,66 +96,31 @@ searches an existing image DB.`)
 	if err != nil {
 		return err
 	}
-	lib, err := loadPrompts(*promptDir)
+	// The gallery is resolved before the model loads: a typo should not
+	// cost a download.
+	src, err := app.Resolve(ctx, cfg.Home, app.GallerySpec{Folder: *galleryDir, DB: *dbPath, Weaviate: *wvCollection})
 	if err != nil {
 		return err
 	}
-	var folder *dataset.Dataset
-	if *galleryDir != "" { // checked before the model loads: a typo should not cost a download
-		if folder, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
-			return err
-		}
-	}
-	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log, Progress: progressPrinter(e)})
+	a, err := app.Open(ctx, cfg, app.Options{PromptDir: *promptDir, Log: e.log, Getenv: e.getenv, Progress: progressPrinter(e), Bars: e.stderr, Interactive: true})
 	if err != nil {
 		return err
 	}
-	roles, err := openRoles(ctx, cfg, e.log, true)
-	if err != nil {
-		return err
-	}
-	defer roles.close()
+	defer a.Close()
 	dom := *domain
 	if dom == "" {
 		dom = "general"
 	}
-	var ix *vindex.Index
-	var setup engineSetup
-	if *wvCollection != "" {
-		g, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
-		if err != nil {
-			return err
-		}
-		defer g.close()
-		g.use(&setup)
-		ix = g.index
-	} else if *galleryDir != "" {
-		items := make([]gallery.Item, len(folder.Gallery))
-		for i, im := range folder.Gallery {
-			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
-		}
-		db, err := gallery.FolderPath(cfg.Home, *galleryDir)
-		if err != nil {
-			return err
-		}
-		if ix, _, err = loadGallery(ctx, e, cfg, roles, model, db, dom, items, lib); err != nil {
-			return err
-		}
-	} else {
-		if _, err := os.Stat(*dbPath); err != nil {
-			return fmt.Errorf("image DB: %w", err)
-		}
-		if ix, _, err = loadGallery(ctx, e, cfg, roles, model, *dbPath, dom, nil, lib); err != nil {
-			return err
-		}
+	g, err := a.OpenGallery(ctx, src, dom)
+	if err != nil {
+		return err
 	}
-	images := adapt.ImagesOf(ix)
+	defer g.Close()
+	ix, images := g.Index, g.Images
 	opt := pipeline.DefaultOptions()
 	opt.Tau, opt.TopK, opt.Alpha = float32(*tau), *topK, *alpha
-	askOptions(cfg, &opt)
-	opt.InFlight = inFlightFromConfig(cfg)
-	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opt, e.log
-	eng, err := buildEngine(setup)
+	app.AskOptions(cfg, &opt)
+	eng, err := a.Engine(g, opt, nil)
 	if err != nil {
 		return err
 	}

@@ -3,20 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/imagescope/imagescope/internal/adapt"
 	"net"
-	"path/filepath"
 	"strings"
 
-	"github.com/imagescope/imagescope/clip"
-	"github.com/imagescope/imagescope/config"
-	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/internal/progress"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/server"
 	"github.com/imagescope/imagescope/thumbs"
-	"github.com/imagescope/imagescope/vindex"
 )
 
 // runServe implements 'imagescope serve'.
@@ -43,9 +38,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	galleryDir := fs.String("gallery", "", "plain image folder to index (if needed) and serve")
 	wvCollection := fs.String("weaviate", "", "serve this Weaviate collection instead of an image DB")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (host:port)")
-	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
-	clipModel := fs.String("clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's, which must match the DB's model)")
-	threads := fs.Int("threads", 0, "CLIP threads (0: the config's, or all cores)")
+	cf := addConfigFlags(fs)
 	captionKey := fs.String("caption-key", "", "caption set to use (default: the DB's first; \"none\" for none)")
 	cache := fs.Bool("cache", false, "with --db: keep the loaded gallery in DB"+gallery.CacheSuffix+" beside the DB and start from it while the DB is unchanged (fast restarts of large galleries; costs that much disk)")
 	fuse := fs.Bool("fuse", false, "with --db: hold one matrix of fused image+caption vectors for the default tau (half the memory; requests with another tau are refused)")
@@ -88,118 +81,58 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		return usagef("--addr %s is not a loopback address: set --token or IMAGESCOPE_TOKEN so the API is not open to the network", *addr)
 	}
 
-	cfg, err := config.Load(*configPath, e.getenv)
+	cfg, err := cf.load(e)
 	if err != nil {
 		return err
-	}
-	if *clipModel != "" {
-		cfg.CLIP.Model = *clipModel
-	}
-	if *threads > 0 {
-		cfg.CLIP.Threads = *threads
 	}
 	if *noCache {
 		cfg.Cache.Disabled = true
 	}
-	lib, err := loadPrompts(*promptDir)
+	if err := app.CheckDomain(*promptDir, *domain); err != nil {
+		return usagef("--domain %q: %v", *domain, err)
+	}
+	ck := *captionKey
+	if ck == "none" {
+		ck = gallery.NoCaptions
+	}
+	src, err := app.Resolve(ctx, cfg.Home, app.GallerySpec{Folder: *galleryDir, DB: *dbPath, Weaviate: *wvCollection, CaptionKey: ck,
+		// Single searches at the default caption weight scan an 8-bit copy
+		// of the fused gallery vectors first; results are exactly those of
+		// the full scan (vindex.Index.Compact).
+		Fuse: *fuse, Compact: true, Cache: *cache, Tau: pipeline.DefaultOptions().Tau})
 	if err != nil {
 		return err
-	}
-	if !lib.HasDomain(*domain) {
-		return usagef("--domain %q: unknown prompt set", *domain)
-	}
-
-	var folder *dataset.Dataset
-	if *galleryDir != "" { // checked before the model loads
-		if folder, err = dataset.LoadFolder(ctx, *galleryDir); err != nil {
-			return err
-		}
 	}
 	e.log.Info("loading CLIP", "model", cfg.CLIP.Model)
-	model, err := clip.Load(ctx, cfg.CLIP.Model, clip.Options{Threads: cfg.CLIP.Threads, Logger: e.log})
+	a, err := app.Open(ctx, cfg, app.Options{PromptDir: *promptDir, Log: e.log, Getenv: e.getenv, Bars: e.stderr, Interactive: true})
 	if err != nil {
 		return err
 	}
-	roles, err := openRoles(ctx, cfg, e.log, true)
+	defer a.Close()
+	if src.Items != nil {
+		fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(src.Items), *galleryDir, src.Path)
+	}
+	g, err := a.OpenGallery(ctx, src, *domain)
 	if err != nil {
 		return err
 	}
-	defer roles.close()
-
-	var (
-		ix    *vindex.Index
-		info  gallery.LoadInfo
-		path  = *dbPath
-		setup engineSetup
-	)
-	if *wvCollection != "" {
-		g, err := openWeaviateGallery(ctx, e, cfg, model, *wvCollection)
-		if err != nil {
-			return err
-		}
-		defer g.close()
-		g.use(&setup)
-		ix, path = g.index, "weaviate:"+*wvCollection
-		info = gallery.LoadInfo{Images: len(ix.Names), ClipModel: model.ID(), Dim: model.Dim(), CaptionKey: g.store.Meta().CaptionKey}
-	} else if *galleryDir != "" {
-		// A plain folder: index it (captioned when a captioner is
-		// configured) into a DB of its own under the home directory.
-		ds := folder
-		if path, err = gallery.FolderPath(cfg.Home, *galleryDir); err != nil {
-			return err
-		}
-		items := make([]gallery.Item, len(ds.Gallery))
-		for i, im := range ds.Gallery {
-			items[i] = gallery.Item{Name: im.Name, Path: im.Path}
-		}
-		fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(items), *galleryDir, path)
-		ix, info, err = loadGallery(ctx, e, cfg, roles, model, path, *domain, items, lib)
-		if err != nil {
-			return err
-		}
-	} else {
-		db, err := gallery.Open(ctx, path)
-		if err != nil {
-			return err
-		}
-		ck := *captionKey
-		if ck == "none" {
-			ck = gallery.NoCaptions
-		}
-		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{ClipModel: model.ID(), CaptionKey: ck, Tau: pipeline.DefaultOptions().Tau, Fuse: *fuse, Compact: true, Cache: *cache})
-		db.Close()
-		if err != nil {
-			return err
-		}
-	}
+	defer g.Close()
+	ix, info := g.Index, g.Info
 	if len(ix.Names) == 0 {
-		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", path)
+		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", g.Where)
 	}
-	if cfg.CLIP.Threads > 0 {
-		ix.Threads = cfg.CLIP.Threads
-	}
-	e.log.Info("gallery loaded", "db", path, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "", "from_cache", info.FromCache)
+	e.log.Info("gallery loaded", "db", g.Where, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "", "from_cache", info.FromCache)
 	if info.CacheNote != "" && *cache {
 		e.log.Info("search cache", "note", info.CacheNote)
 	}
-	images := adapt.ImagesOf(ix)
-	thumbStore, err := prepareThumbs(ctx, e, path, images, *maxPixels, *galleryDir != "")
+	thumbStore, err := prepareThumbs(ctx, e, g.Where, g.Images, *maxPixels, *galleryDir != "")
 	if err != nil {
 		return err
 	}
-
 	opts := pipeline.DefaultOptions()
 	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
-	opts.InFlight = inFlightFromConfig(cfg)
-	askOptions(cfg, &opts)
-	// Single searches at the default caption weight scan an 8-bit copy of
-	// the fused gallery vectors first; results are exactly those of the
-	// full scan (vindex.Index.Compact; already built when loaded from a DB).
-	if err := ix.Compact(ctx, opts.Tau); err != nil {
-		return fmt.Errorf("prepare gallery %s for search: %w", path, err)
-	}
-	setup.cfg, setup.roles, setup.model, setup.index, setup.images, setup.promptDir, setup.opt, setup.log = cfg, roles, model, ix, images, *promptDir, opts, e.log
-	engine, err := buildEngine(setup)
+	app.AskOptions(cfg, &opts)
+	engine, err := a.Engine(g, opts, nil)
 	if err != nil {
 		return err
 	}
@@ -219,17 +152,9 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 			origins = append(origins, o)
 		}
 	}
-	// The UI's header names the gallery (the folder, or the DB without its
-	// extension), not files or checkpoint paths.
-	desc := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	if *galleryDir != "" {
-		if abs, err := filepath.Abs(*galleryDir); err == nil {
-			desc = filepath.Base(abs)
-		}
-	}
 	srv, err := server.New(server.Config{
 		Searcher:       searcher,
-		Images:         images,
+		Images:         g.Images,
 		ImageRoot:      *imageRoot,
 		Token:          *token,
 		CORSOrigins:    origins,
@@ -240,9 +165,9 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		Stages:         stages,
 		Ask:            server.EngineAskInfo(engine),
 		Thumbs:         thumbStore,
-		ModelStats:     func() []server.RoleStats { return serveModelStats(roles) },
-		RoleEndpoints:  func() map[string][]server.EndpointState { return serveRoleEndpoints(roles) },
-		Description:    desc,
+		ModelStats:     func() []server.RoleStats { return serveModelStats(a.Roles) },
+		RoleEndpoints:  func() map[string][]server.EndpointState { return serveRoleEndpoints(a.Roles) },
+		Description:    src.Title,
 		Logger:         e.log,
 	})
 	if err != nil {
@@ -266,9 +191,9 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 }
 
 // serveModelStats reports the model clients' counters per role.
-func serveModelStats(roles *roleClients) []server.RoleStats {
+func serveModelStats(roles *app.Roles) []server.RoleStats {
 	var out []server.RoleStats
-	for role, st := range roles.stats() {
+	for role, st := range roles.Stats() {
 		out = append(out, server.RoleStats{Role: role, Calls: st.Calls, CacheHits: st.CacheHits,
 			CacheMisses: st.CacheMisses, Failures: st.Failures, Retries: st.Retries})
 	}
@@ -301,9 +226,9 @@ func prepareThumbs(ctx context.Context, e *env, dbPath string, images map[string
 }
 
 // serveRoleEndpoints reports the circuit breaker of every endpoint per role.
-func serveRoleEndpoints(roles *roleClients) map[string][]server.EndpointState {
+func serveRoleEndpoints(roles *app.Roles) map[string][]server.EndpointState {
 	out := map[string][]server.EndpointState{}
-	for role, st := range roles.stats() {
+	for role, st := range roles.Stats() {
 		for _, e := range st.Endpoints {
 			out[role] = append(out[role], server.EndpointState{URL: e.URL, Status: e.Breaker})
 		}

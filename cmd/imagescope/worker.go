@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/internal/l2"
 
@@ -127,7 +128,7 @@ type indexProcessor struct {
 	mu        sync.Mutex
 	models    map[string]*clip.Model
 	sinks     map[string]itemSink
-	roles     *roleClients
+	roles     *app.Roles
 	rolesErr  error
 	rolesOnce sync.Once
 }
@@ -139,7 +140,7 @@ func (p *indexProcessor) close() {
 		s.close()
 	}
 	if p.roles != nil {
-		p.roles.close()
+		p.roles.Close()
 	}
 }
 
@@ -172,11 +173,11 @@ func (p *indexProcessor) captioner(ctx context.Context, job *queue.Job) (gallery
 	if want == "" {
 		return nil, nil
 	}
-	p.rolesOnce.Do(func() { p.roles, p.rolesErr = openRoles(ctx, p.cfg, p.e.log, false) })
+	p.rolesOnce.Do(func() { p.roles, p.rolesErr = app.OpenRoles(ctx, p.cfg, p.e.log, false) })
 	if p.rolesErr != nil {
 		return nil, queue.Fatal(p.rolesErr)
 	}
-	c, ok := p.roles.clients[pipeline.RoleCaptioner]
+	c, ok := p.roles.Clients[pipeline.RoleCaptioner]
 	if !ok {
 		return nil, queue.Fatal(fmt.Errorf("job %s needs captions from %q, but this worker has no captioner configured", job.ID, want))
 	}
