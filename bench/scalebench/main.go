@@ -329,6 +329,7 @@ func search(args []string) error {
 	peerCmd := fs.String("peer", "", "peer command (see bench/scale)")
 	block := fs.Int("block", 100, "queries per interleaved block")
 	peerPer := fs.Int("peer-per-block", 20, "peer queries per block (the first of the block's queries)")
+	fuse := fs.Bool("fuse", true, "hold fused rows (false: image and caption matrices, results bit-identical to the exact path)")
 	loads := fs.Int("loads", 2, "loads of the DB (the first writes the search cache; the last is measured)")
 	fs.Parse(args)
 	qs, _, err := queries(*dir, float32(*tau))
@@ -350,7 +351,7 @@ func search(args []string) error {
 		if err != nil {
 			return err
 		}
-		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{Fuse: true, Tau: float32(*tau), Compact: true, Threads: *threads, Cache: true})
+		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{Fuse: *fuse, Tau: float32(*tau), Compact: true, Threads: *threads, Cache: true})
 		if err != nil {
 			return err
 		}
@@ -362,9 +363,10 @@ func search(args []string) error {
 	debug.FreeOSMemory()
 	rssKB, hwmKB := procKB("VmRSS"), procKB("VmHWM")
 	imgMB := float64(ix.Len()) * float64(ix.Dim) * 4 / (1 << 20)
-	fmt.Printf("load images=%d dim=%d captions=%s missing_captions=%d load_s=%.2f rss_mb=%.0f peak_rss_mb=%.0f fp32_image_vectors_mb=%.0f fused_mb=%.0f compact_mb=%.0f\n",
+	fmt.Printf("mode fused=%v\n", ix.Fused)
+	fmt.Printf("load images=%d dim=%d captions=%s missing_captions=%d load_s=%.2f rss_mb=%.0f peak_rss_mb=%.0f fp32_image_vectors_mb=%.0f held_vectors_mb=%.0f compact_mb=%.0f\n",
 		info.Images, info.Dim, info.CaptionKey, info.MissingCaptions, loadS, float64(rssKB)/1024, float64(hwmKB)/1024, imgMB,
-		float64(len(ix.Image))*4/(1<<20), float64(ix.CompactBytes())/(1<<20))
+		float64(len(ix.Image)+len(ix.Caption))*4/(1<<20), float64(ix.CompactBytes())/(1<<20))
 	var p *peer
 	if *peerCmd != "" {
 		var ready string
