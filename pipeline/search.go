@@ -404,51 +404,63 @@ func (o *Outcome) Final() []string {
 // RunQuery runs stages 1..maxStage for one unit, reporting each stage.
 func (e *Engine) RunQuery(ctx context.Context, q Query, maxStage int, emit func(StageTrace)) (*Outcome, error) {
 	out := &Outcome{}
-	start := func(stage int) {
+	for st := 1; st <= min(maxStage, 3); st++ {
 		if emit != nil {
-			emit(StageTrace{Stage: stage, Round: q.Round, Started: true})
+			emit(StageTrace{Stage: st, Round: q.Round, Started: true})
+		}
+		t0 := time.Now()
+		if err := e.Step(ctx, q, st, out); err != nil {
+			return nil, err
+		}
+		if emit != nil {
+			emit(out.trace(st, q.Round, time.Since(t0)))
 		}
 	}
-	start(1)
-	t0 := time.Now()
-	s1, err := e.Stage1(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	out.S1 = s1
-	if emit != nil {
-		emit(StageTrace{Stage: 1, Round: q.Round, Stage1: s1, Ranking: s1.Names(), Elapsed: time.Since(t0)})
-	}
-	if maxStage < 2 {
-		return out, nil
-	}
-	start(2)
-	t0 = time.Now()
-	s2, err := e.Stage2(ctx, q, s1)
-	if err != nil {
-		return nil, err
-	}
-	out.S2 = s2
-	if emit != nil {
-		emit(StageTrace{Stage: 2, Round: q.Round, Skipped: s2.Skipped, Stage2: s2, Ranking: s2.Ranking, Elapsed: time.Since(t0)})
-	}
-	if maxStage < 3 {
-		return out, nil
-	}
-	start(3)
-	t0 = time.Now()
-	if q.Chat && q.EvalText == "" && len(s1.Descriptions) > 0 {
-		q.EvalText = s1.Descriptions[0]
-	}
-	s3, err := e.Stage3(ctx, q, s2.Ranking)
-	if err != nil {
-		return nil, err
-	}
-	out.S3 = s3
-	if emit != nil {
-		emit(StageTrace{Stage: 3, Round: q.Round, Skipped: s3.Skipped, Stage3: s3, Ranking: s3.Ranking, Elapsed: time.Since(t0)})
-	}
 	return out, nil
+}
+
+// Step runs stage st (1, 2 or 3) of one unit and records its result in
+// out, which must hold the results of the stages before it. This is the
+// one stage sequence: RunQuery and the benchmark runner, which
+// checkpoints each stage, both go through it. A chat unit's evaluator
+// judges the running description stage 1 wrote (the dialogue itself is no
+// instruction), unless q.EvalText is set.
+func (e *Engine) Step(ctx context.Context, q Query, st int, out *Outcome) error {
+	var err error
+	switch st {
+	case 1:
+		out.S1, err = e.Stage1(ctx, q)
+	case 2:
+		if out.S1 == nil {
+			return fmt.Errorf("stage 2 of query %s: stage 1 has not run", q.ID)
+		}
+		out.S2, err = e.Stage2(ctx, q, out.S1)
+	case 3:
+		if out.S1 == nil || out.S2 == nil {
+			return fmt.Errorf("stage 3 of query %s: stages 1 and 2 have not run", q.ID)
+		}
+		if q.Chat && q.EvalText == "" && len(out.S1.Descriptions) > 0 {
+			q.EvalText = out.S1.Descriptions[0]
+		}
+		out.S3, err = e.Stage3(ctx, q, out.S2.Ranking)
+	default:
+		return fmt.Errorf("query %s: no stage %d", q.ID, st)
+	}
+	return err
+}
+
+// trace is the report of stage st of out.
+func (o *Outcome) trace(st, round int, elapsed time.Duration) StageTrace {
+	t := StageTrace{Stage: st, Round: round, Elapsed: elapsed}
+	switch st {
+	case 1:
+		t.Stage1, t.Ranking = o.S1, o.S1.Names()
+	case 2:
+		t.Stage2, t.Ranking, t.Skipped = o.S2, o.S2.Ranking, o.S2.Skipped
+	case 3:
+		t.Stage3, t.Ranking, t.Skipped = o.S3, o.S3.Ranking, o.S3.Skipped
+	}
+	return t
 }
 
 // candidates turns an outcome into the first depth results with the facts

@@ -570,28 +570,17 @@ func (r *Runner) step(ctx context.Context, st, i int) bool {
 		return false
 	}
 	begin := time.Now()
+	out := &pipeline.Outcome{S1: r.get1(u.key), S2: r.get2(u.key)}
 	var rec any
-	var err error
-	switch st {
-	case 1:
-		var s *pipeline.Stage1
-		if s, err = r.cfg.Engine.Stage1(ctx, q); err == nil {
-			rec = s
-		}
-	case 2:
-		var s *pipeline.Stage2
-		if s, err = r.cfg.Engine.Stage2(ctx, q, r.get1(u.key)); err == nil {
-			rec = s
-		}
-	case 3:
-		if q.Chat {
-			if d := r.get1(u.key).Descriptions; len(d) > 0 {
-				q.EvalText = d[0]
-			}
-		}
-		var s *pipeline.Stage3
-		if s, err = r.cfg.Engine.Stage3(ctx, q, r.get2(u.key).Ranking); err == nil {
-			rec = s
+	err := r.cfg.Engine.Step(ctx, q, st, out)
+	if err == nil {
+		switch st {
+		case 1:
+			rec = out.S1
+		case 2:
+			rec = out.S2
+		case 3:
+			rec = out.S3
 		}
 	}
 	if err != nil {
