@@ -8,9 +8,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/imagescope/imagescope/prompt"
+	"golang.org/x/sync/errgroup"
 )
 
 // promptAtomic converts atomic instructions for the proposer prompt.
@@ -165,15 +165,16 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	ver := make([]Verification, len(cands)*nq)
 	calls := make([]Calls, len(cands)*nq)
 	imgFailed := make([]bool, len(cands))
-	var fatal error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	// A verifier that fails for good (role down) or a cancelled search
+	// ends the stage: the group's context then cancels the calls still
+	// outstanding instead of letting them run on.
+	g, gctx := errgroup.WithContext(ctx)
 	for ci, cand := range cands {
-		img, err := e.candidateImage(ctx, cand)
+		img, err := e.candidateImage(gctx, cand)
 		img.Memo = &Memo{}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if gctx.Err() != nil {
+				break
 			}
 			imgFailed[ci] = true
 			for j := range nq {
@@ -183,9 +184,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 			continue
 		}
 		for j := range nq {
-			wg.Add(1)
-			go func(ci, j int, img ImageData) {
-				defer wg.Done()
+			g.Go(func() error {
 				i := ci*nq + j
 				v := Verification{Candidate: cands[ci], Question: j}
 				req := ChatRequest{
@@ -195,22 +194,13 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				if e.opt.Soft {
 					req.Logprobs, req.TopLogprobs = true, 5
 				}
-				mu.Lock()
-				stop := fatal != nil
-				mu.Unlock()
-				if stop {
-					// The role is unavailable: the stage is abandoned.
-					return
+				if gctx.Err() != nil {
+					return gctx.Err() // the stage is abandoned
 				}
-				resp, err := e.call(ctx, RoleVerifier, req, &calls[i])
+				resp, err := e.call(gctx, RoleVerifier, req, &calls[i])
 				if err != nil {
-					if errors.Is(err, ErrRoleDown) || ctx.Err() != nil {
-						mu.Lock()
-						if fatal == nil {
-							fatal = err
-						}
-						mu.Unlock()
-						return
+					if errors.Is(err, ErrRoleDown) || gctx.Err() != nil {
+						return err
 					}
 					v.Error = err.Error()
 				} else {
@@ -220,12 +210,15 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 					v.PYes = resp.PYes
 				}
 				ver[i] = v
-			}(ci, j, img)
+				return nil
+			})
 		}
 	}
-	wg.Wait()
-	if fatal != nil {
-		return fatal
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -3,12 +3,15 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"math"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // A 3-image gallery in 2-D: image vectors and caption vectors chosen so
@@ -354,4 +357,59 @@ func TestRoleDownErrorOnce(t *testing.T) {
 	if !errors.Is(err, ErrRoleDown) || strings.Count(err.Error(), "verifier") != 1 {
 		t.Errorf("err = %v", err)
 	}
+}
+
+// TestVerifierDownCancelsOutstandingCalls: once the verifier fails for
+// good, the verifications still in flight are cancelled rather than left
+// to run (they would block here until the test's deadline).
+func TestVerifierDownCancelsOutstandingCalls(t *testing.T) {
+	var mu sync.Mutex
+	first := true
+	cancelled := 0
+	verifier := &scriptedCtx{reply: func(ctx context.Context, _ ChatRequest) (string, error) {
+		mu.Lock()
+		down := first
+		first = false
+		mu.Unlock()
+		if down {
+			time.Sleep(20 * time.Millisecond) // let the others start
+			return "", fmt.Errorf("verifier at http://h/v1: %w", ErrRoleDown)
+		}
+		select {
+		case <-ctx.Done():
+			mu.Lock()
+			cancelled++
+			mu.Unlock()
+			return "", ctx.Err()
+		case <-time.After(20 * time.Second):
+			return "yes", nil
+		}
+	}}
+	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, InFlight: map[string]int{RoleVerifier: 16}})
+	start := time.Now()
+	_, err := e.Stage2(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "red"}, s1)
+	if !errors.Is(err, ErrRoleDown) {
+		t.Fatalf("err = %v, want the role-down error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("stage 2 returned after %v: outstanding calls were not cancelled", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if cancelled == 0 {
+		t.Error("no outstanding verification saw its context cancelled")
+	}
+}
+
+// scriptedCtx is scripted with the call's context.
+type scriptedCtx struct {
+	reply func(ctx context.Context, req ChatRequest) (string, error)
+}
+
+func (s *scriptedCtx) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
+	text, err := s.reply(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &ChatResponse{Text: text}, nil
 }
