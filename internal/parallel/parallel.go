@@ -53,14 +53,14 @@ func Chunks(workers, n int, fn func(lo, hi int)) {
 // scratch space; calls with the same w never overlap. With one worker fn
 // runs on the calling goroutine in order. workers <= 0 means GOMAXPROCS.
 func For(workers, n int, fn func(w, i int)) {
-	forEach(nil, workers, n, fn)
+	forEach(func() bool { return false }, workers, n, fn)
 }
 
 // ForCtx is For that stops handing out items once ctx is done; items
 // already started finish. It returns ctx.Err() when the loop was cut short
 // (or ctx was done on return), else nil.
 func ForCtx(ctx context.Context, workers, n int, fn func(w, i int)) error {
-	forEach(ctx, workers, n, fn)
+	forEach(func() bool { return ctx.Err() != nil }, workers, n, fn)
 	return ctx.Err()
 }
 
@@ -75,11 +75,12 @@ func Workload(workers, n, cost, minWork int) int {
 	return workers
 }
 
-func forEach(ctx context.Context, workers, n int, fn func(w, i int)) {
+// forEach hands out [0,n) until stopped reports true.
+func forEach(stopped func() bool, workers, n int, fn func(w, i int)) {
 	workers = min(Workers(workers), n)
 	if workers <= 1 {
 		for i := 0; i < n; i++ {
-			if ctx != nil && ctx.Err() != nil {
+			if stopped() {
 				return
 			}
 			fn(0, i)
@@ -92,7 +93,7 @@ func forEach(ctx context.Context, workers, n int, fn func(w, i int)) {
 		g.Go(func() error {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= n || (ctx != nil && ctx.Err() != nil) {
+				if i >= n || stopped() {
 					return nil
 				}
 				fn(w, i)
