@@ -16,6 +16,8 @@ import (
 	"image"
 	"strings"
 	"sync"
+
+	"github.com/imagescope/imagescope/vindex"
 )
 
 // TextEmbedder embeds texts with the CLIP text tower. Vectors need not be
@@ -25,24 +27,14 @@ type TextEmbedder interface {
 	EmbedTexts(ctx context.Context, texts []string) ([][]float32, error)
 }
 
-// SearchQuery is one fused-score query over the gallery.
-type SearchQuery struct {
-	// Descriptions are L2-normalised text embeddings; the score is the mean
-	// over them of (1-Tau)*dot(t, image) + Tau*dot(t, caption).
-	Descriptions [][]float32
-	Tau          float32
-	// Restrict limits the ranking to these gallery indexes (nil = all).
-	Restrict []int
-	// Exclude removes these gallery indexes from the ranking.
-	Exclude []int
-}
+// SearchQuery is one fused-score query over the gallery: the one query
+// type of the module, vindex.Query (mean over Descriptions of
+// (1-Tau)*dot(t, image) + Tau*dot(t, caption), optionally restricted to or
+// excluding gallery positions).
+type SearchQuery = vindex.Query
 
-// Hit is one ranked gallery image.
-type Hit struct {
-	Index int
-	Name  string
-	Score float32
-}
+// Hit is one ranked gallery image (vindex.Hit).
+type Hit = vindex.Hit
 
 // Searcher ranks the gallery for fused-score queries (vindex.Index and the
 // external engines share this shape). k <= 0 asks for the full ranking;

@@ -156,22 +156,7 @@ type Searcher struct{ S VectorSearcher }
 
 // Search implements pipeline.Searcher.
 func (a Searcher) Search(ctx context.Context, qs []pipeline.SearchQuery, k int) ([][]pipeline.Hit, error) {
-	vq := make([]vindex.Query, len(qs))
-	for i, q := range qs {
-		vq[i] = vindex.Query{Descriptions: q.Descriptions, Tau: q.Tau, Restrict: q.Restrict, Exclude: q.Exclude}
-	}
-	res, err := a.S.Search(ctx, vq, k)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]pipeline.Hit, len(res))
-	for i, hs := range res {
-		out[i] = make([]pipeline.Hit, len(hs))
-		for j, h := range hs {
-			out[i][j] = pipeline.Hit{Index: h.Index, Name: h.Name, Score: h.Score}
-		}
-	}
-	return out, nil
+	return a.S.Search(ctx, qs, k)
 }
 
 // Index makes an in-memory vindex.Index the pipeline's Searcher and
