@@ -99,7 +99,9 @@ func FolderDB(home, dir string) (string, error) {
 func Resolve(ctx context.Context, home string, spec GallerySpec) (*Source, error) {
 	src := &Source{Spec: spec}
 	n := 0
-	for _, set := range []bool{spec.Folder != "", spec.Split != nil, spec.Weaviate != ""} {
+	// A split may come with the Weaviate collection that holds its gallery
+	// (eval --weaviate); OpenGallery checks that it does.
+	for _, set := range []bool{spec.Folder != "", spec.Split != nil && spec.Weaviate == "", spec.Weaviate != ""} {
 		if set {
 			n++
 		}
@@ -110,6 +112,9 @@ func Resolve(ctx context.Context, home string, spec GallerySpec) (*Source, error
 	switch {
 	case spec.Weaviate != "":
 		src.Name, src.Title = spec.Weaviate, spec.Weaviate
+		if spec.Split != nil {
+			src.Items, src.Root, src.Domain = items(spec.Split), spec.Split.Root, spec.Split.Domain
+		}
 		return src, nil
 	case spec.Folder != "":
 		ds, err := dataset.LoadFolder(ctx, spec.Folder)
@@ -207,7 +212,7 @@ func (a *App) OpenGallery(ctx context.Context, src *Source, domain string) (*Gal
 	if a.Config.CLIP.Threads > 0 {
 		g.Index.Threads = a.Config.CLIP.Threads
 	}
-	if src.Spec.Compact {
+	if src.Spec.Compact && g.weaviate == nil { // a Weaviate gallery's vectors stay in Weaviate
 		if err := g.Index.Compact(ctx, src.Spec.Tau); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("prepare gallery %s for search: %w", g.Where, err)

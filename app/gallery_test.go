@@ -97,7 +97,8 @@ func TestResolve(t *testing.T) {
 		{"db alone", GallerySpec{DB: "/x/z.db"}, "/x/z.db", false},
 		{"weaviate", GallerySpec{Weaviate: "Gal"}, "", false},
 		{"nothing", GallerySpec{}, "", true},
-		{"two", GallerySpec{Split: split, Weaviate: "Gal"}, "", true},
+		{"split in weaviate", GallerySpec{Split: split, Weaviate: "Gal"}, "", false},
+		{"two", GallerySpec{Folder: "/photos", Weaviate: "Gal"}, "", true},
 		{"db and weaviate", GallerySpec{DB: "/x.db", Weaviate: "Gal"}, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
