@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 
 	"github.com/imagescope/imagescope/app"
@@ -125,7 +126,11 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if info.CacheNote != "" && *cache {
 		e.log.Info("search cache", "note", info.CacheNote)
 	}
-	thumbStore, err := prepareThumbs(ctx, e, g.Where, g.Images, *maxPixels, *galleryDir != "")
+	thumbBase := g.Where
+	if *wvCollection != "" { // no DB file to keep them beside
+		thumbBase = filepath.Join(cfg.Home, "thumbs", "weaviate_"+*wvCollection)
+	}
+	thumbStore, err := prepareThumbs(ctx, e, thumbBase, g.Images, *maxPixels, *galleryDir != "")
 	if err != nil {
 		return err
 	}

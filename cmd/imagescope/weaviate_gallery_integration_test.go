@@ -158,6 +158,10 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 	}
 	want := searchAll("--db", db)
 	got := searchAll("--weaviate", coll)
+	// Working files (thumbnails) go under the home, not the current folder.
+	if m, _ := filepath.Glob("weaviate:*"); len(m) > 0 {
+		t.Errorf("serve --weaviate wrote %v into the current folder", m)
+	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("serve --weaviate answered\n%s\nserve --db\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
