@@ -529,13 +529,13 @@ func TestRealPipelineSearch(t *testing.T) {
 	}
 
 	// Metrics count the model calls by role.
-	m := string(readBody(t, e.do("GET", "/metrics", nil, nil)))
+	fams := scrape(t, e.env)
 	for _, role := range []string{"reasoner", "proposer", "verifier", "evaluator"} {
-		if !strings.Contains(m, `imagescope_model_calls_total{role="`+role+`"}`) {
+		if _, ok := sample(fams, "imagescope_model_calls_total", map[string]string{"role": role}); !ok {
 			t.Errorf("metrics lack %s calls", role)
 		}
 	}
-	if strings.Contains(m, `imagescope_model_calls_total{role="verifier"} 0`) {
+	if n, _ := sample(fams, "imagescope_model_calls_total", map[string]string{"role": "verifier"}); n == 0 {
 		t.Error("verifier calls not counted")
 	}
 }

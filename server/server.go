@@ -126,18 +126,22 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:     cfg,
-		metrics: newMetrics(),
-		thumbs:  newThumbCache(cfg.ThumbCacheBytes),
-		sem:     make(chan struct{}, cfg.MaxSearches),
-		log:     cfg.Logger,
-		decode:  decodeLimited,
+		cfg:    cfg,
+		thumbs: newThumbCache(cfg.ThumbCacheBytes),
+		sem:    make(chan struct{}, cfg.MaxSearches),
+		log:    cfg.Logger,
+		decode: decodeLimited,
 	}
 	s.names = make([]string, 0, len(cfg.Images))
 	for n := range cfg.Images {
 		s.names = append(s.names, n)
 	}
 	slices.Sort(s.names)
+	s.metrics = newMetrics(scrapeSource{
+		galleryImages: func() int { return len(s.names) },
+		thumbBytes:    s.thumbs.bytes,
+		roles:         cfg.ModelStats,
+	})
 	root, err := resolveRoot(cfg.ImageRoot, cfg.Images)
 	if err != nil {
 		return nil, err
@@ -207,7 +211,7 @@ func (s *Server) routes() {
 	api("GET /api/thumbs/{name...}", s.handleThumb)
 	api("GET /api/gallery", s.handleGallery)
 	api("GET /api/info", s.handleInfo)
-	api("GET /metrics", s.handleMetrics)
+	m.Handle("GET /metrics", s.requireToken(s.metrics.handler(s.log)))
 	api("GET /api/openapi.json", s.handleOpenAPI)
 	m.HandleFunc("GET /healthz", s.handleHealth)
 	m.HandleFunc("GET /readyz", s.handleReady)
