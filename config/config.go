@@ -151,8 +151,9 @@ type Role struct {
 	MaxTokens   int      `yaml:"max_tokens"`
 	Temperature *float64 `yaml:"temperature"`
 	TopP        *float64 `yaml:"top_p"`
-	Stop        []string `yaml:"stop"`
-	Seed        *int     `yaml:"seed"`
+	// Stop is a list; one string is split at commas and spaces.
+	Stop StringList `yaml:"stop"`
+	Seed *int       `yaml:"seed"`
 	// Extra fields are copied into every request body (server extensions
 	// such as repetition_penalty or chat_template_kwargs).
 	Extra map[string]any `yaml:"extra"`
@@ -318,7 +319,7 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
-		if err := decode(data, c); err != nil {
+		if err := decode(data, c, true); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 		c.Path = path
@@ -338,7 +339,7 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // Parse decodes YAML text over defaults (no environment) and validates it.
 func Parse(data []byte) (*Config, error) {
 	c := Default(nil)
-	if err := decode(data, c); err != nil {
+	if err := decode(data, c, true); err != nil {
 		return nil, err
 	}
 	if err := c.Finish(nil); err != nil {
@@ -349,42 +350,47 @@ func Parse(data []byte) (*Config, error) {
 
 var fieldNotFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
 
-func decode(data []byte, c *Config) error {
+var wrongType = regexp.MustCompile("line (\\d+): cannot unmarshal !!(\\w+)(?: `([^`]*)`)? into (\\S+)")
+
+// decode decodes YAML text over c, strictly: an unknown key is an error.
+// Errors name the dotted key path, what is wrong and the form expected, on
+// one line; withLines adds the line of the text (for files).
+func decode(data []byte, c *Config, withLines bool) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // empty file
-		}
-		// Rewrite "field x not found in type config.Role" into a message
-		// that names the key and where it may go.
-		msg := err.Error()
-		if m := fieldNotFound.FindAllStringSubmatch(msg, -1); m != nil {
-			var parts []string
-			for _, g := range m {
-				parts = append(parts, fmt.Sprintf("line %s: unknown key %q (%s)", g[1], g[2], sectionHint(g[3])))
-			}
-			return errors.New(strings.Join(parts, "; "))
-		}
-		if m := wrongType.FindAllStringSubmatch(msg, -1); m != nil {
-			paths := keyPaths(data)
-			var parts []string
-			for _, g := range m {
-				line, _ := strconv.Atoi(g[1])
-				key := paths[line]
-				if key == "" {
-					key = "line " + g[1]
-				}
-				parts = append(parts, fmt.Sprintf("%s: %q is not %s (line %s)", key, g[3], expectedForm(g[4]), g[1]))
-			}
-			return errors.New(strings.Join(parts, "; "))
-		}
+	err := dec.Decode(c)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil // EOF: an empty file
+	}
+	msg := err.Error()
+	unknown := fieldNotFound.FindAllStringSubmatch(msg, -1)
+	wrong := wrongType.FindAllStringSubmatch(msg, -1)
+	if unknown == nil && wrong == nil {
 		return err
 	}
-	return nil
+	nodes := keyPaths(data)
+	at := func(line string) string {
+		if withLines {
+			return " (line " + line + ")"
+		}
+		return ""
+	}
+	var parts []string
+	for _, g := range unknown {
+		line, _ := strconv.Atoi(g[1])
+		parts = append(parts, fmt.Sprintf("%s: unknown key (%s)%s", nodes.key(line, g[2]), sectionHint(g[3]), at(g[1])))
+	}
+	for _, g := range wrong {
+		line, _ := strconv.Atoi(g[1])
+		if g[3] == "" && (g[2] == "map" || g[2] == "seq") {
+			got := map[string]string{"map": "a section of keys", "seq": "a list"}[g[2]]
+			parts = append(parts, fmt.Sprintf("%s: %s is not %s%s", nodes.value(line, ""), got, expectedForm(g[4]), at(g[1])))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %q is not %s%s", nodes.value(line, g[3]), g[3], expectedForm(g[4]), at(g[1])))
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
-
-var wrongType = regexp.MustCompile("line (\\d+): cannot unmarshal !!(\\w+) `([^`]*)` into (\\S+)")
 
 // expectedForm describes what a Go type accepts, for error messages.
 func expectedForm(goType string) string {
@@ -409,16 +415,30 @@ func expectedForm(goType string) string {
 	return "a " + goType
 }
 
-// keyPaths maps the line of each scalar value in YAML text to its dotted
-// key path (roles.verifier.timeout).
-func keyPaths(data []byte) map[int]string {
+// yamlEntry is one key, scalar value or nested section of YAML text with its
+// dotted key path (roles.verifier.timeout).
+type yamlEntry struct {
+	line  int
+	path  string
+	value string
+	kind  yaml.Kind // 0 for a key
+}
+
+type yamlEntries []yamlEntry
+
+// keyPaths lists the keys, values and sections of YAML text with their key
+// paths, so decoding errors (which give only a line) can name the key.
+func keyPaths(data []byte) yamlEntries {
 	var root yaml.Node
-	out := map[int]string{}
+	var out yamlEntries
 	if yaml.Unmarshal(data, &root) != nil {
 		return out
 	}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
+		if n.Kind != yaml.DocumentNode && path != "" {
+			out = append(out, yamlEntry{line: n.Line, path: path, value: n.Value, kind: n.Kind})
+		}
 		switch n.Kind {
 		case yaml.DocumentNode:
 			for _, c := range n.Content {
@@ -430,20 +450,45 @@ func keyPaths(data []byte) map[int]string {
 				if path != "" {
 					p = path + "." + p
 				}
+				out = append(out, yamlEntry{line: n.Content[i].Line, path: p})
 				walk(n.Content[i+1], p)
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
 				walk(c, fmt.Sprintf("%s[%d]", path, i))
 			}
-		default:
-			if _, ok := out[n.Line]; !ok {
-				out[n.Line] = path
-			}
 		}
 	}
 	walk(&root, "")
 	return out
+}
+
+// key is the path of the key name on line (name itself when not found).
+func (es yamlEntries) key(line int, name string) string {
+	for _, e := range es {
+		if e.kind == 0 && e.line == line && (e.path == name || strings.HasSuffix(e.path, "."+name)) {
+			return e.path
+		}
+	}
+	return name
+}
+
+// value is the path of the value on line that reads text (long values
+// come truncated, "abc..."), or of the section there when text is "".
+func (es yamlEntries) value(line int, text string) string {
+	for i := len(es) - 1; i >= 0; i-- { // innermost first
+		e := es[i]
+		if e.kind == 0 || e.line != line {
+			continue
+		}
+		if text == "" && e.kind != yaml.ScalarNode {
+			return e.path
+		}
+		if text != "" && e.kind == yaml.ScalarNode && (e.value == text || strings.HasSuffix(text, "...") && strings.HasPrefix(e.value, strings.TrimSuffix(text, "..."))) {
+			return e.path
+		}
+	}
+	return fmt.Sprintf("line %d", line)
 }
 
 // sectionHint lists the keys accepted where an unknown key appeared.
@@ -498,6 +543,14 @@ func yamlKeys(t reflect.Type) []string {
 func (c *Config) applyEnv(getenv func(string) string) error {
 	set := func(env, key string) error {
 		if v := getenv(env); v != "" {
+			if key == "cache.disabled" {
+				// A switch in the environment is commonly 1 or 0.
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("environment %s: %q is not true or false (or 1 or 0)", env, v)
+				}
+				v = strconv.FormatBool(b)
+			}
 			if err := c.Set(key, v); err != nil {
 				return fmt.Errorf("environment %s: %w", env, err)
 			}
@@ -528,129 +581,70 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	return nil
 }
 
-// Set overrides one key given in dotted form ("roles.verifier.model",
-// "cache.disabled", "clip.threads") with a string value, as flags do. It is
-// how callers apply command-line flags over the loaded file and
-// environment; call Finish afterwards to re-apply defaults and validate.
+// Set overrides one key given in dotted form ("roles.verifier.timeout",
+// "weaviate.url", "cache.disabled") as flags do: the value is read as one
+// YAML scalar ("30s", "64", "true"; a flow list "[a, b]" or mapping
+// "{k: v}" when it starts with "[" or "{"), placed under the key's nested
+// mapping and decoded over c exactly as the file is, so every key of the
+// file can be set and an unknown key or a value of the wrong type is
+// reported with the key path and the form expected. Call Finish afterwards
+// to re-apply defaults and validate.
 func (c *Config) Set(key, value string) error {
-	parts := strings.Split(key, ".")
-	switch {
-	case key == "home":
-		c.Home = value
-		return nil
-	case key == "clip.model":
-		c.CLIP.Model = value
-		return nil
-	case key == "clip.threads":
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 0 {
-			return fmt.Errorf("%s: want a non-negative integer, got %q", key, value)
-		}
-		c.CLIP.Threads = n
-		return nil
-	case key == "cache.path":
-		c.Cache.Path = value
-		return nil
-	case key == "ask.questions" || key == "ask.probe":
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 0 {
-			return fmt.Errorf("%s: want a non-negative integer, got %q", key, value)
-		}
-		if key == "ask.questions" {
-			c.Ask.Questions = n
-		} else {
-			c.Ask.Probe = n
-		}
-		return nil
-	case key == "cache.disabled":
-		b, err := strconv.ParseBool(value)
-		if err != nil {
-			return fmt.Errorf("%s: want true or false, got %q", key, value)
-		}
-		c.Cache.Disabled = b
-		return nil
-	case len(parts) == 3 && parts[0] == "roles":
-		r := c.rolePtr(parts[1])
-		if r == nil {
-			return fmt.Errorf("%s: unknown role %q (roles: %s)", key, parts[1], strings.Join(RoleNames, ", "))
-		}
-		if own := c.own[parts[1]]; own != nil {
-			if err := own.set(parts[2], value); err != nil {
-				return err
-			}
-		}
-		return r.set(parts[2], value)
+	data, err := overlay(key, value)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("unknown configuration key %q", key)
+	// An inheriting role takes the override into its settings as written,
+	// so that Finish inherits what is still unset from the reasoner.
+	for _, name := range inheriting {
+		if own := c.own[name]; own != nil {
+			*c.rolePtr(name) = *own
+		}
+	}
+	err = decode(data, c, false)
+	for _, name := range inheriting {
+		if c.own[name] != nil {
+			own := *c.rolePtr(name)
+			c.own[name] = &own
+		}
+	}
+	return err
 }
 
-func (r *Role) set(field, value string) error {
-	bad := func(want string) error { return fmt.Errorf("%s: want %s, got %q", field, want, value) }
-	switch field {
-	case "endpoints":
-		r.Endpoints = splitList(value)
-	case "model":
-		r.Model = value
-	case "model_id":
-		r.ModelID = value
-	case "api_key_env":
-		r.APIKeyEnv = value
-	case "max_in_flight", "max_tokens", "top_logprobs", "retries", "seed":
-		n, err := strconv.Atoi(value)
-		if err != nil {
-			return bad("an integer")
+// overlay is the YAML text that sets the dotted key to value.
+func overlay(key, value string) ([]byte, error) {
+	parts := strings.Split(key, ".")
+	for _, p := range parts {
+		if strings.TrimSpace(p) == "" {
+			return nil, fmt.Errorf("%q is not a dotted key (e.g. roles.verifier.timeout)", key)
 		}
-		switch field {
-		case "max_in_flight":
-			r.MaxInFlight = n
-		case "max_tokens":
-			r.MaxTokens = n
-		case "top_logprobs":
-			r.TopLogprobs = n
-		case "retries":
-			r.Retries = &n
-		case "seed":
-			r.Seed = &n
-		}
-	case "timeout", "cooldown", "down_after", "backoff", "retry_after_max":
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			return bad("a duration such as 30s")
-		}
-		switch field {
-		case "timeout":
-			r.Timeout = d
-		case "cooldown":
-			r.Cooldown = d
-		case "down_after":
-			r.DownAfter = d
-		case "backoff":
-			r.Backoff = d
-		default:
-			r.RetryAfterMax = d
-		}
-	case "temperature", "top_p":
-		f, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return bad("a number")
-		}
-		if field == "temperature" {
-			r.Temperature = &f
-		} else {
-			r.TopP = &f
-		}
-	case "logprobs":
-		b, err := strconv.ParseBool(value)
-		if err != nil {
-			return bad("true or false")
-		}
-		r.Logprobs = b
-	case "stop":
-		r.Stop = splitList(value)
-	default:
-		return fmt.Errorf("unknown role key %q (settable keys: endpoints, model, model_id, api_key_env, max_in_flight, max_tokens, top_logprobs, retries, seed, timeout, cooldown, down_after, backoff, retry_after_max, temperature, top_p, logprobs, stop)", field)
 	}
-	return nil
+	n := valueNode(value)
+	for i := len(parts) - 1; i >= 0; i-- {
+		n = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Tag: "!!str", Value: parts[i]}, n}}
+	}
+	return yaml.Marshal(n)
+}
+
+// valueNode reads a flag value as a YAML scalar, or as a flow list or
+// mapping; anything else (text with a comment sign, a colon, several
+// lines) is taken as the literal string.
+func valueNode(v string) *yaml.Node {
+	var doc yaml.Node
+	if yaml.Unmarshal([]byte(v), &doc) == nil && len(doc.Content) == 1 {
+		n := doc.Content[0]
+		comments := doc.HeadComment + doc.LineComment + doc.FootComment + n.HeadComment + n.LineComment + n.FootComment
+		switch {
+		case comments != "":
+		case n.Kind == yaml.ScalarNode && n.Style == 0 && n.Value == strings.TrimSpace(v):
+			return n
+		case n.Kind == yaml.ScalarNode && n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0:
+			return n
+		case (n.Kind == yaml.SequenceNode || n.Kind == yaml.MappingNode) && n.Style&yaml.FlowStyle != 0:
+			return n
+		}
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v}
 }
 
 // Finish applies defaults that depend on other values (the proposer and

@@ -98,8 +98,14 @@ roles:
 	if err := c.Set("ask.probe", "20"); err != nil || c.Ask.Probe != 20 {
 		t.Fatalf("ask.probe: %v %+v", err, c.Ask)
 	}
-	if err := c.Set("ask.questions", "-1"); err == nil {
+	if err := c.Set("ask.questions", "-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(env(nil)); err == nil {
 		t.Error("ask.questions=-1 accepted")
+	}
+	if err := c.Set("ask.questions", "0"); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.Finish(env(nil)); err != nil {
 		t.Fatal(err)
@@ -141,17 +147,17 @@ func TestDefaults(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"roles:\n  verifier:\n    modle: x\n", `unknown key "modle"`},
-		{"clip:\n  modle: x\n", `unknown key "modle"`},
-		{"bogus: 1\n", `unknown key "bogus"`},
-		{"roles:\n  critic:\n    model: x\n", `unknown key "critic"`},
+		{"roles:\n  verifier:\n    modle: x\n", "roles.verifier.modle: unknown key"},
+		{"clip:\n  modle: x\n", "clip.modle: unknown key"},
+		{"bogus: 1\n", "bogus: unknown key"},
+		{"roles:\n  critic:\n    model: x\n", "roles.critic: unknown key (valid keys: captioner"},
 		{"roles:\n  verifier:\n    endpoints: [ftp://x]\n    model: v\n", "roles.verifier.endpoints"},
 		{"roles:\n  verifier:\n    endpoints: [http://x/v1]\n", "roles.verifier.model: required"},
 		{"roles:\n  verifier:\n    image: {format: gif}\n", "image.format"},
 		{"roles:\n  verifier:\n    timeout: soon\n", "line 3"},
 		{"roles:\n  verifier:\n    top_logprobs: 50\n", "top_logprobs"},
 		{"roles:\n  verifier:\n    image: {maxside: 3}\n", "valid keys: format, height, max_side, quality, width"},
-		{"queue:\n  urll: x\n", `unknown key "urll"`},
+		{"queue:\n  urll: x\n", "queue.urll: unknown key"},
 	} {
 		p := writeFile(t, tc.yaml)
 		_, err := Load(p, env(nil))

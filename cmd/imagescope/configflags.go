@@ -22,7 +22,7 @@ func addConfigFlags(fs *flag.FlagSet) *configFlags {
 	fs.StringVar(&c.path, "config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
 	fs.StringVar(&c.clip, "clip", "", "CLIP checkpoint directory or HuggingFace id (default: the config's clip.model, else "+clip.DefaultModel+")")
 	fs.IntVar(&c.threads, "threads", 0, "CLIP threads (0: the config's clip.threads, else all cores)")
-	fs.Var(&c.sets, "set", "override one configuration key, e.g. --set roles.verifier.max_in_flight=64 (repeatable)")
+	fs.Var(&c.sets, "set", "override any key of the configuration file, given dotted, e.g. --set roles.verifier.max_in_flight=64 or --set queue.ack_wait=5m (repeatable; beats the environment and the file)")
 	return c
 }
 
