@@ -11,9 +11,11 @@ package weaviate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -88,6 +90,29 @@ func TestIntegrationSingleNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Drop(context.Background()) }()
+
+	// The collection carries the raised cap on the dynamic ef.
+	res, err := http.Get(urls[0] + "/v1/schema/" + cfg.Collection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cls struct {
+		VectorConfig map[string]struct {
+			VectorIndexConfig struct {
+				DynamicEfMax int `json:"dynamicEfMax"`
+			} `json:"vectorIndexConfig"`
+		} `json:"vectorConfig"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&cls)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{VectorImage, VectorCaption} {
+		if got := cls.VectorConfig[v].VectorIndexConfig.DynamicEfMax; got != DefaultDynamicEfMax {
+			t.Fatalf("vector %s: dynamicEfMax = %d, want %d", v, got, DefaultDynamicEfMax)
+		}
+	}
 
 	t0 := time.Now()
 	if err := st.Upsert(ctx, objects(ix)); err != nil {

@@ -60,7 +60,9 @@ const (
 
 // Defaults for Config.
 const (
-	DefaultCandidates       = 256
+	DefaultCandidates = 256
+	// DefaultDynamicEfMax lets the dynamic ef reach 8 x DefaultCandidates.
+	DefaultDynamicEfMax     = 8 * DefaultCandidates
 	DefaultConsistencyLevel = "QUORUM"
 	DefaultBatchSize        = 256
 	DefaultRetries          = 6
@@ -96,6 +98,11 @@ type Config struct {
 	EfConstruction int
 	MaxConnections int
 	Ef             int
+	// DynamicEfMax caps the dynamic query-time ef, which Weaviate sets to
+	// 8 x the candidate count (0: DefaultDynamicEfMax). Weaviate's own cap
+	// of 500 keeps the search depth below what large candidate sets need on
+	// hard data; see docs/scale-out.md for the measured overlap.
+	DynamicEfMax int
 	// QueryConcurrency bounds the queries of one Search call in flight at
 	// once (default 4).
 	QueryConcurrency int
@@ -396,6 +403,12 @@ func (s *Store) createCollection(ctx context.Context) error {
 	}
 	if s.cfg.Ef > 0 {
 		hnsw["ef"] = s.cfg.Ef
+	} else {
+		efMax := s.cfg.DynamicEfMax
+		if efMax <= 0 {
+			efMax = DefaultDynamicEfMax
+		}
+		hnsw["dynamicEfMax"] = efMax
 	}
 	vc := models.VectorConfig{
 		Vectorizer:        map[string]any{"none": map[string]any{}},
