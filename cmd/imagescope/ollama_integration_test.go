@@ -418,7 +418,7 @@ func TestIntegrationOllamaSearchServe(t *testing.T) {
 		t.Errorf("stage 1: %+v (want a reasoner reply and its fallback recorded)", s1)
 	}
 
-	base, stop := startServe(t, ctx, ollamaEnv, []string{"serve", "--config", cfg, "--gallery", photos, "--addr", "127.0.0.1:0"})
+	base, _, stop := startServe(t, ctx, ollamaEnv, []string{"serve", "--config", cfg, "--gallery", photos, "--addr", "127.0.0.1:0"})
 	resp, err := http.Post(base+"api/search", "application/json", strings.NewReader(`{"text":"a gray picture","limit":3}`))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,27 +89,7 @@ func TestServeHealsAfterModelServerRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pr, pw := io.Pipe()
-	codec := make(chan int, 1)
-	go func() {
-		codec <- run(ctx, []string{"serve", "--config", cfgPath, "--gallery", dir, "--addr", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, pw, getenv)
-		pw.Close()
-	}()
-	urlRe := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+/)`)
-	sc := bufio.NewScanner(pr)
-	var base string
-	var stderr strings.Builder
-	for sc.Scan() {
-		stderr.WriteString(sc.Text() + "\n")
-		if m := urlRe.FindStringSubmatch(sc.Text()); m != nil {
-			base = m[1]
-			break
-		}
-	}
-	if base == "" {
-		t.Fatalf("no URL printed; stderr:\n%s (exit %d)", stderr.String(), <-codec)
-	}
-	go io.Copy(io.Discard, pr)
+	base, _, stop := startServe(t, ctx, getenv, []string{"serve", "--config", cfgPath, "--gallery", dir, "--addr", "127.0.0.1:0"})
 
 	search := func(text string) serveAnswer {
 		t.Helper()
@@ -187,8 +165,5 @@ func TestServeHealsAfterModelServerRestart(t *testing.T) {
 	if code, body := ready(); code != 200 {
 		t.Errorf("readyz after the restart: %d %s", code, body)
 	}
-	cancel()
-	if code := <-codec; code != 0 {
-		t.Fatalf("serve exit %d", code)
-	}
+	stop()
 }

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"image"
 	"image/color"
 	"image/png"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -58,31 +55,8 @@ func TestServeCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pr, pw := io.Pipe()
-	var out bytes.Buffer
-	codec := make(chan int, 1)
-	go func() {
-		codec <- run(ctx, []string{"serve", "--gallery", dir, "--clip", model, "--threads", "1", "--addr", "127.0.0.1:0"},
-			strings.NewReader(""), &out, pw, getenv)
-		pw.Close()
-	}()
-	// The server prints its URL once it listens.
-	urlRe := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+/)`)
-	sc := bufio.NewScanner(pr)
-	var base string
-	var stderr strings.Builder
-	for sc.Scan() {
-		stderr.WriteString(sc.Text() + "\n")
-		if m := urlRe.FindStringSubmatch(sc.Text()); m != nil {
-			base = m[1]
-			break
-		}
-	}
-	if base == "" {
-		t.Fatalf("no URL printed; stderr:\n%s (exit %d)", stderr.String(), <-codec)
-	}
-	go io.Copy(io.Discard, pr)
-	if strings.Contains(stderr.String(), "tok-123") {
+	base, startup, stop := startServe(t, ctx, getenv, []string{"serve", "--gallery", dir, "--clip", model, "--threads", "1", "--addr", "127.0.0.1:0"})
+	if strings.Contains(startup, "tok-123") {
 		t.Fatal("token printed")
 	}
 
@@ -126,10 +100,7 @@ func TestServeCommand(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/png" {
 		t.Fatalf("image: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	cancel()
-	if code := <-codec; code != 0 {
-		t.Fatalf("exit %d", code)
-	}
+	stop()
 	// The folder's DB lives under the home directory.
 	if m, _ := filepath.Glob(filepath.Join(home, "db", "folder_*.db")); len(m) != 1 {
 		t.Fatalf("folder DB: %v", m)

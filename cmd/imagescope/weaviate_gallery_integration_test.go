@@ -3,12 +3,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -131,7 +129,7 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 	db := filepath.Join(f.root, "circo-test.db")
 	cli("index", "--config", f.cfgPath, "--dataset", "CIRCO", "--data", f.data, "--split", "test", "--db", db)
 	searchAll := func(args ...string) []string {
-		base, stop := startServe(t, ctx, env, append([]string{"serve", "--config", f.cfgPath, "--addr", "127.0.0.1:0", "--max-stage", "3"}, args...))
+		base, _, stop := startServe(t, ctx, env, append([]string{"serve", "--config", f.cfgPath, "--addr", "127.0.0.1:0", "--max-stage", "3"}, args...))
 		defer stop()
 		var out []string
 		for _, q := range []string{`{"text":"a red circle"}`, `{"text":"something blue with corners","limit":5}`, `{"text":"a yellow shape","limit":10}`} {
@@ -164,41 +162,5 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("serve --weaviate answered\n%s\nserve --db\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// startServe runs 'imagescope serve' until the returned stop is called and
-// returns its base URL.
-func startServe(t *testing.T, ctx context.Context, env func(string) string, args []string) (string, func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	pr, pw := io.Pipe()
-	codec := make(chan int, 1)
-	go func() {
-		var out bytes.Buffer
-		codec <- run(ctx, args, strings.NewReader(""), &out, pw, env)
-		pw.Close()
-	}()
-	urlRe := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+/)`)
-	sc := bufio.NewScanner(pr)
-	var base string
-	var stderr strings.Builder
-	for sc.Scan() {
-		stderr.WriteString(sc.Text() + "\n")
-		if m := urlRe.FindStringSubmatch(sc.Text()); m != nil {
-			base = m[1]
-			break
-		}
-	}
-	if base == "" {
-		cancel()
-		t.Fatalf("%v: no URL printed; stderr:\n%s (exit %d)", args, stderr.String(), <-codec)
-	}
-	go io.Copy(io.Discard, pr)
-	return base, func() {
-		cancel()
-		if code := <-codec; code != 0 {
-			t.Errorf("%v: exit %d", args, code)
-		}
 	}
 }
