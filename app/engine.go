@@ -7,6 +7,7 @@ import (
 
 	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/internal/adapt"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -36,12 +37,12 @@ func (a *App) Engine(g *Gallery, opt pipeline.Options, log *slog.Logger) (*pipel
 		Images:        g.Images,
 		Decode:        decodeImage,
 		Roles: pipeline.Roles{
-			Captioner:  r.Chatter(pipeline.RoleCaptioner),
-			Reasoner:   r.Chatter(pipeline.RoleReasoner),
-			Proposer:   r.Chatter(pipeline.RoleProposer),
-			Questioner: r.Chatter(pipeline.RoleQuestioner),
-			Verifier:   r.Chatter(pipeline.RoleVerifier),
-			Evaluator:  r.Chatter(pipeline.RoleEvaluator),
+			Captioner:  r.Chatter(modelrole.Captioner),
+			Reasoner:   r.Chatter(modelrole.Reasoner),
+			Proposer:   r.Chatter(modelrole.Proposer),
+			Questioner: r.Chatter(modelrole.Questioner),
+			Verifier:   r.Chatter(modelrole.Verifier),
+			Evaluator:  r.Chatter(modelrole.Evaluator),
 		},
 		Prompts: a.Prompts,
 		Options: opt,

@@ -12,7 +12,7 @@ import (
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/internal/progress"
-	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -241,12 +241,12 @@ func (a *App) indexAndLoad(ctx context.Context, src *Source, domain string) (*vi
 	defer db.Close()
 	opt := gallery.IndexOptions{Embedder: adapt.CLIP{Model: a.Model}, Logger: a.Log}
 	captionKey := src.Spec.CaptionKey
-	if c, ok := a.Roles.Clients[pipeline.RoleCaptioner]; ok {
+	if c, ok := a.Roles.Clients[modelrole.Captioner]; ok {
 		instr, err := a.Prompts.CaptionInstruction(domain)
 		if err != nil {
 			return nil, gallery.LoadInfo{}, err
 		}
-		rcfg, _ := a.Config.Role(pipeline.RoleCaptioner)
+		rcfg, _ := a.Config.Role(modelrole.Captioner)
 		opt.Captioner = adapt.Captioner{Client: c, Instruction: instr}
 		opt.CaptionModel = rcfg.CacheModelID()
 		opt.CaptionPrompt = instr

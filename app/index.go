@@ -13,7 +13,7 @@ import (
 	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/llm"
-	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -54,11 +54,11 @@ func Index(ctx context.Context, cfg *config.Config, src *Source, spec IndexSpec)
 	}
 	var emb gallery.Embedder
 	if spec.Remote {
-		rcfg, ok := cfg.Role(config.RoleEmbedder)
+		rcfg, ok := cfg.Role(modelrole.Embedder)
 		if !ok || !rcfg.Configured() {
 			return nil, errors.New("remote embedding: no embedder role in the configuration")
 		}
-		c, err := llm.New(ctx, llm.Role(config.RoleEmbedder), rcfg, nil, llm.Options{Logger: log})
+		c, err := llm.New(ctx, modelrole.Embedder, rcfg, nil, llm.Options{Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +81,7 @@ func Index(ctx context.Context, cfg *config.Config, src *Source, spec IndexSpec)
 		return nil, err
 	}
 	opt := gallery.IndexOptions{Embedder: emb, EmbedBatch: spec.Batch, Float16: spec.Float16, Logger: log, Progress: spec.Progress}
-	rcfg, capOK := cfg.Role(pipeline.RoleCaptioner)
+	rcfg, capOK := cfg.Role(modelrole.Captioner)
 	switch {
 	case spec.NoCaptions:
 		log.Info("captioning off (--no-captions): search will treat tau as 0 unless the DB already holds captions")
@@ -109,7 +109,7 @@ func Index(ctx context.Context, cfg *config.Config, src *Source, spec IndexSpec)
 		if cache != nil {
 			defer cache.Close()
 		}
-		c, err := llm.New(ctx, llm.Role(pipeline.RoleCaptioner), rcfg, cache, llm.Options{Logger: log})
+		c, err := llm.New(ctx, modelrole.Captioner, rcfg, cache, llm.Options{Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/internal/adapt"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 	evalrun "github.com/imagescope/imagescope/run"
 )
@@ -18,7 +19,7 @@ import (
 // answer cache.
 type Roles struct {
 	Cache   *llm.Cache
-	Clients map[string]*llm.Client
+	Clients map[modelrole.Name]*llm.Client
 }
 
 // OpenCache opens the configuration's answer cache (nil when disabled).
@@ -45,13 +46,13 @@ func OpenRoles(ctx context.Context, cfg *config.Config, log *slog.Logger, intera
 	if err != nil {
 		return nil, err
 	}
-	r := &Roles{Cache: cache, Clients: map[string]*llm.Client{}}
-	for _, name := range pipeline.ChatRoles() {
+	r := &Roles{Cache: cache, Clients: map[modelrole.Name]*llm.Client{}}
+	for _, name := range modelrole.Chat() {
 		rcfg, ok := cfg.Role(name)
 		if !ok || !rcfg.Configured() {
 			continue
 		}
-		c, err := llm.New(ctx, llm.Role(name), rcfg, cache, llm.Options{Logger: log, Interactive: interactive})
+		c, err := llm.New(ctx, name, rcfg, cache, llm.Options{Logger: log, Interactive: interactive})
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -69,7 +70,7 @@ func (r *Roles) Close() {
 }
 
 // Chatter is the pipeline's view of a role (nil when not configured).
-func (r *Roles) Chatter(name string) pipeline.Chatter {
+func (r *Roles) Chatter(name modelrole.Name) pipeline.Chatter {
 	c, ok := r.Clients[name]
 	if !ok {
 		return nil
@@ -81,13 +82,13 @@ func (r *Roles) Chatter(name string) pipeline.Chatter {
 // the reasoner stands in for it).
 func (r *Roles) Names() []string {
 	var out []string
-	for _, n := range []string{pipeline.RoleCaptioner, pipeline.RoleReasoner, pipeline.RoleProposer, pipeline.RoleVerifier, pipeline.RoleEvaluator} {
+	for _, n := range []modelrole.Name{modelrole.Captioner, modelrole.Reasoner, modelrole.Proposer, modelrole.Verifier, modelrole.Evaluator} {
 		_, ok := r.Clients[n]
-		if !ok && n == pipeline.RoleProposer {
-			_, ok = r.Clients[pipeline.RoleReasoner]
+		if !ok && n == modelrole.Proposer {
+			_, ok = r.Clients[modelrole.Reasoner]
 		}
 		if ok {
-			out = append(out, n)
+			out = append(out, string(n))
 		}
 	}
 	return out
@@ -107,16 +108,16 @@ func (r *Roles) Counters() map[string]evalrun.ModelCounters {
 func (r *Roles) Stats() map[string]llm.Stats {
 	out := map[string]llm.Stats{}
 	for k, c := range r.Clients {
-		out[k] = c.Stats()
+		out[string(k)] = c.Stats()
 	}
 	return out
 }
 
 // InFlight bounds the pipeline's concurrent calls per role by what the
 // role's endpoints accept in total.
-func InFlight(cfg *config.Config) map[string]int {
-	out := map[string]int{}
-	for _, name := range pipeline.ChatRoles() {
+func InFlight(cfg *config.Config) map[modelrole.Name]int {
+	out := map[modelrole.Name]int{}
+	for _, name := range modelrole.Chat() {
 		r, ok := cfg.Role(name)
 		if !ok || !r.Configured() {
 			continue
@@ -130,12 +131,12 @@ func InFlight(cfg *config.Config) map[string]int {
 // keys left out), as recorded in a run folder.
 func RoleModels(cfg *config.Config) map[string]any {
 	out := map[string]any{}
-	for _, name := range config.RoleNames {
+	for _, name := range modelrole.All() {
 		r, ok := cfg.Role(name)
 		if !ok || !r.Configured() {
 			continue
 		}
-		out[name] = map[string]any{
+		out[string(name)] = map[string]any{
 			"endpoints": []string(r.Endpoints), "model": r.Model, "model_id": r.CacheModelID(), "api_key_env": r.APIKeyEnv,
 			"max_in_flight": r.MaxInFlight, "timeout": r.Timeout.String(), "retries": r.MaxRetries(), "cooldown": r.Cooldown.String(),
 			"max_tokens": r.MaxTokens, "temperature": r.Temperature, "top_p": r.TopP, "stop": r.Stop, "seed": r.Seed,

@@ -21,26 +21,12 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-)
 
-// Role names, as used under the "roles" key.
-const (
-	RoleCaptioner = "captioner"
-	RoleReasoner  = "reasoner"
-	RoleProposer  = "proposer"
-	// RoleQuestioner proposes the question a chat asks back; unset fields
-	// default to the reasoner's.
-	RoleQuestioner = "questioner"
-	RoleVerifier   = "verifier"
-	RoleEvaluator  = "evaluator"
-	RoleEmbedder   = "embedder"
+	"github.com/imagescope/imagescope/modelrole"
 )
-
-// RoleNames lists every role in pipeline order.
-var RoleNames = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleQuestioner, RoleVerifier, RoleEvaluator, RoleEmbedder}
 
 // inheriting are the roles whose unset fields default to the reasoner's.
-var inheriting = []string{RoleProposer, RoleQuestioner}
+var inheriting = []modelrole.Name{modelrole.Proposer, modelrole.Questioner}
 
 // DefaultCLIPModel is the CLIP checkpoint used when none is configured
 // (small enough for a laptop).
@@ -67,7 +53,7 @@ type Config struct {
 
 	// own holds the inheriting roles as written (before inheriting from
 	// the reasoner), so Finish can be re-run after Set.
-	own map[string]*Role
+	own map[modelrole.Name]*Role
 }
 
 // CLIP configures the in-process CLIP encoder.
@@ -237,7 +223,7 @@ func splitList(v string) []string {
 
 // Role returns the named role's settings (after defaults) and whether the
 // name is known.
-func (c *Config) Role(name string) (Role, bool) {
+func (c *Config) Role(name modelrole.Name) (Role, bool) {
 	p := c.rolePtr(name)
 	if p == nil {
 		return Role{}, false
@@ -245,38 +231,38 @@ func (c *Config) Role(name string) (Role, bool) {
 	return *p, true
 }
 
-func (c *Config) rolePtr(name string) *Role {
+func (c *Config) rolePtr(name modelrole.Name) *Role {
 	switch name {
-	case RoleCaptioner:
+	case modelrole.Captioner:
 		return &c.Roles.Captioner
-	case RoleReasoner:
+	case modelrole.Reasoner:
 		return &c.Roles.Reasoner
-	case RoleProposer:
+	case modelrole.Proposer:
 		return &c.Roles.Proposer
-	case RoleQuestioner:
+	case modelrole.Questioner:
 		return &c.Roles.Questioner
-	case RoleVerifier:
+	case modelrole.Verifier:
 		return &c.Roles.Verifier
-	case RoleEvaluator:
+	case modelrole.Evaluator:
 		return &c.Roles.Evaluator
-	case RoleEmbedder:
+	case modelrole.Embedder:
 		return &c.Roles.Embedder
 	}
 	return nil
 }
 
 // Per-role defaults (model-servers.md section 4).
-var roleDefaults = map[string]struct {
+var roleDefaults = map[modelrole.Name]struct {
 	timeout   time.Duration
 	maxTokens int
 }{
-	RoleCaptioner:  {60 * time.Second, 256},
-	RoleReasoner:   {120 * time.Second, 2048},
-	RoleProposer:   {120 * time.Second, 2048},
-	RoleQuestioner: {120 * time.Second, 2048},
-	RoleVerifier:   {20 * time.Second, 16}, // room for "Yes, there is ..." from chat-style VLMs
-	RoleEvaluator:  {180 * time.Second, 4096},
-	RoleEmbedder:   {10 * time.Second, 0},
+	modelrole.Captioner:  {60 * time.Second, 256},
+	modelrole.Reasoner:   {120 * time.Second, 2048},
+	modelrole.Proposer:   {120 * time.Second, 2048},
+	modelrole.Questioner: {120 * time.Second, 2048},
+	modelrole.Verifier:   {20 * time.Second, 16}, // room for "Yes, there is ..." from chat-style VLMs
+	modelrole.Evaluator:  {180 * time.Second, 4096},
+	modelrole.Embedder:   {10 * time.Second, 0},
 }
 
 // Default returns the built-in configuration (no roles configured).
@@ -564,7 +550,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		{"IMAGESCOPE_CACHE_PATH", "cache.path"},
 		{"IMAGESCOPE_NO_CACHE", "cache.disabled"},
 	}
-	for _, r := range RoleNames {
+	for _, n := range modelrole.All() {
+		r := string(n)
 		u := "IMAGESCOPE_" + strings.ToUpper(r) + "_"
 		pairs = append(pairs,
 			[2]string{u + "ENDPOINTS", "roles." + r + ".endpoints"},
@@ -674,7 +661,7 @@ func (c *Config) Finish(getenv func(string) string) error {
 		c.Cache.Path = filepath.Join(c.Home, "cache", "answers.db")
 	}
 	if c.own == nil {
-		c.own = map[string]*Role{}
+		c.own = map[modelrole.Name]*Role{}
 	}
 	for _, name := range inheriting {
 		p := c.rolePtr(name)
@@ -690,7 +677,7 @@ func (c *Config) Finish(getenv func(string) string) error {
 		}
 		*p = inherit(*c.own[name], base)
 	}
-	for _, name := range RoleNames {
+	for _, name := range modelrole.All() {
 		r := c.rolePtr(name)
 		applyRoleDefaults(name, r)
 		if err := r.validate(); err != nil {
@@ -734,7 +721,7 @@ func inherit(p, base Role) Role {
 	return p
 }
 
-func applyRoleDefaults(name string, r *Role) {
+func applyRoleDefaults(name modelrole.Name, r *Role) {
 	d := roleDefaults[name]
 	if r.Timeout == 0 {
 		r.Timeout = d.timeout

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 func env(m map[string]string) func(string) string {
@@ -126,7 +128,7 @@ func TestDefaults(t *testing.T) {
 	if c.Home != "/home/u/.cache/imagescope" || c.Cache.Path != "/home/u/.cache/imagescope/cache/answers.db" || c.CLIP.Model != DefaultCLIPModel {
 		t.Errorf("defaults = %+v", c)
 	}
-	for _, n := range RoleNames {
+	for _, n := range modelrole.All() {
 		if r, _ := c.Role(n); r.Configured() {
 			t.Errorf("role %s configured by default", n)
 		}

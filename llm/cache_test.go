@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 func TestChatCache(t *testing.T) {
@@ -28,7 +30,7 @@ func TestChatCache(t *testing.T) {
 	f.answer = echo
 	cfg := testRole(baseURL(f))
 	cfg.ModelID = "org/model@abc"
-	c, err := New(context.Background(), Captioner, cfg, cache, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, cache, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +67,7 @@ func TestChatCache(t *testing.T) {
 	cfg2 := cfg
 	cfg2.Endpoints = []string{baseURL(g)}
 	cfg2.Model = "other-served-name"
-	c2, err := New(context.Background(), Captioner, cfg2, cache, testOptions())
+	c2, err := New(context.Background(), modelrole.Captioner, cfg2, cache, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestChatCache(t *testing.T) {
 	// Opting out bypasses the cache.
 	opt := testOptions()
 	opt.NoCache = true
-	c3, _ := New(context.Background(), Captioner, cfg2, cache, opt)
+	c3, _ := New(context.Background(), modelrole.Captioner, cfg2, cache, opt)
 	if r, _ := c3.Chat(context.Background(), req("hello")); r == nil || r.Cached || r.Text != "different server" {
 		t.Errorf("NoCache: %+v", r)
 	}
@@ -103,7 +105,7 @@ func TestEmbedCache(t *testing.T) {
 	}
 	defer cache.Close()
 	f := newFake(t)
-	c, _ := New(context.Background(), Embedder, testRole(baseURL(f)), cache, testOptions())
+	c, _ := New(context.Background(), modelrole.Embedder, testRole(baseURL(f)), cache, testOptions())
 	for i := 0; i < 2; i++ {
 		if v, err := c.EmbedText(context.Background(), "t"); err != nil || len(v) != 3 {
 			t.Fatal(v, err)

@@ -13,12 +13,6 @@ import (
 	"time"
 )
 
-// TakesImages reports whether the role's requests carry images: its model
-// must be able to see them.
-func (r Role) TakesImages() bool {
-	return r == Captioner || r == Verifier || r == Evaluator
-}
-
 // checkVision asks every reachable endpoint that speaks Ollama's native API
 // (POST /api/show) for the model's capabilities and refuses a model that
 // lacks "vision". Such a server accepts image parts for a text-only model

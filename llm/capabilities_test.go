@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // TestVisionCapabilityChecked: a role that takes images refuses, at start,
@@ -14,16 +16,16 @@ import (
 func TestVisionCapabilityChecked(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		role    Role
+		role    modelrole.Name
 		show    string // /api/show reply; "" answers 404 (not Ollama)
 		wantErr bool
 	}{
-		{"text-only model for the captioner", Captioner, `{"capabilities":["completion"]}`, true},
-		{"text-only model for the verifier", Verifier, `{"capabilities":["completion","tools"]}`, true},
-		{"vision model", Evaluator, `{"capabilities":["completion","vision"]}`, false},
-		{"text role", Reasoner, `{"capabilities":["completion"]}`, false},
-		{"not Ollama", Captioner, "", false},
-		{"old Ollama without capabilities", Captioner, `{"modelfile":"FROM x"}`, false},
+		{"text-only model for the captioner", modelrole.Captioner, `{"capabilities":["completion"]}`, true},
+		{"text-only model for the verifier", modelrole.Verifier, `{"capabilities":["completion","tools"]}`, true},
+		{"vision model", modelrole.Evaluator, `{"capabilities":["completion","vision"]}`, false},
+		{"text role", modelrole.Reasoner, `{"capabilities":["completion"]}`, false},
+		{"not Ollama", modelrole.Captioner, "", false},
+		{"old Ollama without capabilities", modelrole.Captioner, `{"modelfile":"FROM x"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
@@ -62,7 +64,7 @@ func TestCorruptImage500IsPerItem(t *testing.T) {
 	}
 	cfg := testRole(baseURL(f))
 	cfg.MaxInFlight = 1
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

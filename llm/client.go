@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/internal/backoff"
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // Options tune a Client beyond its role configuration.
@@ -78,7 +79,7 @@ func (o *Options) defaults() {
 // Client calls one role: an endpoint pool, retries, the answer cache and
 // counters. It is safe for concurrent use.
 type Client struct {
-	role  Role
+	role  modelrole.Name
 	cfg   config.Role
 	opt   Options
 	http  *http.Client
@@ -94,9 +95,9 @@ type Client struct {
 
 // Stats are a role's counters since New.
 type Stats struct {
-	Role    Role   `json:"role"`
-	Model   string `json:"model"`
-	ModelID string `json:"model_id"`
+	Role    modelrole.Name `json:"role"`
+	Model   string         `json:"model"`
+	ModelID string         `json:"model_id"`
 	// Calls made (Chat, EmbedText, EmbedImage), of which CacheHits were
 	// answered without a request of their own (from the cache, or
 	// Shared: by waiting for an identical request already in flight) and
@@ -138,7 +139,7 @@ func (s Stats) MeanLatency() time.Duration {
 // a server answers without the configured model (listing what it serves)
 // or refuses the API key. Endpoints that cannot be reached are logged; the
 // role still starts so cached answers can be replayed.
-func New(ctx context.Context, role Role, cfg config.Role, cache *Cache, opt Options) (*Client, error) {
+func New(ctx context.Context, role modelrole.Name, cfg config.Role, cache *Cache, opt Options) (*Client, error) {
 	opt.defaults()
 	if !cfg.Configured() {
 		return nil, fmt.Errorf("%s: %w (set roles.%s.endpoints)", role, ErrNotConfigured, role)
@@ -209,7 +210,7 @@ func (c *Client) Close() {
 }
 
 // Role is the client's role.
-func (c *Client) Role() Role { return c.role }
+func (c *Client) Role() modelrole.Name { return c.role }
 
 // Model is the served model name.
 func (c *Client) Model() string { return c.cfg.Model }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 func testImage(w, h int) *image.NRGBA {
@@ -35,7 +37,7 @@ func TestChatImageMessageWellFormed(t *testing.T) {
 	cfg.Stop = []string{"<|im_end|>"}
 	seed := 7
 	cfg.Seed = &seed
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +127,7 @@ func TestLogprobsAndYesNo(t *testing.T) {
 	cfg := testRole(baseURL(f))
 	cfg.Logprobs = true
 	cfg.TopLogprobs = 5
-	c, err := New(context.Background(), Verifier, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Verifier, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestWrongModelFailsFast(t *testing.T) {
 	f.models = []string{"captioner", "other"}
 	cfg := testRole(baseURL(f))
 	cfg.Model = "captoiner"
-	_, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	_, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err == nil || !contains(err.Error(), `"captoiner" is not served`) || !contains(err.Error(), "captioner, other") {
 		t.Fatalf("err = %v", err)
 	}
@@ -187,7 +189,7 @@ func TestUnreachableAtStartStillStarts(t *testing.T) {
 	r0 := 1
 	cfg.Retries = &r0
 	cfg.DownAfter = 200 * time.Millisecond
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +202,7 @@ func TestUnreachableAtStartStillStarts(t *testing.T) {
 	}
 	opt := testOptions()
 	opt.RequireReachable = true
-	if _, err := New(context.Background(), Captioner, cfg, nil, opt); !errors.Is(err, ErrRoleDown) {
+	if _, err := New(context.Background(), modelrole.Captioner, cfg, nil, opt); !errors.Is(err, ErrRoleDown) {
 		t.Errorf("RequireReachable: err = %v", err)
 	}
 }
@@ -218,12 +220,12 @@ func TestModelCheckAuthAndPath(t *testing.T) {
 	})
 	cfg := testRole(baseURL(f))
 	cfg.APIKeyEnv = "VLLM_KEY"
-	_, err := New(context.Background(), Reasoner, cfg, nil, testOptions())
+	_, err := New(context.Background(), modelrole.Reasoner, cfg, nil, testOptions())
 	if err == nil || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), "$VLLM_KEY") {
 		t.Errorf("no key: %v", err)
 	}
 	cfg.APIKey = "k3y"
-	c, err := New(context.Background(), Reasoner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Reasoner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestModelCheckAuthAndPath(t *testing.T) {
 		t.Errorf("with key: %v", err)
 	}
 	cfg.Endpoints = []string{f.URL + "/api"}
-	if _, err := New(context.Background(), Reasoner, cfg, nil, testOptions()); err == nil || !strings.Contains(err.Error(), "/v1") {
+	if _, err := New(context.Background(), modelrole.Reasoner, cfg, nil, testOptions()); err == nil || !strings.Contains(err.Error(), "/v1") {
 		t.Errorf("wrong path: %v", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -26,7 +28,7 @@ var (
 // Error describes a failed call: which role and model, which endpoint,
 // the HTTP status and the server's own message.
 type Error struct {
-	Role     Role
+	Role     modelrole.Name
 	Model    string
 	Endpoint string
 	Status   int    // 0 when no HTTP response

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/internal/backoff"
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // echo answers with the text of the last user message, so a test can check
@@ -97,7 +98,7 @@ func TestFaultsInjected(t *testing.T) {
 	cfg.MaxInFlight = 8
 	opt := testOptions()
 	opt.FailureThreshold = 1000 // a single replica: keep it in service
-	c, err := New(context.Background(), Reasoner, cfg, nil, opt)
+	c, err := New(context.Background(), modelrole.Reasoner, cfg, nil, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestTenPercent500s(t *testing.T) {
 		}
 		return false
 	}
-	c, err := New(context.Background(), Verifier, testRole(baseURL(f)), nil, testOptions())
+	c, err := New(context.Background(), modelrole.Verifier, testRole(baseURL(f)), nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestRejectedNotRetried(t *testing.T) {
 			w.Write([]byte(tc.body))
 			return true
 		}
-		c, err := New(context.Background(), Evaluator, testRole(baseURL(f)), nil, testOptions())
+		c, err := New(context.Background(), modelrole.Evaluator, testRole(baseURL(f)), nil, testOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +182,7 @@ func TestTimeoutThenDown(t *testing.T) {
 	cfg.Retries = &r
 	opt := testOptions()
 	opt.Interactive = true
-	c, err := New(context.Background(), Evaluator, cfg, nil, opt)
+	c, err := New(context.Background(), modelrole.Evaluator, cfg, nil, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +210,7 @@ func TestCancelStopsPromptly(t *testing.T) {
 	f.delay.Store(int64(5 * time.Second))
 	cfg := testRole(baseURL(f))
 	cfg.Timeout = 10 * time.Second
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestInFlightLimit(t *testing.T) {
 	}
 	cfg := testRole(baseURL(a), baseURL(b))
 	cfg.MaxInFlight = 3
-	c, err := New(context.Background(), Verifier, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Verifier, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +259,7 @@ func TestBalancingAndDeadReplica(t *testing.T) {
 	cfg := testRole(baseURL(a), deadURL, baseURL(b))
 	cfg.MaxInFlight = 4
 	cfg.Cooldown = time.Minute
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +312,7 @@ func TestBackoffAndRetryAfter(t *testing.T) {
 
 func TestEmbeddings(t *testing.T) {
 	f := newFake(t)
-	c, err := New(context.Background(), Embedder, testRole(baseURL(f)), nil, testOptions())
+	c, err := New(context.Background(), modelrole.Embedder, testRole(baseURL(f)), nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

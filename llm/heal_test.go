@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // mortal is a fake model server that can die (its listener closed, every
@@ -93,7 +95,7 @@ func TestBatchRidesOutFaults(t *testing.T) {
 	cfg.MaxInFlight = 8
 	zero := 0 // the retry count bounds interactive calls only
 	cfg.Retries = &zero
-	c, err := New(context.Background(), Reasoner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Reasoner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func TestBatchRidesOutOutage(t *testing.T) {
 	m := newMortal(t)
 	cfg := testRole(m.url())
 	cfg.DownAfter = 10 * time.Second
-	c, err := New(context.Background(), Captioner, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Captioner, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func TestBatchDownAfterWindow(t *testing.T) {
 	m := newMortal(t)
 	cfg := testRole(m.url())
 	cfg.DownAfter = 300 * time.Millisecond
-	c, err := New(context.Background(), Verifier, cfg, nil, testOptions())
+	c, err := New(context.Background(), modelrole.Verifier, cfg, nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +182,7 @@ func TestInteractiveHeals(t *testing.T) {
 	cfg.Retries = &two
 	opt := testOptions()
 	opt.Interactive = true
-	c, err := New(context.Background(), Reasoner, cfg, cache, opt)
+	c, err := New(context.Background(), modelrole.Reasoner, cfg, cache, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +235,7 @@ func TestInFlightDedup(t *testing.T) {
 	f := newFake(t)
 	f.answer = echo
 	f.delay.Store(int64(100 * time.Millisecond))
-	c, err := New(context.Background(), Verifier, testRole(baseURL(f)), nil, testOptions())
+	c, err := New(context.Background(), modelrole.Verifier, testRole(baseURL(f)), nil, testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // A real Ollama server (scripts/ollama.sh) with the tiny models it
@@ -67,7 +68,7 @@ func TestIntegrationOllamaWire(t *testing.T) {
 	opt := Options{BackoffBase: 50 * time.Millisecond}
 
 	// Vision model: an image part is answered; logprobs come back.
-	vc, err := New(ctx, Verifier, ollamaRole(ep, visionModel), nil, opt)
+	vc, err := New(ctx, modelrole.Verifier, ollamaRole(ep, visionModel), nil, opt)
 	if err != nil {
 		t.Fatalf("vision model refused: %v", err)
 	}
@@ -111,12 +112,12 @@ func TestIntegrationOllamaWire(t *testing.T) {
 	}
 
 	// A text-only model for a role that takes images is refused at start.
-	_, err = New(ctx, Captioner, ollamaRole(ep, textModel), nil, opt)
+	_, err = New(ctx, modelrole.Captioner, ollamaRole(ep, textModel), nil, opt)
 	if err == nil || !strings.Contains(err.Error(), "cannot take images") || !strings.Contains(err.Error(), textModel) || !strings.Contains(err.Error(), ep) {
 		t.Errorf("text model as captioner: %v", err)
 	}
 	// ... and accepted for a text role.
-	tc, err := New(ctx, Reasoner, ollamaRole(ep, textModel), nil, opt)
+	tc, err := New(ctx, modelrole.Reasoner, ollamaRole(ep, textModel), nil, opt)
 	if err != nil {
 		t.Fatalf("text model as reasoner: %v", err)
 	}
@@ -126,11 +127,11 @@ func TestIntegrationOllamaWire(t *testing.T) {
 
 	// An unknown model: refused at start naming role, model and endpoint
 	// and what the server has; mid-run (a model removed) a 404 naming them.
-	_, err = New(ctx, Reasoner, ollamaRole(ep, "no-such-model"), nil, opt)
+	_, err = New(ctx, modelrole.Reasoner, ollamaRole(ep, "no-such-model"), nil, opt)
 	if err == nil || !strings.Contains(err.Error(), "reasoner") || !strings.Contains(err.Error(), "no-such-model") || !strings.Contains(err.Error(), ep) || !strings.Contains(err.Error(), textModel) {
 		t.Errorf("unknown model at start: %v", err)
 	}
-	gc, err := New(ctx, Reasoner, ollamaRole(ep, "no-such-model"), nil, Options{SkipModelCheck: true})
+	gc, err := New(ctx, modelrole.Reasoner, ollamaRole(ep, "no-such-model"), nil, Options{SkipModelCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,19 +13,6 @@ import (
 	"unicode"
 )
 
-// Role names a model role.
-type Role string
-
-// The model roles.
-const (
-	Captioner Role = "captioner"
-	Reasoner  Role = "reasoner"
-	Proposer  Role = "proposer"
-	Verifier  Role = "verifier"
-	Evaluator Role = "evaluator"
-	Embedder  Role = "embedder"
-)
-
 // ImageData is an image to send: encoded bytes (JPEG, PNG, GIF, BMP or
 // WebP) with their MIME type, or a decoded image. Encoded bytes in the
 // role's format that need no resizing are sent as they are; everything else

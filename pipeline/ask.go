@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -191,13 +192,13 @@ func renderDialogue(dialogue []string) string {
 // opening description) given the current ranking, best first.
 func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []string) (*Ask, error) {
 	a := &Ask{Chosen: -1, Rule: AskRuleSplit, Probed: []string{}, Questions: []Question{}, Yes: "yes", No: "no"}
-	if !e.Has(RoleQuestioner) {
+	if !e.Has(modelrole.Questioner) {
 		return nil, errors.New("asking back needs a questioner or a reasoner: none is configured")
 	}
 	if len(dialogue) == 0 {
 		return nil, errors.New("asking back needs at least the opening description")
 	}
-	if !e.Has(RoleVerifier) {
+	if !e.Has(modelrole.Verifier) {
 		a.Rule = AskRuleFirst
 	}
 	probe := ranking
@@ -223,7 +224,7 @@ func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []strin
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.call(ctx, RoleQuestioner, ChatRequest{
+	resp, err := e.call(ctx, modelrole.Questioner, ChatRequest{
 		Messages:  []Message{{Role: "user", Parts: []Part{{Text: text}}}},
 		MaxTokens: e.opt.ReasonerMaxTokens,
 	}, &a.Calls)
@@ -298,7 +299,7 @@ func (e *Engine) probe(ctx context.Context, a *Ask, probe []string) error {
 			go func(ci, j int, img ImageData) {
 				defer wg.Done()
 				i := ci*nq + j
-				resp, err := e.call(ctx, RoleVerifier, ChatRequest{
+				resp, err := e.call(ctx, modelrole.Verifier, ChatRequest{
 					Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: prompts[j]}}}},
 					MaxTokens: e.opt.VerifierMaxTokens,
 				}, &calls[i])
@@ -340,14 +341,14 @@ func (e *Engine) probe(ctx context.Context, a *Ask, probe []string) error {
 			}
 		}
 	}
-	return e.roleDownAfter(RoleVerifier, &a.Calls)
+	return e.roleDownAfter(modelrole.Verifier, &a.Calls)
 }
 
 // AnswerAbout answers a yes/no question about one gallery image with the
 // verifier ("yes" or "no"): the simulated user of the interactive
 // benchmark, who looks at the target image. The raw reply is returned too.
 func (e *Engine) AnswerAbout(ctx context.Context, name, question string, c *Calls) (answer, reply string, err error) {
-	if !e.Has(RoleVerifier) {
+	if !e.Has(modelrole.Verifier) {
 		return "", "", errors.New("the simulated user needs a verifier: none is configured")
 	}
 	img, err := e.candidateImage(ctx, name)
@@ -358,7 +359,7 @@ func (e *Engine) AnswerAbout(ctx context.Context, name, question string, c *Call
 	if err != nil {
 		return "", "", err
 	}
-	resp, err := e.call(ctx, RoleVerifier, ChatRequest{
+	resp, err := e.call(ctx, modelrole.Verifier, ChatRequest{
 		Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: text}}}},
 		MaxTokens: e.opt.VerifierMaxTokens,
 	}, c)

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // oracle is a verifier that knows, for each image, which questions are
@@ -99,7 +101,7 @@ func TestAskNextChoosesTheBestSplit(t *testing.T) {
 		t.Errorf("language %q probed %v", a.Language, a.Probed)
 	}
 	// Cost: one questioner call and questions x probed verifier calls.
-	if a.Calls.Calls[RoleQuestioner] != 1 || a.Calls.Calls[RoleVerifier] != 16 || verifier.count() != 16 {
+	if a.Calls.Calls[string(modelrole.Questioner)] != 1 || a.Calls.Calls[string(modelrole.Verifier)] != 16 || verifier.count() != 16 {
 		t.Errorf("calls %v (verifier saw %d)", a.Calls.Calls, verifier.count())
 	}
 	for _, req := range verifier.reqs {
@@ -130,7 +132,7 @@ func TestAskNextFailuresAndFallbacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := a.Best(); b == nil || b.English != "Is it big?" || b.Shown != "Is it big?" || a.Questions[0].Answered != 1 || a.Calls.Failures[RoleVerifier] != 1 {
+	if b := a.Best(); b == nil || b.English != "Is it big?" || b.Shown != "Is it big?" || a.Questions[0].Answered != 1 || a.Calls.Failures[string(modelrole.Verifier)] != 1 {
 		t.Errorf("with a failed verification: %+v", a)
 	}
 	// No verifier: the questioner's first question, by rule "first".

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -47,7 +48,7 @@ type Options struct {
 	FailureThreshold int `json:"failure_threshold"`
 	// InFlight bounds concurrent requests per role (role name -> limit;
 	// missing = 8).
-	InFlight map[string]int `json:"in_flight,omitempty"`
+	InFlight map[modelrole.Name]int `json:"in_flight,omitempty"`
 	// AskQuestions is how many questions the questioner proposes when the
 	// engine asks back (3); AskProbe is how many top candidates each is
 	// checked on by the verifier (10). See ask.go for the rule and cost.
@@ -146,7 +147,7 @@ type Config struct {
 type Engine struct {
 	cfg   Config
 	opt   Options
-	roles map[string]*role
+	roles map[modelrole.Name]*role
 	embed *limiter
 	log   *slog.Logger
 	// degrade answers with what the available roles allow when a role is
@@ -179,8 +180,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{cfg: cfg, opt: cfg.Options, roles: map[string]*role{}, log: cfg.Log}
-	add := func(name string, c Chatter) {
+	e := &Engine{cfg: cfg, opt: cfg.Options, roles: map[modelrole.Name]*role{}, log: cfg.Log}
+	add := func(name modelrole.Name, c Chatter) {
 		if c == nil {
 			return
 		}
@@ -190,32 +191,26 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.roles[name] = &role{name: name, c: c, lim: newLimiter(n), threshold: int64(cfg.Options.FailureThreshold)}
 	}
-	add(RoleCaptioner, cfg.Roles.Captioner)
-	add(RoleReasoner, cfg.Roles.Reasoner)
-	add(RoleProposer, cfg.Roles.Proposer)
-	add(RoleQuestioner, cfg.Roles.Questioner)
-	add(RoleVerifier, cfg.Roles.Verifier)
-	add(RoleEvaluator, cfg.Roles.Evaluator)
-	for _, name := range []string{RoleProposer, RoleQuestioner} {
+	add(modelrole.Captioner, cfg.Roles.Captioner)
+	add(modelrole.Reasoner, cfg.Roles.Reasoner)
+	add(modelrole.Proposer, cfg.Roles.Proposer)
+	add(modelrole.Questioner, cfg.Roles.Questioner)
+	add(modelrole.Verifier, cfg.Roles.Verifier)
+	add(modelrole.Evaluator, cfg.Roles.Evaluator)
+	for _, name := range []modelrole.Name{modelrole.Proposer, modelrole.Questioner} {
 		if _, ok := e.roles[name]; !ok {
-			if r, ok := e.roles[RoleReasoner]; ok {
+			if r, ok := e.roles[modelrole.Reasoner]; ok {
 				e.roles[name] = r
 			}
 		}
 	}
 	ne := 2
-	if v, ok := cfg.Options.InFlight[RoleEmbedder]; ok && v > 0 {
+	if v, ok := cfg.Options.InFlight[modelrole.Embedder]; ok && v > 0 {
 		ne = v
 	}
 	e.embed = newLimiter(ne)
 	return e, nil
 }
-
-// chatRoles are the chat-model roles in pipeline order.
-var chatRoles = []string{RoleCaptioner, RoleReasoner, RoleProposer, RoleQuestioner, RoleVerifier, RoleEvaluator}
-
-// ChatRoles returns the chat-model role names in pipeline order.
-func ChatRoles() []string { return append([]string(nil), chatRoles...) }
 
 // Options returns the effective options.
 func (e *Engine) Options() Options { return e.opt }
@@ -224,20 +219,20 @@ func (e *Engine) Options() Options { return e.opt }
 func (e *Engine) Prompts() *prompt.Library { return e.cfg.Prompts }
 
 // Has reports whether a role is configured.
-func (e *Engine) Has(roleName string) bool { _, ok := e.roles[roleName]; return ok }
+func (e *Engine) Has(roleName modelrole.Name) bool { _, ok := e.roles[roleName]; return ok }
 
 // SkipReason says why a stage cannot run ("" when it can).
 func (e *Engine) SkipReason(stage int) string {
 	switch stage {
 	case 2:
-		if !e.Has(RoleProposer) {
+		if !e.Has(modelrole.Proposer) {
 			return "no reasoner or proposer configured (stage 2 needs one to write propositions)"
 		}
-		if !e.Has(RoleVerifier) {
+		if !e.Has(modelrole.Verifier) {
 			return "no verifier configured"
 		}
 	case 3:
-		if !e.Has(RoleEvaluator) {
+		if !e.Has(modelrole.Evaluator) {
 			return "no evaluator configured"
 		}
 	}
@@ -260,13 +255,13 @@ type RoleStats struct {
 func (e *Engine) Stats() map[string]RoleStats {
 	out := map[string]RoleStats{}
 	seen := map[*role]bool{}
-	for _, name := range chatRoles {
+	for _, name := range modelrole.Chat() {
 		r, ok := e.roles[name]
 		if !ok || seen[r] {
 			continue
 		}
 		seen[r] = true
-		out[name] = RoleStats{
+		out[string(name)] = RoleStats{
 			Calls: r.calls.Load(), Failures: r.failures.Load(), CacheHits: r.hits.Load(),
 			PromptTokens: r.ptok.Load(), CompletionTokens: r.ctok.Load(), Down: r.down.Load(),
 		}
@@ -275,9 +270,9 @@ func (e *Engine) Stats() map[string]RoleStats {
 }
 
 // Down returns the roles whose last call found them unavailable.
-func (e *Engine) Down() []string {
-	var out []string
-	for _, name := range chatRoles {
+func (e *Engine) Down() []modelrole.Name {
+	var out []modelrole.Name
+	for _, name := range modelrole.Chat() {
 		if r, ok := e.roles[name]; ok && r.down.Load() && r.name == name {
 			out = append(out, name)
 		}
@@ -359,7 +354,7 @@ func (l *limiter) release() {
 // here: the model client's per-endpoint circuit breakers decide, so a role
 // that comes back is used again at once.
 type role struct {
-	name      string
+	name      modelrole.Name
 	c         Chatter
 	lim       *limiter
 	threshold int64
@@ -399,7 +394,7 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 			r.down.Store(true)
 			return nil, &RoleDownError{Role: r.name, Last: err}
 		}
-		if msg := err.Error(); strings.HasPrefix(msg, r.name) {
+		if msg := err.Error(); strings.HasPrefix(msg, string(r.name)) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%s: %w", r.name, err)
@@ -428,7 +423,7 @@ func (r *role) downErr() error {
 
 // call runs one chat through a role and records it in calls. A role that is
 // down is reported as an error the caller must propagate.
-func (e *Engine) call(ctx context.Context, roleName string, req ChatRequest, c *Calls) (*ChatResponse, error) {
+func (e *Engine) call(ctx context.Context, roleName modelrole.Name, req ChatRequest, c *Calls) (*ChatResponse, error) {
 	r, ok := e.roles[roleName]
 	if !ok {
 		return nil, fmt.Errorf("%s not configured", roleName)
@@ -442,13 +437,13 @@ func (e *Engine) call(ctx context.Context, roleName string, req ChatRequest, c *
 }
 
 // stagePriority orders waiting calls on a role: later stages first.
-func stagePriority(roleName string) int {
+func stagePriority(roleName modelrole.Name) int {
 	switch roleName {
-	case RoleReasoner:
+	case modelrole.Reasoner:
 		return 1
-	case RoleProposer, RoleVerifier, RoleQuestioner:
+	case modelrole.Proposer, modelrole.Verifier, modelrole.Questioner:
 		return 2
-	case RoleEvaluator:
+	case modelrole.Evaluator:
 		return 3
 	}
 	return 0
@@ -457,12 +452,12 @@ func stagePriority(roleName string) int {
 // roleDownAfter reports a role-down error for a stage that saw failures
 // while the role went down: its results would carry failures caused by the
 // outage, so the stage is left unfinished (resumable) instead.
-func (e *Engine) roleDownAfter(roleName string, c *Calls) error {
+func (e *Engine) roleDownAfter(roleName modelrole.Name, c *Calls) error {
 	r, ok := e.roles[roleName]
 	if !ok || !r.down.Load() {
 		return nil
 	}
-	if c.Failures[roleName] > 0 {
+	if c.Failures[string(roleName)] > 0 {
 		return r.downErr()
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"image"
 	"strings"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // Request is one query for Engine.Search.
@@ -209,7 +211,7 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	}
 	if byImage {
 		res.Skipped["reasoning"] = "search by image: the reference image's embedding is the query"
-	} else if !e.Has(RoleReasoner) {
+	} else if !e.Has(modelrole.Reasoner) {
 		res.Skipped["reasoning"] = "no reasoner configured: stage 1 embeds the raw query text"
 	}
 	if !e.cfg.Gallery.HasCaptions() {
@@ -230,7 +232,7 @@ func (e *Engine) Search(ctx context.Context, req Request, observe func(StageEven
 	if req.Ask && !chat && (req.Reference != "" || req.ReferenceImage != nil) {
 		return nil, fmt.Errorf("asking back works for text and chat queries, not composed ones (with a reference image)")
 	}
-	if req.Ask && !e.Has(RoleQuestioner) {
+	if req.Ask && !e.Has(modelrole.Questioner) {
 		return nil, fmt.Errorf("asking back needs a questioner or a reasoner: configure roles.reasoner (or roles.questioner)")
 	}
 	depth := req.Depth
@@ -596,18 +598,18 @@ func (e *Engine) override(req Request) (*Engine, error) {
 		return nil, err
 	}
 	c.cfg.Options = c.opt
-	c.roles = map[string]*role{}
+	c.roles = map[modelrole.Name]*role{}
 	for k, v := range e.roles {
 		c.roles[k] = v
 	}
 	if req.NoReason {
-		delete(c.roles, RoleReasoner)
+		delete(c.roles, modelrole.Reasoner)
 	}
 	if req.NoVerify {
-		delete(c.roles, RoleVerifier)
+		delete(c.roles, modelrole.Verifier)
 	}
 	if req.NoEvaluate {
-		delete(c.roles, RoleEvaluator)
+		delete(c.roles, modelrole.Evaluator)
 	}
 	return &c, nil
 }

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 func TestSearchChatCarriesDescriptions(t *testing.T) {
@@ -231,7 +233,7 @@ func TestSearchDegrades(t *testing.T) {
 	down := true
 	reasoner := &scripted{reply: func(req ChatRequest) (string, error) {
 		if down {
-			return "", &RoleDownError{Role: RoleReasoner, Last: errors.New("reasoner (model m): model role unavailable: connection refused")}
+			return "", &RoleDownError{Role: modelrole.Reasoner, Last: errors.New("reasoner (model m): model role unavailable: connection refused")}
 		}
 		if strings.Contains(textOf(req), "[question,") {
 			return `{"step1": ["s"], "step2": [["Is it b?", "True"]]}`, nil
@@ -240,7 +242,7 @@ func TestSearchDegrades(t *testing.T) {
 	}}
 	verifier := &scripted{reply: func(req ChatRequest) (string, error) {
 		if down {
-			return "", &RoleDownError{Role: RoleVerifier, Last: errors.New("circuit open")}
+			return "", &RoleDownError{Role: modelrole.Verifier, Last: errors.New("circuit open")}
 		}
 		return "yes", nil
 	}}

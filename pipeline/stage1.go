@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/imagescope/imagescope/internal/l2"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -48,7 +49,7 @@ func (e *Engine) referenceCaption(ctx context.Context, q Query, c *Calls) (strin
 			return s, nil
 		}
 	}
-	if e.Has(RoleCaptioner) {
+	if e.Has(modelrole.Captioner) {
 		s, err := e.captionReference(ctx, q, c)
 		if err == nil && strings.TrimSpace(s) != "" {
 			return strings.TrimSpace(s), nil
@@ -78,7 +79,7 @@ func (e *Engine) captionReference(ctx context.Context, q Query, c *Calls) (strin
 	if err != nil {
 		return "", err
 	}
-	resp, err := e.call(ctx, RoleCaptioner, ChatRequest{
+	resp, err := e.call(ctx, modelrole.Captioner, ChatRequest{
 		Messages: []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: instr}}}},
 		Extra:    map[string]any{"repetition_penalty": 1.05}, // max_tokens: the role's budget
 	}, c)
@@ -104,12 +105,12 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 	}
 	s.ReferenceCaption = ref
-	if e.Has(RoleReasoner) {
+	if e.Has(modelrole.Reasoner) {
 		text, err := e.cfg.Prompts.Render(q.Domain, prompt.Reason, prompt.Fields{Instruction: q.Instruction, Reference: ref})
 		if err != nil {
 			return nil, err
 		}
-		resp, err := e.call(ctx, RoleReasoner, ChatRequest{
+		resp, err := e.call(ctx, modelrole.Reasoner, ChatRequest{
 			Messages:  []Message{{Role: "user", Parts: []Part{{Text: text}}}},
 			MaxTokens: e.opt.ReasonerMaxTokens,
 		}, &s.Calls)
@@ -138,7 +139,7 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 			}
 		}
 		if !e.degrade {
-			if err := e.roleDownAfter(RoleReasoner, &s.Calls); err != nil {
+			if err := e.roleDownAfter(modelrole.Reasoner, &s.Calls); err != nil {
 				return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 			}
 		}
@@ -147,7 +148,7 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	texts := nonBlank(s.Descriptions)
 	if len(texts) == 0 {
 		texts = []string{q.Instruction}
-		if e.Has(RoleReasoner) && s.Degraded == "" {
+		if e.Has(modelrole.Reasoner) && s.Degraded == "" {
 			s.fallback(FallbackNoDescEmbed)
 		}
 	}

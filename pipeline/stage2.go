@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 	"golang.org/x/sync/errgroup"
 )
@@ -69,7 +70,7 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.call(ctx, RoleProposer, ChatRequest{
+	resp, err := e.call(ctx, modelrole.Proposer, ChatRequest{
 		Messages:  []Message{{Role: "user", Parts: []Part{{Text: text}}}},
 		MaxTokens: e.opt.ReasonerMaxTokens,
 	}, &s.Calls)
@@ -89,7 +90,7 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 			s.fallback(FallbackNoPropositions)
 		}
 	}
-	if err := e.roleDownAfter(RoleProposer, &s.Calls); err != nil && !e.degrade {
+	if err := e.roleDownAfter(modelrole.Proposer, &s.Calls); err != nil && !e.degrade {
 		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
 	}
 	k := e.opt.TopK
@@ -197,7 +198,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				if gctx.Err() != nil {
 					return gctx.Err() // the stage is abandoned
 				}
-				resp, err := e.call(gctx, RoleVerifier, req, &calls[i])
+				resp, err := e.call(gctx, modelrole.Verifier, req, &calls[i])
 				if err != nil {
 					if errors.Is(err, ErrRoleDown) || gctx.Err() != nil {
 						return err
@@ -226,7 +227,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	for i := range calls {
 		s.merge(calls[i])
 	}
-	if err := e.roleDownAfter(RoleVerifier, &s.Calls); err != nil {
+	if err := e.roleDownAfter(modelrole.Verifier, &s.Calls); err != nil {
 		return err
 	}
 	s.Verifications = ver

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/imagescope/imagescope/imageio"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 )
 
@@ -98,7 +99,7 @@ func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3
 			s.Evaluations = append(s.Evaluations, ev)
 			continue
 		}
-		resp, err := e.call(ctx, RoleEvaluator, ChatRequest{
+		resp, err := e.call(ctx, modelrole.Evaluator, ChatRequest{
 			Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: text}}}},
 			MaxTokens: e.opt.EvaluatorMaxTokens,
 		}, &s.Calls)
@@ -125,7 +126,7 @@ func (e *Engine) Stage3(ctx context.Context, q Query, ranking []string) (*Stage3
 			break
 		}
 	}
-	if err := e.roleDownAfter(RoleEvaluator, &s.Calls); err != nil && !e.degrade {
+	if err := e.roleDownAfter(modelrole.Evaluator, &s.Calls); err != nil && !e.degrade {
 		return nil, fmt.Errorf("stage 3 of query %s: %w", q.ID, err)
 	}
 	return s, nil

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // A 3-image gallery in 2-D: image vectors and caption vectors chosen so
@@ -214,7 +216,7 @@ func TestStage2Scoring(t *testing.T) {
 	if got["c2"].Agreement != 2 || got["c4"].Agreement != 1 || got["c1"].Agreement != 0 || !got["c3"].Failed {
 		t.Errorf("scores %+v", s2.Scores)
 	}
-	if s2.Calls.Calls[RoleVerifier] != 8 || s2.Calls.Failures[RoleVerifier] != 2 {
+	if s2.Calls.Calls[string(modelrole.Verifier)] != 8 || s2.Calls.Failures[string(modelrole.Verifier)] != 2 {
 		t.Errorf("calls %+v", s2.Calls)
 	}
 	// The substring rule counts "eyes: yes"... and "no, yesterday"-style replies as yes.
@@ -231,7 +233,7 @@ func TestStage2Scoring(t *testing.T) {
 
 func TestStage2RoleDown(t *testing.T) {
 	verifier := &scripted{reply: func(ChatRequest) (string, error) { return "", errors.New("connection refused") }}
-	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, FailureThreshold: 3, InFlight: map[string]int{RoleVerifier: 1}})
+	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, FailureThreshold: 3, InFlight: map[modelrole.Name]int{modelrole.Verifier: 1}})
 	_, err := e.Stage2(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "red"}, s1)
 	if !errors.Is(err, ErrRoleDown) {
 		t.Fatalf("err = %v, want role down", err)
@@ -239,7 +241,7 @@ func TestStage2RoleDown(t *testing.T) {
 	if n := verifier.count(); n != 3 {
 		t.Errorf("calls after the breaker tripped: %d, want 3", n)
 	}
-	if d := e.Down(); !reflect.DeepEqual(d, []string{RoleVerifier}) {
+	if d := e.Down(); !reflect.DeepEqual(d, []modelrole.Name{modelrole.Verifier}) {
 		t.Errorf("down = %v", d)
 	}
 }
@@ -285,7 +287,7 @@ func TestStage3MoveToFrontEarlyStop(t *testing.T) {
 				return r, nil
 			}}
 			ix := handIndex()
-			e, err := New(Config{Embedder: &tableEmbedder{}, Searcher: ix, Gallery: ix, Images: pngImages{}, Roles: Roles{Evaluator: ev}, Options: Options{InFlight: map[string]int{RoleEvaluator: 1}}})
+			e, err := New(Config{Embedder: &tableEmbedder{}, Searcher: ix, Gallery: ix, Images: pngImages{}, Roles: Roles{Evaluator: ev}, Options: Options{InFlight: map[modelrole.Name]int{modelrole.Evaluator: 1}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -343,16 +345,16 @@ func TestEvaluatorReasoning(t *testing.T) {
 // last cause once, however often it was wrapped on the way.
 func TestRoleDownErrorOnce(t *testing.T) {
 	cause := errors.New("verifier (model m): model role unavailable at http://h/v1: connection refused")
-	nested := &RoleDownError{Role: RoleVerifier, Last: &RoleDownError{Role: RoleVerifier, Last: cause}}
+	nested := &RoleDownError{Role: modelrole.Verifier, Last: &RoleDownError{Role: modelrole.Verifier, Last: cause}}
 	if got := nested.Error(); got != cause.Error() {
 		t.Errorf("nested: %q", got)
 	}
-	if got := (&RoleDownError{Role: RoleVerifier, Last: errors.New("HTTP 503")}).Error(); got != "verifier is unavailable: HTTP 503" {
+	if got := (&RoleDownError{Role: modelrole.Verifier, Last: errors.New("HTTP 503")}).Error(); got != "verifier is unavailable: HTTP 503" {
 		t.Errorf("plain cause: %q", got)
 	}
 	// Through the engine: consecutive failures report the role once.
 	verifier := &scripted{reply: func(ChatRequest) (string, error) { return "", cause }}
-	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, FailureThreshold: 2, InFlight: map[string]int{RoleVerifier: 1}})
+	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, FailureThreshold: 2, InFlight: map[modelrole.Name]int{modelrole.Verifier: 1}})
 	_, err := e.Stage2(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "red"}, s1)
 	if !errors.Is(err, ErrRoleDown) || strings.Count(err.Error(), "verifier") != 1 {
 		t.Errorf("err = %v", err)
@@ -385,7 +387,7 @@ func TestVerifierDownCancelsOutstandingCalls(t *testing.T) {
 			return "yes", nil
 		}
 	}}
-	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, InFlight: map[string]int{RoleVerifier: 16}})
+	e, s1 := stage2Engine(t, verifier, Options{TopK: 4, InFlight: map[modelrole.Name]int{modelrole.Verifier: 16}})
 	start := time.Now()
 	_, err := e.Stage2(context.Background(), Query{ID: "q", Round: -1, Domain: "general", Instruction: "red"}, s1)
 	if !errors.Is(err, ErrRoleDown) {

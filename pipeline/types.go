@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/vindex"
 )
 
@@ -146,18 +147,6 @@ type Chatter interface {
 	Chat(ctx context.Context, req ChatRequest) (*ChatResponse, error)
 }
 
-// Role names.
-const (
-	RoleCaptioner = "captioner"
-	RoleReasoner  = "reasoner"
-	RoleProposer  = "proposer"
-	// RoleQuestioner proposes the question to ask the user next in a chat.
-	RoleQuestioner = "questioner"
-	RoleVerifier   = "verifier"
-	RoleEvaluator  = "evaluator"
-	RoleEmbedder   = "embedder"
-)
-
 // ErrRoleDown is returned (wrapped in *RoleDownError) once a role has failed
 // too many times in a row: no new calls are made to it, the affected query
 // stage is left unfinished and the run stays resumable.
@@ -165,7 +154,7 @@ var ErrRoleDown = errors.New("model role is down")
 
 // RoleDownError names the role that is down and the last failure.
 type RoleDownError struct {
-	Role string
+	Role modelrole.Name
 	Last error
 }
 
@@ -180,9 +169,9 @@ func (e *RoleDownError) Error() string {
 		e, last = inner, inner.Last
 	}
 	if last == nil {
-		return e.Role + " is unavailable"
+		return string(e.Role) + " is unavailable"
 	}
-	if msg := last.Error(); strings.HasPrefix(msg, e.Role) {
+	if msg := last.Error(); strings.HasPrefix(msg, string(e.Role)) {
 		return msg
 	}
 	return fmt.Sprintf("%s is unavailable: %v", e.Role, last)
@@ -267,23 +256,23 @@ type Calls struct {
 	Fallbacks []string `json:"fallbacks,omitempty"`
 }
 
-func (c *Calls) add(role string, resp *ChatResponse, err error) {
+func (c *Calls) add(name modelrole.Name, resp *ChatResponse, err error) {
 	if resp != nil && resp.Cached {
 		if c.CacheHits == nil {
 			c.CacheHits = map[string]int{}
 		}
-		c.CacheHits[role]++
+		c.CacheHits[string(name)]++
 		return
 	}
 	if c.Calls == nil {
 		c.Calls = map[string]int{}
 	}
-	c.Calls[role]++
+	c.Calls[string(name)]++
 	if err != nil {
 		if c.Failures == nil {
 			c.Failures = map[string]int{}
 		}
-		c.Failures[role]++
+		c.Failures[string(name)]++
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -217,14 +218,14 @@ type benchSetup struct {
 func newBenchSetup(t testing.TB, queries, galleryN int, capacity map[string]int, latency map[string]time.Duration) *benchSetup {
 	b := &benchSetup{servers: map[string]*latencyServer{}}
 	roles := pipeline.Roles{}
-	inflight := map[string]int{}
+	inflight := map[modelrole.Name]int{}
 	for _, role := range []string{"reasoner", "verifier", "evaluator"} {
 		s := newLatencyServer(t, role, capacity[role], latency[role])
 		b.servers[role] = s
 		rc := config.Role{Endpoints: config.StringList{s.URL + "/v1"}, Model: role, MaxInFlight: 4 * capacity[role], Timeout: time.Minute}
 		zero := 0
 		rc.Retries = &zero
-		c, err := llm.New(context.Background(), llm.Role(role), rc, nil, llm.Options{})
+		c, err := llm.New(context.Background(), modelrole.Name(role), rc, nil, llm.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,9 +240,9 @@ func newBenchSetup(t testing.TB, queries, galleryN int, capacity map[string]int,
 		}
 		// The client keeps a few requests queued beyond the server's
 		// capacity so the server never idles between requests.
-		inflight[role] = 2 * capacity[role]
+		inflight[modelrole.Name(role)] = 2 * capacity[role]
 	}
-	inflight["proposer"] = inflight["reasoner"]
+	inflight[modelrole.Proposer] = inflight[modelrole.Reasoner]
 	g := newFakeGallery(galleryN, 32)
 	opt := pipeline.DefaultOptions()
 	opt.InFlight = inflight

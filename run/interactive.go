@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/imagescope/imagescope/internal/atomicfile"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -58,9 +59,9 @@ func (r *Runner) checkInteractive() error {
 		return fmt.Errorf("run: --interactive needs a chat dataset (VisDial), not %s", r.cfg.Dataset.Name)
 	case r.cfg.Settings.Barrier:
 		return errors.New("run: --interactive cannot run in --barrier mode: each round's question needs the previous round's final ranking")
-	case !r.cfg.Engine.Has(pipeline.RoleQuestioner):
+	case !r.cfg.Engine.Has(modelrole.Questioner):
 		return errors.New("run: --interactive needs a reasoner (or questioner) to propose questions")
-	case !r.cfg.Engine.Has(pipeline.RoleVerifier):
+	case !r.cfg.Engine.Has(modelrole.Verifier):
 		return errors.New("run: --interactive needs a verifier: it answers as the simulated user")
 	}
 	for _, q := range r.cfg.Dataset.Queries {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/atomicfile"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -504,7 +505,7 @@ type Report struct {
 	StageWall   map[string]float64            `json:"stage_wall_s"`
 	StageBusy   map[string]float64            `json:"stage_busy_s"`
 	WallSeconds float64                       `json:"wall_s"`
-	Down        []string                      `json:"down,omitempty"`
+	Down        []modelrole.Name              `json:"down,omitempty"`
 	Unfinished  int                           `json:"unfinished"`
 	// ModelServers are this process's model-client counters per role:
 	// the same numbers as llm_stats.json.
@@ -551,12 +552,12 @@ func (r *Runner) Report() Report {
 			rep.Finished["stage2"]++
 			add(s2.Calls)
 			bound += float64(s2.Depth * len(s2.Propositions))
-			actual += float64(s2.Calls.Calls[pipeline.RoleVerifier] + s2.Calls.CacheHits[pipeline.RoleVerifier])
+			actual += float64(s2.Calls.Calls[string(modelrole.Verifier)] + s2.Calls.CacheHits[string(modelrole.Verifier)])
 		}
 		if s3 != nil {
 			rep.Finished["stage3"]++
 			add(s3.Calls)
-			actual += float64(s3.Calls.Calls[pipeline.RoleEvaluator] + s3.Calls.CacheHits[pipeline.RoleEvaluator])
+			actual += float64(s3.Calls.Calls[string(modelrole.Evaluator)] + s3.Calls.CacheHits[string(modelrole.Evaluator)])
 		}
 		if r.cfg.Settings.Stages >= 3 && s2 != nil {
 			bound += float64(min(opt.Alpha, len(s2.Ranking)))

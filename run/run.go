@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/atomicfile"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/prompt"
 )
@@ -364,9 +365,9 @@ func Prepare(dir string, s Settings, opt pipeline.Options, roles []string, promp
 
 func (r *Runner) roleNames() []string {
 	var out []string
-	for _, n := range pipeline.ChatRoles() {
+	for _, n := range modelrole.Chat() {
 		if r.cfg.Engine.Has(n) {
-			out = append(out, n)
+			out = append(out, string(n))
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 )
 
@@ -91,7 +92,7 @@ func newConversationID() string {
 
 // EngineStages says which stages e can run and why the others are skipped.
 func EngineStages(e *pipeline.Engine) []StageInfo {
-	out := []StageInfo{{Name: StageReason, Configured: e.Has(pipeline.RoleReasoner)}}
+	out := []StageInfo{{Name: StageReason, Configured: e.Has(modelrole.Reasoner)}}
 	if !out[0].Configured {
 		out[0].Reason = "no reasoner configured: the query text is embedded as it is"
 	}
@@ -153,11 +154,11 @@ func (s *EngineSearcher) request(q Query) pipeline.Request {
 // stream shows results at once and refines them in place.
 func (s *EngineSearcher) Search(ctx context.Context, q Query, observe func(StageEvent)) (*Result, error) {
 	req := s.request(q)
-	if req.Ask && !s.Engine.Has(pipeline.RoleQuestioner) {
+	if req.Ask && !s.Engine.Has(modelrole.Questioner) {
 		return nil, errorf(http.StatusBadRequest, "ask: %s", EngineAskInfo(s.Engine).Reason)
 	}
 	byImage := q.Mode() == "similar"
-	reasonOff := byImage || req.NoReason || !s.Engine.Has(pipeline.RoleReasoner)
+	reasonOff := byImage || req.NoReason || !s.Engine.Has(modelrole.Reasoner)
 	off := map[int]string{}
 	if req.NoVerify {
 		off[2] = "switched off for this query"
@@ -240,11 +241,11 @@ func roundPrefix(ev pipeline.StageEvent) string {
 
 // EngineAskInfo says whether e can ask back, and why not.
 func EngineAskInfo(e *pipeline.Engine) StageInfo {
-	in := StageInfo{Name: StageAsk, Configured: e.Has(pipeline.RoleQuestioner)}
+	in := StageInfo{Name: StageAsk, Configured: e.Has(modelrole.Questioner)}
 	switch {
 	case !in.Configured:
 		in.Reason = "asking back needs a reasoner (or questioner) to propose questions"
-	case !e.Has(pipeline.RoleVerifier):
+	case !e.Has(modelrole.Verifier):
 		in.Reason = "no verifier: the questioner's first question is offered without checking how it splits the candidates"
 	}
 	return in

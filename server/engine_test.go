@@ -27,6 +27,7 @@ import (
 	"github.com/imagescope/imagescope/imageio"
 	"github.com/imagescope/imagescope/internal/testutil"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -409,15 +410,15 @@ func newRealEnvWith(t *testing.T, roles bool, gal []demoImage, topK int, replies
 		if err := conf.Finish(nil); err != nil {
 			t.Fatal(err)
 		}
-		role := func(name string) pipeline.Chatter {
+		role := func(name modelrole.Name) pipeline.Chatter {
 			rc, _ := conf.Role(name)
-			c, err := llm.New(ctx, llm.Role(name), rc, nil, llm.Options{SkipModelCheck: true})
+			c, err := llm.New(ctx, name, rc, nil, llm.Options{SkipModelCheck: true})
 			if err != nil {
 				t.Fatalf("llm client %s: %v", name, err)
 			}
 			return adapt.Chatter{Role: name, Client: c}
 		}
-		cfg.Roles = pipeline.Roles{Reasoner: role("reasoner"), Proposer: role("proposer"), Verifier: role("verifier"), Evaluator: role("evaluator")}
+		cfg.Roles = pipeline.Roles{Reasoner: role(modelrole.Reasoner), Proposer: role(modelrole.Proposer), Verifier: role(modelrole.Verifier), Evaluator: role(modelrole.Evaluator)}
 	}
 	engine, err := pipeline.New(cfg)
 	if err != nil {

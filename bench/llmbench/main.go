@@ -33,6 +33,7 @@ import (
 
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // lane is one of the server's C execution slots. Its clock is virtual: a
@@ -168,7 +169,7 @@ func runClient(urls []string, servers []*server, inFlight, n int, service time.D
 	zero := 0.0
 	role := config.Role{Endpoints: urls, Model: "bench", MaxInFlight: inFlight, Timeout: 30 * time.Second, Temperature: &zero, MaxTokens: 16,
 		Image: config.Image{Width: 224, Height: 224, Format: "jpeg", Quality: 95}, Cooldown: 10 * time.Second}
-	client, err := llm.New(context.Background(), llm.Verifier, role, nil, llm.Options{})
+	client, err := llm.New(context.Background(), modelrole.Verifier, role, nil, llm.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 )
 
 // runCache implements 'imagescope cache'.
@@ -58,8 +59,8 @@ The cache file is cache.path in the config (default $IMAGESCOPE_HOME/cache/answe
 		path = cfg.Cache.Path
 	}
 	if role != nil && *role != "" {
-		if _, ok := (&config.Config{}).Role(*role); !ok {
-			return usagef("--role %q: not a role", *role)
+		if _, err := modelrole.Parse(*role); err != nil {
+			return usagef("--role: %v", err)
 		}
 	}
 	if _, err := os.Stat(path); err != nil {

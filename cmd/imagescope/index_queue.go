@@ -17,7 +17,7 @@ import (
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
-	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
 	"github.com/imagescope/imagescope/queue"
 	"github.com/imagescope/imagescope/vindex/weaviate"
@@ -161,7 +161,7 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	}
 
 	// Captions: the workers must all use the same captioner and prompt.
-	if rc, ok := cfg.Role(pipeline.RoleCaptioner); ok && rc.Configured() && !*noCaptions {
+	if rc, ok := cfg.Role(modelrole.Captioner); ok && rc.Configured() && !*noCaptions {
 		lib, err := prompt.Load(*promptDir)
 		if err != nil {
 			return err

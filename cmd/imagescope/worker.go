@@ -17,7 +17,7 @@ import (
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/gallery"
-	"github.com/imagescope/imagescope/pipeline"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/queue"
 	"github.com/imagescope/imagescope/vindex/weaviate"
 )
@@ -177,11 +177,11 @@ func (p *indexProcessor) captioner(ctx context.Context, job *queue.Job) (gallery
 	if p.rolesErr != nil {
 		return nil, queue.Fatal(p.rolesErr)
 	}
-	c, ok := p.roles.Clients[pipeline.RoleCaptioner]
+	c, ok := p.roles.Clients[modelrole.Captioner]
 	if !ok {
 		return nil, queue.Fatal(fmt.Errorf("job %s needs captions from %q, but this worker has no captioner configured", job.ID, want))
 	}
-	rc, _ := p.cfg.Role(pipeline.RoleCaptioner)
+	rc, _ := p.cfg.Role(modelrole.Captioner)
 	if got := rc.CacheModelID(); got != want {
 		return nil, queue.Fatal(fmt.Errorf("job %s needs captions from %q, this worker's captioner is %q", job.ID, want, got))
 	}

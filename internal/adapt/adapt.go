@@ -16,6 +16,7 @@ import (
 
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/llm"
+	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -23,7 +24,7 @@ import (
 // Chatter makes an llm.Client a pipeline.Chatter; a role that is down is
 // reported as *pipeline.RoleDownError.
 type Chatter struct {
-	Role   string
+	Role   modelrole.Name
 	Client *llm.Client
 }
 
