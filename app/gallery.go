@@ -38,6 +38,10 @@ type GallerySpec struct {
 	// Cache keeps a loaded image DB in a search cache beside it and starts
 	// from that while the DB is unchanged (gallery.LoadOptions.Cache).
 	Cache bool
+	// VectorsOnDisk (with Cache) leaves the vectors in the search cache
+	// file and reads only those of the candidates a search re-scores
+	// (gallery.LoadOptions.VectorsOnDisk).
+	VectorsOnDisk bool
 }
 
 // Source is a resolved gallery: where its image DB is and, for a folder or
@@ -170,10 +174,17 @@ type Gallery struct {
 	weaviate *WeaviateGallery
 }
 
-// Close releases the gallery's Weaviate connection, if any.
+// Close releases the gallery's Weaviate connection or the file its
+// vectors are read from, if any.
 func (g *Gallery) Close() {
-	if g != nil && g.weaviate != nil {
+	if g == nil {
+		return
+	}
+	if g.weaviate != nil {
 		g.weaviate.Close()
+	}
+	if g.Index != nil {
+		_ = g.Index.Close()
 	}
 }
 
@@ -277,7 +288,7 @@ func (a *App) indexAndLoad(ctx context.Context, src *Source, domain string) (*vi
 			}
 		}
 	}
-	ix, info, err := db.LoadWith(ctx, gallery.LoadOptions{ClipModel: a.Model.ID(), CaptionKey: captionKey, Tau: src.Spec.Tau, Fuse: src.Spec.Fuse, Compact: src.Spec.Compact, Cache: src.Spec.Cache})
+	ix, info, err := db.LoadWith(ctx, gallery.LoadOptions{ClipModel: a.Model.ID(), CaptionKey: captionKey, Tau: src.Spec.Tau, Fuse: src.Spec.Fuse, Compact: src.Spec.Compact, Cache: src.Spec.Cache, VectorsOnDisk: src.Spec.VectorsOnDisk})
 	if err != nil {
 		return nil, info, fmt.Errorf("load image DB %s: %w", src.Path, err)
 	}

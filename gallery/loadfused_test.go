@@ -207,3 +207,74 @@ func TestLoadCache(t *testing.T) {
 		t.Fatalf("cache not rewritten after damage: %+v", info)
 	}
 }
+
+// With VectorsOnDisk the loaded index keeps its vectors in the search
+// cache, on the first load (from the DB) and on later ones (from the
+// cache), and answers exactly as the index loaded into memory.
+func TestLoadVectorsOnDisk(t *testing.T) {
+	ctx := context.Background()
+	src := t.TempDir()
+	n, dim := 500, 16
+	names := make([]string, n)
+	caps := map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("img%04d.jpg", i)
+		caps[names[i]] = "caption " + names[i]
+	}
+	writeRefDB(t, src, names, dim, caps)
+	dbPath := filepath.Join(t.TempDir(), "d.db")
+	db, err := Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "test/clip"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.LoadWith(ctx, LoadOptions{Tau: 0.15, VectorsOnDisk: true}); err == nil {
+		t.Fatal("VectorsOnDisk without Cache was accepted")
+	}
+	mem, _, err := db.LoadWith(ctx, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := make([]vindex.Query, 6)
+	for i := range qs {
+		qs[i] = vindex.Query{Descriptions: [][]float32{mem.Image[i*37*dim : (i*37+1)*dim]}, Tau: 0.15}
+	}
+	want, err := mem.Search(ctx, qs, 25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := LoadOptions{Tau: 0.15, Compact: true, Cache: true, VectorsOnDisk: true}
+	for load := 1; load <= 2; load++ {
+		ix, info, err := db.LoadWith(ctx, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.FromCache != (load == 2) || !ix.VectorsOnDisk() || ix.Image != nil || info.Images != n {
+			t.Fatalf("load %d: from cache %v, on disk %v, info %+v", load, info.FromCache, ix.VectorsOnDisk(), info)
+		}
+		for i := range qs {
+			got, err := ix.Search(ctx, qs[i:i+1], 25) // the compact scan
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got[0], want[i]) {
+				t.Fatalf("load %d query %d: on disk %v, in memory %v", load, i, got[0][:3], want[i][:3])
+			}
+		}
+		all, err := ix.Search(ctx, qs, 25) // one batch through every row
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range qs {
+			if !slices.Equal(all[i], want[i]) {
+				t.Fatalf("load %d batch query %d differs", load, i)
+			}
+		}
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

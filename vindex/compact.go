@@ -371,6 +371,13 @@ func (ix *Index) compactWith(ctx context.Context, tau float32, dots dotsKernel) 
 	if c := ix.compact; c != nil && c.pair == (cap != nil) && (!c.pair || c.tau == tau) && c.dots.name == dots.name {
 		return nil // already built for this tau
 	}
+	if ix.disk != nil {
+		if c := ix.compact; c != nil && c.pair == ix.HasCaption && (!c.pair || c.tau == tau) {
+			c.dots = dots
+			return nil
+		}
+		return fmt.Errorf("vindex: compact: the vectors are on disk (in %s); load the index into memory to build a compact copy for tau %v", ix.disk.name, tau)
+	}
 	c, err := buildCompact(ctx, ix.Image, cap, tau, ix.Len(), ix.Dim, ix.threads(), dots)
 	if err != nil {
 		return err
@@ -429,6 +436,9 @@ func (ix *Index) Fuse(tau float32) error {
 	if !ix.HasCaption {
 		return nil
 	}
+	if ix.disk != nil {
+		return fmt.Errorf("vindex: fuse: the vectors are on disk (in %s)", ix.disk.name)
+	}
 	FuseRows(ix.Image, ix.Caption, tau)
 	ix.Fused, ix.FusedTau = true, tau
 	ix.HasCaption, ix.Caption = false, nil
@@ -451,6 +461,10 @@ func (ix *Index) searchCompact(ctx context.Context, kern kernel, p *prepared, k,
 	cand, err := ix.compact.candidates(ctx, p.m, p.exclude, ix.Len(), k, threads)
 	if err != nil {
 		return nil, err
+	}
+	if c := ix.Counters; c != nil {
+		c.CompactQueries.Add(1)
+		c.Rescored.Add(int64(len(cand)))
 	}
 	exact := prepared{a: p.a, b: p.b, restrict: cand}
 	out := make([][]Hit, 1)

@@ -1,6 +1,7 @@
 package vindex
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -45,12 +46,54 @@ type worker struct {
 	thr     []float32
 	masks   []uint32
 	groups  [][]float32
+	// Scratch for vectors read from disk: rows as stored, then split.
+	raw, bimg, bcap []float32
+	err             error // the first read error
+}
+
+// block returns the image and caption vectors of gallery rows [r0, r1)
+// (caption nil without separate captions): views of the matrices, or, when
+// the vectors stay on disk, copies read into the worker's scratch.
+func (ix *Index) block(wk *worker, r0, r1 int) (img, cap []float32, err error) {
+	d := ix.Dim
+	if ix.disk == nil {
+		if ix.HasCaption {
+			cap = ix.Caption[r0*d : r1*d]
+		}
+		return ix.Image[r0*d : r1*d], cap, nil
+	}
+	rf := ix.disk.rowFloats
+	m := r1 - r0
+	if len(wk.raw) < m*rf {
+		wk.raw = make([]float32, m*rf)
+		wk.bimg = make([]float32, m*d)
+		if ix.HasCaption {
+			wk.bcap = make([]float32, m*d)
+		}
+	}
+	if err := ix.disk.read(r0, r1, wk.raw, ix.Counters); err != nil {
+		return nil, nil, err
+	}
+	for i := 0; i < m; i++ {
+		copy(wk.bimg[i*d:(i+1)*d], wk.raw[i*rf:i*rf+d])
+		if ix.HasCaption {
+			copy(wk.bcap[i*d:(i+1)*d], wk.raw[i*rf+d:(i+1)*rf])
+		}
+	}
+	if ix.HasCaption {
+		cap = wk.bcap[:m*d]
+	}
+	return wk.bimg[:m*d], cap, nil
 }
 
 // multiplyBlock computes the scores of gallery rows [r0, r1) for every
 // panel into wk.c; groups is the number of mr-row groups.
-func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, hasB []bool, np, r0, r1 int) int {
+func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, hasB []bool, np, r0, r1 int) (int, error) {
 	d, mr, w := ix.Dim, kern.mr, kern.w
+	bimg, bcap, err := ix.block(wk, r0, r1)
+	if err != nil {
+		return 0, err
+	}
 	groups := (r1 - r0 + mr - 1) / mr
 	tile := mr * w
 	c := wk.c[:np*groups*tile]
@@ -59,12 +102,12 @@ func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, ha
 	// rows returns the row group's first value (a tail group is copied into
 	// zero-padded scratch so the kernel can read mr rows).
 	rows := func(src, tail []float32, g int) []float32 {
-		start := r0 + g*mr
-		if start+mr <= r1 {
+		start := g * mr
+		if r0+start+mr <= r1 {
 			return src[start*d:]
 		}
 		clear(tail)
-		copy(tail, src[start*d:r1*d])
+		copy(tail, src[start*d:(r1-r0)*d])
 		return tail
 	}
 	// Loop order: a panel's dimension slice stays in L1 while the block's
@@ -88,11 +131,11 @@ func (ix *Index) multiplyBlock(kern kernel, wk *worker, apan, bpan []float32, ha
 			}
 		}
 	}
-	pass(ix.Image, wk.tailImg, apan, nil)
+	pass(bimg, wk.tailImg, apan, nil)
 	if bpan != nil {
-		pass(ix.Caption, wk.tailCap, bpan, hasB)
+		pass(bcap, wk.tailCap, bpan, hasB)
 	}
-	return groups
+	return groups, nil
 }
 
 // searchFull answers queries without a candidate restriction by
@@ -144,14 +187,21 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 		}
 		workers[wi] = wk
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
 		wk := workers[wi]
 		r0 := b * nb
 		r1 := min(r0+nb, n)
-		groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		groups, err := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		if err != nil {
+			wk.err = err
+			cancel()
+			return
+		}
 		ix.collect(kern, wk, preps, batch, groups, r0, r1)
 	}); err != nil {
-		return err
+		return firstErr(workers, err)
 	}
 	// Merge the workers' heaps.
 	for bi, qi := range batch {
@@ -233,11 +283,18 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 		}
 	}
 	tile := mr * w
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
 		wk := workers[wi]
 		r0 := b * nb
 		r1 := min(r0+nb, n)
-		groups := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		groups, err := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		if err != nil {
+			wk.err = err
+			cancel()
+			return
+		}
 		for bi := range batch {
 			p, l := bi/w, bi%w
 			dst := scores[bi]
@@ -247,7 +304,7 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 			}
 		}
 	}); err != nil {
-		return err
+		return firstErr(workers, err)
 	}
 	return forQueries(ctx, threads, len(batch), func(bi int) {
 		qi := batch[bi]
@@ -279,7 +336,13 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 			img: make([]float32, mr*d), cap: make([]float32, mr*d), c: make([]float32, mr*w),
 		}
 	}}
-	return forQueries(ctx, threads, len(qis), func(i int) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		readErr error
+	)
+	err := forQueries(ctx, threads, len(qis), func(i int) {
 		qi := qis[i]
 		p := &preps[qi]
 		sc := pool.Get().(*restrictScratch)
@@ -299,21 +362,30 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 		scores := make([]float32, len(cand))
 		for g := 0; g < len(cand); g += mr {
 			clear(sc.img)
+			clear(sc.cap)
 			clear(sc.c)
 			m := min(mr, len(cand)-g)
-			for i := 0; i < m; i++ {
-				r := int(cand[g+i])
-				copy(sc.img[i*d:(i+1)*d], ix.Image[r*d:(r+1)*d])
+			if ix.disk != nil {
+				if err := ix.readRows(sc, cand[g:g+m]); err != nil {
+					mu.Lock()
+					readErr = cmp.Or(readErr, err)
+					mu.Unlock()
+					cancel()
+					return
+				}
+			} else {
+				for i := 0; i < m; i++ {
+					r := int(cand[g+i])
+					copy(sc.img[i*d:(i+1)*d], ix.Image[r*d:(r+1)*d])
+					if useB {
+						copy(sc.cap[i*d:(i+1)*d], ix.Caption[r*d:(r+1)*d])
+					}
+				}
 			}
 			for kb := 0; kb < d; kb += kern.kc {
 				kern.fn(min(kern.kc, d-kb), &sc.apan[kb*w], &sc.img[kb], d*4, &sc.c[0])
 			}
 			if useB {
-				clear(sc.cap)
-				for i := 0; i < m; i++ {
-					r := int(cand[g+i])
-					copy(sc.cap[i*d:(i+1)*d], ix.Caption[r*d:(r+1)*d])
-				}
 				for kb := 0; kb < d; kb += kern.kc {
 					kern.fn(min(kern.kc, d-kb), &sc.bpan[kb*w], &sc.cap[kb], d*4, &sc.c[0])
 				}
@@ -324,10 +396,53 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 		}
 		out[qi] = ix.hits(scores, cand, k)
 	})
+	if readErr != nil {
+		return readErr
+	}
+	return err
 }
 
 type restrictScratch struct {
 	apan, bpan, img, cap, c []float32
+	row                     []float32 // one row as stored on disk
+}
+
+// readRows reads the stored rows of a group of candidates into the
+// scratch's image and caption tiles (rows in a run are read at once).
+func (ix *Index) readRows(sc *restrictScratch, rows []int32) error {
+	d, rf := ix.Dim, ix.disk.rowFloats
+	if len(sc.row) < len(rows)*rf {
+		sc.row = make([]float32, len(rows)*rf)
+	}
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j] == rows[j-1]+1 {
+			j++
+		}
+		buf := sc.row[:(j-i)*rf]
+		if err := ix.disk.read(int(rows[i]), int(rows[j-1])+1, buf, ix.Counters); err != nil {
+			return err
+		}
+		for x := i; x < j; x++ {
+			row := buf[(x-i)*rf : (x-i+1)*rf]
+			copy(sc.img[x*d:(x+1)*d], row[:d])
+			if ix.HasCaption {
+				copy(sc.cap[x*d:(x+1)*d], row[d:])
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// firstErr returns the first read error a worker met, else err.
+func firstErr(workers []*worker, err error) error {
+	for _, wk := range workers {
+		if wk.err != nil {
+			return wk.err
+		}
+	}
+	return err
 }
 
 // forQueries runs f(0..n-1) on up to threads goroutines and names the

@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Index is a gallery held in memory for search.
@@ -60,10 +61,23 @@ type Index struct {
 	Fused    bool
 	FusedTau float32
 
-	compact *compact // 8-bit copy for single-query scans (see Compact)
+	// Counters, when set, counts the work of the searches.
+	Counters *Counters
+
+	compact *compact  // 8-bit copy for single-query scans (see Compact)
+	disk    *diskRows // the vectors, when they stay on disk (OpenFile)
 
 	posOnce sync.Once
 	pos     map[string]int
+}
+
+// Counters count what searches did; safe for concurrent searches.
+type Counters struct {
+	// CompactQueries are the queries answered by a compact scan, and
+	// Rescored the candidate rows those scans re-scored exactly.
+	CompactQueries, Rescored atomic.Int64
+	// RowsRead are the rows read from disk (VectorsOnDisk).
+	RowsRead atomic.Int64
 }
 
 // Query is one search request.
@@ -118,8 +132,43 @@ func (ix *Index) Positions(names []string) (pos []int, missing []string) {
 	return pos, missing
 }
 
-// Vector returns image i's image embedding (a view, not a copy).
-func (ix *Index) Vector(i int) []float32 { return ix.Image[i*ix.Dim : (i+1)*ix.Dim] }
+// Vector returns image i's image embedding (a view, not a copy). An index
+// whose vectors stay on disk returns nil (see RowVectors).
+func (ix *Index) Vector(i int) []float32 {
+	if ix.disk != nil {
+		return nil
+	}
+	return ix.Image[i*ix.Dim : (i+1)*ix.Dim]
+}
+
+// VectorsOnDisk reports whether the vectors stay in the index's file
+// (OpenFile with VectorsOnDisk).
+func (ix *Index) VectorsOnDisk() bool { return ix.disk != nil }
+
+// RowVectors returns copies of image i's image vector (the fused row on a
+// fused index) and caption vector (nil without separate captions), read
+// from the file when the vectors stay on disk.
+func (ix *Index) RowVectors(i int) (img, cap []float32, err error) {
+	if i < 0 || i >= ix.Len() {
+		return nil, nil, fmt.Errorf("vindex: image %d is outside the gallery (0..%d)", i, ix.Len()-1)
+	}
+	d := ix.Dim
+	if ix.disk != nil {
+		row := make([]float32, ix.disk.rowFloats)
+		if err := ix.disk.read(i, i+1, row, ix.Counters); err != nil {
+			return nil, nil, err
+		}
+		if ix.HasCaption {
+			return row[:d:d], row[d:], nil
+		}
+		return row, nil, nil
+	}
+	img = slices.Clone(ix.Image[i*d : (i+1)*d])
+	if ix.HasCaption {
+		cap = slices.Clone(ix.Caption[i*d : (i+1)*d])
+	}
+	return img, cap, nil
+}
 
 // Validate checks that the index's slices agree with each other.
 func (ix *Index) Validate() error {
@@ -127,13 +176,17 @@ func (ix *Index) Validate() error {
 	if ix.Dim <= 0 {
 		return fmt.Errorf("vindex: dimension %d must be positive", ix.Dim)
 	}
-	if len(ix.Image) != n*ix.Dim {
+	if ix.disk != nil {
+		if len(ix.Image) != 0 || len(ix.Caption) != 0 || len(ix.disk.crcs) != n {
+			return errors.New("vindex: an index whose vectors are on disk holds none in memory")
+		}
+	} else if len(ix.Image) != n*ix.Dim {
 		return fmt.Errorf("vindex: %d image values for %d images of dimension %d", len(ix.Image), n, ix.Dim)
 	}
 	if ix.Fused && ix.HasCaption {
 		return errors.New("vindex: a fused index holds no separate caption vectors")
 	}
-	if ix.HasCaption && len(ix.Caption) != n*ix.Dim {
+	if ix.HasCaption && ix.disk == nil && len(ix.Caption) != n*ix.Dim {
 		return fmt.Errorf("vindex: %d caption values for %d images of dimension %d", len(ix.Caption), n, ix.Dim)
 	}
 	if ix.Paths != nil && len(ix.Paths) != n {

@@ -331,6 +331,8 @@ func search(args []string) error {
 	peerPer := fs.Int("peer-per-block", 20, "peer queries per block (the first of the block's queries)")
 	fuse := fs.Bool("fuse", true, "hold fused rows (false: image and caption matrices, results bit-identical to the exact path)")
 	loads := fs.Int("loads", 2, "loads of the DB (the first writes the search cache; the last is measured)")
+	coldN := fs.Int("cold", 100, "with -disk: queries repeated after dropping the OS page cache (0: none)")
+	disk := fs.Bool("disk", true, "leave the vectors in the search cache file and read only the candidates' rows (gallery.LoadOptions.VectorsOnDisk)")
 	fs.Parse(args)
 	qs, _, err := queries(*dir, float32(*tau))
 	if err != nil {
@@ -343,6 +345,9 @@ func search(args []string) error {
 		loadS float64
 	)
 	for l := 1; l <= *loads; l++ {
+		if ix != nil {
+			ix.Close()
+		}
 		ix = nil
 		runtime.GC()
 		debug.FreeOSMemory()
@@ -351,7 +356,7 @@ func search(args []string) error {
 		if err != nil {
 			return err
 		}
-		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{Fuse: *fuse, Tau: float32(*tau), Compact: true, Threads: *threads, Cache: true})
+		ix, info, err = db.LoadWith(ctx, gallery.LoadOptions{Fuse: *fuse, Tau: float32(*tau), Compact: true, Threads: *threads, Cache: true, VectorsOnDisk: *disk})
 		if err != nil {
 			return err
 		}
@@ -359,11 +364,16 @@ func search(args []string) error {
 		db.Close()
 		fmt.Printf("load %d: load_s=%.2f cpu_s=%.2f from_cache=%v %s\n", l, loadS, (cpuMS()-c0)/1000, info.FromCache, info.CacheNote)
 	}
+	defer ix.Close()
 	ix.Threads = *threads
+	ix.Counters = &vindex.Counters{}
 	debug.FreeOSMemory()
 	rssKB, hwmKB := procKB("VmRSS"), procKB("VmHWM")
 	imgMB := float64(ix.Len()) * float64(ix.Dim) * 4 / (1 << 20)
-	fmt.Printf("mode fused=%v\n", ix.Fused)
+	fmt.Printf("mode fused=%v vectors_on_disk=%v\n", ix.Fused, ix.VectorsOnDisk())
+	if fi, err := os.Stat(*dbPath + gallery.CacheSuffix); err == nil {
+		fmt.Printf("search cache %s: %.0f MB\n", *dbPath+gallery.CacheSuffix, float64(fi.Size())/(1<<20))
+	}
 	fmt.Printf("load images=%d dim=%d captions=%s missing_captions=%d load_s=%.2f rss_mb=%.0f peak_rss_mb=%.0f fp32_image_vectors_mb=%.0f held_vectors_mb=%.0f compact_mb=%.0f\n",
 		info.Images, info.Dim, info.CaptionKey, info.MissingCaptions, loadS, float64(rssKB)/1024, float64(hwmKB)/1024, imgMB,
 		float64(len(ix.Image)+len(ix.Caption))*4/(1<<20), float64(ix.CompactBytes())/(1<<20))
@@ -407,12 +417,32 @@ func search(args []string) error {
 			theirsCPU = append(theirsCPU, cpu...)
 		}
 	}
+	// Cold: the same first queries again right after the OS page cache was
+	// dropped, so every candidate row comes from the disk (root only).
+	var cold []float64
+	if *coldN > 0 && ix.VectorsOnDisk() {
+		if err := dropCaches(); err != nil {
+			fmt.Printf("cold: not measured (%v)\n", err)
+		} else {
+			for i := 0; i < min(*coldN, len(qs)); i++ {
+				t := time.Now()
+				if _, err := ix.Search(ctx, qs[i:i+1], *k); err != nil {
+					return err
+				}
+				cold = append(cold, float64(time.Since(t).Microseconds())/1000)
+			}
+			fmt.Printf("cold page cache: queries=%d p50_ms=%.1f p99_ms=%.1f (each candidate row read from the disk)\n", len(cold), pct(cold, 50), pct(cold, 99))
+		}
+	}
 	if err := writeMatrix(filepath.Join(*dir, "ours.npy"), ids, len(qs), *k); err != nil {
 		return err
 	}
 	if err := writeMatrix(filepath.Join(*dir, "ours_scores.npy"), scores, len(qs), *k); err != nil {
 		return err
 	}
+	cq := max(1, ix.Counters.CompactQueries.Load())
+	fmt.Printf("compact scans=%d candidates_per_query=%.0f rows_read_per_query=%.0f\n", ix.Counters.CompactQueries.Load(),
+		float64(ix.Counters.Rescored.Load())/float64(cq), float64(ix.Counters.RowsRead.Load())/float64(cq))
 	fmt.Printf("imagescope fused compact kernel=%s threads=%d queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f (CPU time of all threads per query; the machine's load average was %s)\n",
 		vindex.CompactKernelName(), *threads, len(ours), pct(ours, 50), pct(ours, 99), mean(ours), pct(oursCPU, 50), loadavg())
 	if len(theirs) > 0 {
@@ -421,6 +451,12 @@ func search(args []string) error {
 	fmt.Printf("result load_s=%.2f rss_mb=%.0f p50_ms=%.1f p99_ms=%.1f cpu_ms_p50=%.1f\n", loadS, float64(rssKB)/1024, pct(ours, 50), pct(ours, 99), pct(oursCPU, 50))
 	runtime.KeepAlive(ix)
 	return nil
+}
+
+// dropCaches writes back dirty pages and drops the OS page cache.
+func dropCaches() error {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("1\n"), 0)
 }
 
 // cpuMS is the process's user + system CPU time so far, in milliseconds.

@@ -42,6 +42,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	cf := addConfigFlags(fs)
 	captionKey := fs.String("caption-key", "", "caption set to use (default: the DB's first; \"none\" for none)")
 	cache := fs.Bool("cache", false, "with --db: keep the loaded gallery in DB"+gallery.CacheSuffix+" beside the DB and start from it while the DB is unchanged (fast restarts of large galleries; costs that much disk)")
+	onDisk := fs.Bool("vectors-on-disk", false, "with --db: keep the gallery's vectors in the search cache file (implies --cache) and read only the candidates' rows; the server then holds about a third of the image vectors' size (the 8-bit copy, names and captions), results unchanged")
 	fuse := fs.Bool("fuse", false, "with --db: hold one matrix of fused image+caption vectors for the default tau (half the memory; requests with another tau are refused)")
 	domain := fs.String("domain", "general", "prompt set for text and composed queries (general, cirr, fashion-dress, fashion-shirt, fashion-toptee)")
 	maxStage := fs.Int("max-stage", 3, "last stage to run (1: reason + retrieve only, 2: + verify, 3: + evaluate)")
@@ -100,7 +101,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		// Single searches at the default caption weight scan an 8-bit copy
 		// of the fused gallery vectors first; results are exactly those of
 		// the full scan (vindex.Index.Compact).
-		Fuse: *fuse, Compact: true, Cache: *cache, Tau: pipeline.DefaultOptions().Tau})
+		Fuse: *fuse, Compact: true, Cache: *cache || *onDisk, VectorsOnDisk: *onDisk, Tau: pipeline.DefaultOptions().Tau})
 	if err != nil {
 		return err
 	}
@@ -123,7 +124,7 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", g.Where)
 	}
 	e.log.Info("gallery loaded", "db", g.Where, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "", "from_cache", info.FromCache)
-	if info.CacheNote != "" && *cache {
+	if info.CacheNote != "" && (*cache || *onDisk) {
 		e.log.Info("search cache", "note", info.CacheNote)
 	}
 	thumbBase := g.Where

@@ -179,7 +179,14 @@ func (a Index) HasCaptions() bool { return a.Index.HasCaptions() }
 // separate image vectors (the caller then embeds the image itself).
 func (a Index) ImageVector(name string) ([]float32, bool) {
 	i, ok := a.Index.Position(name)
-	if !ok || a.Index.Fused || (i+1)*a.Index.Dim > len(a.Index.Image) {
+	if !ok || a.Index.Fused {
+		return nil, false
+	}
+	if a.Index.VectorsOnDisk() {
+		img, _, err := a.Index.RowVectors(i)
+		return img, err == nil
+	}
+	if (i+1)*a.Index.Dim > len(a.Index.Image) {
 		return nil, false
 	}
 	return a.Index.Vector(i), true
@@ -190,13 +197,24 @@ func (a Index) ImageVector(name string) ([]float32, bool) {
 func (a Index) CaptionSimilarity(name string) (float32, bool) {
 	ix := a.Index
 	i, ok := ix.Position(name)
-	if !ok || !ix.HasCaption || (i+1)*ix.Dim > len(ix.Caption) || (i+1)*ix.Dim > len(ix.Image) {
+	if !ok || !ix.HasCaption {
 		return 0, false
 	}
 	if i < len(ix.Captions) && ix.Captions[i] == "" {
 		return 0, false
 	}
-	img, cap := ix.Image[i*ix.Dim:(i+1)*ix.Dim], ix.Caption[i*ix.Dim:(i+1)*ix.Dim]
+	var img, cap []float32
+	if ix.VectorsOnDisk() {
+		var err error
+		if img, cap, err = ix.RowVectors(i); err != nil {
+			return 0, false
+		}
+	} else {
+		if (i+1)*ix.Dim > len(ix.Caption) || (i+1)*ix.Dim > len(ix.Image) {
+			return 0, false
+		}
+		img, cap = ix.Image[i*ix.Dim:(i+1)*ix.Dim], ix.Caption[i*ix.Dim:(i+1)*ix.Dim]
+	}
 	var s float32
 	for d := range img {
 		s += img[d] * cap[d]
