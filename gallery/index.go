@@ -124,40 +124,22 @@ type storedImage struct {
 // longer listed are dropped. Each finished item is committed on its own, so
 // an interrupted run loses at most the items in flight. Per-item failures
 // are recorded (see Failures) and do not stop the run.
+//
+// Planning comes first (plan.go): what the DB holds is read and the
+// listing diffed against it; then each item is read, captioned, embedded
+// and stored as far as it needs.
 func (db *DB) Index(ctx context.Context, items []Item, opt IndexOptions) (*Summary, error) {
 	start := time.Now()
-	if opt.Embedder == nil {
-		return nil, errors.New("index: no embedder")
-	}
-	if opt.Captioner != nil && opt.CaptionModel == "" {
-		return nil, errors.New("index: a captioner needs its model name (CaptionModel)")
-	}
-	log := opt.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if opt.CaptionWorkers <= 0 {
-		opt.CaptionWorkers = 4
-	}
-	if opt.EmbedBatch <= 0 {
-		opt.EmbedBatch = 8
-	}
-	if opt.ReadWorkers <= 0 {
-		opt.ReadWorkers = 2
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	model, dim := opt.Embedder.ModelID(), opt.Embedder.Dim()
 	if err := db.BindModel(ctx, model, dim); err != nil {
 		return nil, err
 	}
-	seen := make(map[string]int, len(items))
-	for i, it := range items {
-		if it.Name == "" {
-			return nil, fmt.Errorf("index: item %d (%s) has no name", i, it.Path)
-		}
-		if j, dup := seen[it.Name]; dup {
-			return nil, fmt.Errorf("index: image name %q is listed twice (%s and %s)", it.Name, items[j].Path, it.Path)
-		}
-		seen[it.Name] = i
+	if err := checkNames(items); err != nil {
+		return nil, err
 	}
 	sum := &Summary{Total: len(items), Captions: opt.Captioner != nil}
 	capKey := ""
@@ -168,121 +150,106 @@ func (db *DB) Index(ctx context.Context, items []Item, opt IndexOptions) (*Summa
 			return nil, err
 		}
 	}
-
-	stored, err := db.storedImages(ctx)
+	state, err := db.loadIndexState(ctx, model, capKey)
 	if err != nil {
 		return nil, err
 	}
-	if sum.Removed, err = db.syncListing(ctx, items, stored); err != nil {
+	listing := planListing(items, state.stored, state.failed)
+	if err := db.applyListing(ctx, listing); err != nil {
 		return nil, err
 	}
-	hasImg, err := db.idSet(ctx, `SELECT image_id FROM image_embeddings WHERE model = ?`, model)
-	if err != nil {
-		return nil, err
-	}
-	var hasCap, hasCapEmb map[int64]bool
-	if capKey != "" {
-		if hasCap, err = db.idSet(ctx, `SELECT image_id FROM captions WHERE key = ?`, capKey); err != nil {
-			return nil, err
-		}
-		if hasCapEmb, err = db.idSet(ctx, `SELECT image_id FROM caption_embeddings WHERE key = ? AND model = ?`, capKey, model); err != nil {
-			return nil, err
-		}
-	}
-	failed, err := db.failedNames(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if opt.Progress != nil {
-		opt.Progress.SetTotal(int64(len(items)))
-	}
-	var upToDate atomic.Int64
+	sum.Removed = len(listing.Removed)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	r := &indexRun{db: db, opt: opt, state: state, model: model, capKey: capKey, sum: sum}
+	err = r.run(ctx, items)
+	sum.Elapsed = time.Since(start)
+	sort.Slice(sum.Failures, func(a, b int) bool { return sum.Failures[a].Name < sum.Failures[b].Name })
+	return sum, err
+}
 
-	var (
-		readQ   = make(chan *job)
-		imgQ    = make(chan *job, 4*opt.EmbedBatch)
-		capQ    = make(chan *job, 2*opt.CaptionWorkers)
-		textQ   = make(chan *job, 4*opt.EmbedBatch)
-		commitQ = make(chan *job, 64)
-	)
-	finish := func(j *job) {
-		if j.pending.Add(-1) == 0 {
-			commitQ <- j
-		}
+// withDefaults checks the options and fills in the defaults.
+func (opt IndexOptions) withDefaults() (IndexOptions, error) {
+	if opt.Embedder == nil {
+		return opt, errors.New("index: no embedder")
 	}
-	// dispatch sends a read job on to the stages it needs.
-	dispatch := func(j *job) {
-		n := int32(1) // the dispatcher's own hold, released below
-		if j.needImg {
-			n++
-		}
-		if j.needCap || j.needCapEmb {
-			n++
-		}
-		j.pending.Store(n)
-		if j.needImg {
-			imgQ <- j
-		}
-		switch {
-		case j.needCap:
-			capQ <- j
-		case j.needCapEmb:
-			textQ <- j
-		}
-		finish(j)
+	if opt.Captioner != nil && opt.CaptionModel == "" {
+		return opt, errors.New("index: a captioner needs its model name (CaptionModel)")
 	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opt.CaptionWorkers <= 0 {
+		opt.CaptionWorkers = 4
+	}
+	if opt.EmbedBatch <= 0 {
+		opt.EmbedBatch = 8
+	}
+	if opt.ReadWorkers <= 0 {
+		opt.ReadWorkers = 2
+	}
+	return opt, nil
+}
 
-	// Readers: stat, hash and size up each item, decide what it needs.
-	var readers sync.WaitGroup
-	for range opt.ReadWorkers {
+// checkNames refuses items without a name or with a name listed twice.
+func checkNames(items []Item) error {
+	seen := make(map[string]int, len(items))
+	for i, it := range items {
+		if it.Name == "" {
+			return fmt.Errorf("index: item %d (%s) has no name", i, it.Path)
+		}
+		if j, dup := seen[it.Name]; dup {
+			return fmt.Errorf("index: image name %q is listed twice (%s and %s)", it.Name, items[j].Path, it.Path)
+		}
+		seen[it.Name] = i
+	}
+	return nil
+}
+
+// indexRun is the doing half of one DB.Index call: items flow from a
+// feeder through readers (identify, then needs), caption workers and one
+// embedder to the committer, each stage a goroutine pool joined by
+// channels. An item that needs nothing stops at the reader.
+type indexRun struct {
+	db            *DB
+	opt           IndexOptions
+	state         *indexState
+	model, capKey string
+	sum           *Summary
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	readQ, imgQ, capQ, textQ, commitQ chan *job
+	upToDate                          atomic.Int64
+}
+
+// run moves every item through the stages and fills r.sum.
+func (r *indexRun) run(ctx context.Context, items []Item) error {
+	if r.opt.Progress != nil {
+		r.opt.Progress.SetTotal(int64(len(items)))
+	}
+	r.ctx, r.cancel = context.WithCancelCause(ctx)
+	defer r.cancel(nil)
+	B, C := r.opt.EmbedBatch, r.opt.CaptionWorkers
+	r.readQ = make(chan *job)
+	r.imgQ = make(chan *job, 4*B)
+	r.capQ = make(chan *job, 2*C)
+	r.textQ = make(chan *job, 4*B)
+	r.commitQ = make(chan *job, 64)
+
+	var readers, captioners sync.WaitGroup
+	for range r.opt.ReadWorkers {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			for j := range readQ {
-				if ctx.Err() != nil {
-					continue
-				}
-				db.readItem(j, stored, hasImg, hasCap, hasCapEmb, failed, capKey != "")
-				if !j.usable || j.dirty || j.needImg || j.needCap || j.needCapEmb {
-					dispatch(j)
-				} else {
-					upToDate.Add(1)
-					if opt.Progress != nil {
-						opt.Progress.Add(1)
-					}
-				}
-			}
+			r.readLoop()
 		}()
 	}
-	// Caption workers (network): caption, then queue the text for embedding.
-	var captioners sync.WaitGroup
-	for range opt.CaptionWorkers {
+	for range C {
 		captioners.Add(1)
 		go func() {
 			defer captioners.Done()
-			for j := range capQ {
-				if ctx.Err() != nil {
-					finish(j)
-					continue
-				}
-				text, err := opt.Captioner.Caption(ctx, j.item.Path)
-				if err == nil && text == "" {
-					err = errors.New("empty caption")
-				}
-				if err != nil {
-					if ctx.Err() == nil {
-						j.fail("caption", err)
-					}
-					finish(j)
-					continue
-				}
-				j.caption = text
-				j.needCapEmb = true
-				textQ <- j
-			}
+			r.captionLoop()
 		}()
 	}
 	// The embedder (CPU): one goroutine, caption texts before images so
@@ -290,39 +257,133 @@ func (db *DB) Index(ctx context.Context, items []Item, opt IndexOptions) (*Summa
 	embedDone := make(chan struct{})
 	go func() {
 		defer close(embedDone)
-		db.embedLoop(ctx, opt, imgQ, textQ, finish)
+		r.db.embedLoop(r.ctx, r.opt, r.imgQ, r.textQ, r.finish)
 	}()
-	// Feeder, then the closing chain.
-	go func() {
-		defer close(readQ)
-		for i, it := range items {
-			j := &job{item: it, pos: i}
-			select {
-			case readQ <- j:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	go r.feed(items)
+	// The closing chain: each stage's queue closes once all its senders
+	// are done.
 	go func() {
 		readers.Wait()
-		close(capQ)
-		close(imgQ)
+		close(r.capQ)
+		close(r.imgQ)
 		captioners.Wait()
-		close(textQ)
+		close(r.textQ)
 		<-embedDone
-		close(commitQ)
+		close(r.commitQ)
 	}()
 
-	// Committer: this goroutine, one transaction per finished item.
-	var commitErr error
-	for j := range commitQ {
-		if commitErr != nil || ctx.Err() != nil {
+	commitErr := r.commitLoop()
+	sum := r.sum
+	sum.UpToDate += int(r.upToDate.Load())
+	if commitErr != nil {
+		return commitErr
+	}
+	if err := context.Cause(r.ctx); err != nil {
+		return fmt.Errorf("index interrupted after %d of %d images: %w", sum.Done+sum.UpToDate+sum.Failed, sum.Total, err)
+	}
+	return nil
+}
+
+// feed sends every item to the readers, in listing order.
+func (r *indexRun) feed(items []Item) {
+	defer close(r.readQ)
+	for i, it := range items {
+		j := &job{item: it, pos: i}
+		select {
+		case r.readQ <- j:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// readLoop stats, hashes and sizes up each item, decides what it needs and
+// sends it on; an item that needs nothing is counted and goes no further.
+func (r *indexRun) readLoop() {
+	for j := range r.readQ {
+		if r.ctx.Err() != nil {
 			continue
 		}
-		if err := db.commit(ctx, j, model, capKey, opt.Float16); err != nil {
+		st, known := r.state.stored[j.item.Name]
+		identify(j, st, known)
+		r.state.needs(j)
+		if !j.upToDate() {
+			r.dispatch(j)
+			continue
+		}
+		r.upToDate.Add(1)
+		if r.opt.Progress != nil {
+			r.opt.Progress.Add(1)
+		}
+	}
+}
+
+// dispatch sends a read job on to the stages it needs.
+func (r *indexRun) dispatch(j *job) {
+	n := int32(1) // the dispatcher's own hold, released below
+	if j.needImg {
+		n++
+	}
+	if j.needCap || j.needCapEmb {
+		n++
+	}
+	j.pending.Store(n)
+	if j.needImg {
+		r.imgQ <- j
+	}
+	switch {
+	case j.needCap:
+		r.capQ <- j
+	case j.needCapEmb:
+		r.textQ <- j
+	}
+	r.finish(j)
+}
+
+// finish releases one stage's hold on j; the last one sends it to commit.
+func (r *indexRun) finish(j *job) {
+	if j.pending.Add(-1) == 0 {
+		r.commitQ <- j
+	}
+}
+
+// captionLoop (network) captions each job, then queues the text for
+// embedding.
+func (r *indexRun) captionLoop() {
+	for j := range r.capQ {
+		if r.ctx.Err() != nil {
+			r.finish(j)
+			continue
+		}
+		text, err := r.opt.Captioner.Caption(r.ctx, j.item.Path)
+		if err == nil && text == "" {
+			err = errors.New("empty caption")
+		}
+		if err != nil {
+			if r.ctx.Err() == nil {
+				j.fail("caption", err)
+			}
+			r.finish(j)
+			continue
+		}
+		j.caption = text
+		j.needCapEmb = true
+		r.textQ <- j
+	}
+}
+
+// commitLoop stores each finished item in its own transaction, on the
+// calling goroutine, and counts it. A failed commit stops the run.
+func (r *indexRun) commitLoop() error {
+	sum, log := r.sum, r.opt.Logger
+	var commitErr error
+	for j := range r.commitQ {
+		if commitErr != nil || r.ctx.Err() != nil {
+			continue
+		}
+		if err := r.db.commit(r.ctx, j, r.model, r.capKey, r.opt.Float16); err != nil {
 			commitErr = fmt.Errorf("index: commit image %s: %w", j.item.Name, err)
-			cancel(commitErr)
+			r.cancel(commitErr)
 			continue
 		}
 		switch {
@@ -337,32 +398,21 @@ func (db *DB) Index(ctx context.Context, items []Item, opt IndexOptions) (*Summa
 		default:
 			sum.UpToDate++
 		}
-		if opt.Progress != nil {
-			opt.Progress.Add(1)
+		if r.opt.Progress != nil {
+			r.opt.Progress.Add(1)
 		}
 	}
-	sum.UpToDate += int(upToDate.Load())
-	sum.Elapsed = time.Since(start)
-	sort.Slice(sum.Failures, func(a, b int) bool { return sum.Failures[a].Name < sum.Failures[b].Name })
-	if commitErr != nil {
-		return sum, commitErr
-	}
-	if err := context.Cause(ctx); err != nil {
-		return sum, fmt.Errorf("index interrupted after %d of %d images: %w", sum.Done+sum.UpToDate+sum.Failed, sum.Total, err)
-	}
-	return sum, nil
+	return commitErr
 }
 
-// readItem fills in the file identity and decides what j needs.
-func (db *DB) readItem(j *job, stored map[string]storedImage, hasImg, hasCap, hasCapEmb map[int64]bool, failed map[string]bool, captions bool) {
-	st, known := stored[j.item.Name]
+// identify fills in j's file identity: size and modification time, and the
+// content hash and pixel size, reused from the stored row st when the file
+// looks untouched. A file that cannot be read or whose header does not
+// decode is recorded as failed and stays unusable.
+func identify(j *job, st storedImage, known bool) {
 	if known {
 		j.id = st.id
 	}
-	defer func() {
-		j.dirty = !known || failed[j.item.Name] || j.changed || st.path != j.item.Path || st.size != j.size ||
-			st.mtime != j.mtime || st.hash != j.hash || st.w != j.width || st.h != j.height
-	}()
 	fi, err := os.Stat(j.item.Path)
 	if err == nil && !fi.Mode().IsRegular() {
 		err = errors.New("not a regular file")
@@ -374,33 +424,28 @@ func (db *DB) readItem(j *job, stored map[string]storedImage, hasImg, hasCap, ha
 	j.size, j.mtime = fi.Size(), fi.ModTime().UnixNano()
 	if known && st.hash != "" && st.size == j.size && st.mtime == j.mtime && st.path == j.item.Path {
 		j.hash, j.width, j.height = st.hash, st.w, st.h
-	} else {
-		h, err := hashFile(j.item.Path)
+		j.usable = true
+		return
+	}
+	h, err := hashFile(j.item.Path)
+	if err != nil {
+		j.fail("read", err)
+		return
+	}
+	j.hash = h
+	// A stored row without a hash came from an import: adopt it.
+	j.changed = known && st.hash != "" && st.hash != h
+	if !known || j.changed || st.w == 0 {
+		info, err := imageio.ReadInfoFile(j.item.Path)
 		if err != nil {
-			j.fail("read", err)
+			j.fail("decode", err)
 			return
 		}
-		j.hash = h
-		// A stored row without a hash came from an import: adopt it.
-		j.changed = known && st.hash != "" && st.hash != h
-		if !known || j.changed || st.w == 0 {
-			info, err := imageio.ReadInfoFile(j.item.Path)
-			if err != nil {
-				j.fail("decode", err)
-				return
-			}
-			j.width, j.height = info.Width, info.Height
-		} else {
-			j.width, j.height = st.w, st.h
-		}
+		j.width, j.height = info.Width, info.Height
+	} else {
+		j.width, j.height = st.w, st.h
 	}
 	j.usable = true
-	fresh := !known || j.changed
-	j.needImg = fresh || !hasImg[j.id]
-	if captions {
-		j.needCap = fresh || !hasCap[j.id]
-		j.needCapEmb = !j.needCap && !hasCapEmb[j.id]
-	}
 }
 
 func hashFile(path string) (string, error) {
@@ -661,61 +706,4 @@ func (db *DB) idSet(ctx context.Context, q string, args ...any) (map[int64]bool,
 		out[id] = true
 	}
 	return out, rows.Err()
-}
-
-// syncListing drops images (and failures) no longer listed and stores the
-// listing order, in one transaction.
-func (db *DB) syncListing(ctx context.Context, items []Item, stored map[string]storedImage) (int, error) {
-	listed := make(map[string]int, len(items))
-	for i, it := range items {
-		listed[it.Name] = i
-	}
-	tx, err := db.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("update image list: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck
-	removed := 0
-	for name, st := range stored {
-		pos, ok := listed[name]
-		switch {
-		case !ok:
-			if _, err := tx.ExecContext(ctx, `DELETE FROM images WHERE id = ?`, st.id); err != nil {
-				return 0, fmt.Errorf("drop image %s: %w", name, err)
-			}
-			delete(stored, name)
-			removed++
-		case pos != st.pos:
-			if _, err := tx.ExecContext(ctx, `UPDATE images SET pos = ? WHERE id = ?`, pos, st.id); err != nil {
-				return 0, fmt.Errorf("update image %s: %w", name, err)
-			}
-			st.pos = pos
-			stored[name] = st
-		}
-	}
-	frows, err := tx.QueryContext(ctx, `SELECT name FROM failures`)
-	if err != nil {
-		return 0, fmt.Errorf("read failures: %w", err)
-	}
-	var gone []string
-	for frows.Next() {
-		var n string
-		if err := frows.Scan(&n); err != nil {
-			frows.Close()
-			return 0, err
-		}
-		if _, ok := listed[n]; !ok {
-			gone = append(gone, n)
-		}
-	}
-	frows.Close()
-	for _, n := range gone {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE name = ?`, n); err != nil {
-			return 0, err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("update image list: %w", err)
-	}
-	return removed, nil
 }
