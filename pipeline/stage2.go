@@ -39,6 +39,11 @@ func SaysYes(reply, rule string) bool {
 // Rerank sorts the first k names by score, descending and stable (ties
 // keep the input order); names from k on are unchanged.
 func Rerank(names []string, scores []int, k int) []string {
+	return rerank(names, scores, k)
+}
+
+// rerank is Rerank for any ordered score (agreement counts, soft scores).
+func rerank[S int | float64](names []string, scores []S, k int) []string {
 	if k > len(names) {
 		k = len(names)
 	}
@@ -111,22 +116,28 @@ func (e *Engine) Stage2(ctx context.Context, q Query, s1 *Stage1) (*Stage2, erro
 		}
 		return nil, fmt.Errorf("stage 2 of query %s: %w", q.ID, err)
 	}
+	s.rerank(names, k, e.opt.Soft)
+	return s, nil
+}
+
+// rerank orders the first k names by their verification scores: Ranking
+// by agreement count and, when soft scoring is on and every candidate has
+// a soft score, SoftRanking by those.
+func (s *Stage2) rerank(names []string, k int, soft bool) {
 	hard := make([]int, k)
-	soft := make([]float64, k)
-	allSoft := e.opt.Soft
+	softs := make([]float64, k)
 	for i, cs := range s.Scores {
 		hard[i] = cs.Agreement
 		if cs.Soft == nil {
-			allSoft = false
+			soft = false
 		} else {
-			soft[i] = *cs.Soft
+			softs[i] = *cs.Soft
 		}
 	}
-	s.Ranking = Rerank(names, hard, k)
-	if allSoft {
-		s.SoftRanking = rerankFloat(names, soft, k)
+	s.Ranking = rerank(names, hard, k)
+	if soft {
+		s.SoftRanking = rerank(names, softs, k)
 	}
-	return s, nil
 }
 
 // skipDegraded2 ends stage 2 without re-ranking because a role was
@@ -137,38 +148,53 @@ func (e *Engine) skipDegraded2(q Query, s *Stage2, names []string, err error) *S
 	return &Stage2{Skipped: reason, Degraded: reason, Ranking: names, Calls: s.Calls}
 }
 
-func rerankFloat(names []string, scores []float64, k int) []string {
-	idx := make([]int, k)
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
-	out := make([]string, 0, len(names))
-	for _, i := range idx {
-		out = append(out, names[i])
-	}
-	return append(out, names[k:]...)
-}
-
 // verify asks the verifier every (candidate, question) pair concurrently
 // (bounded by the role's in-flight limit) and fills s.Verifications and
 // s.Scores. A candidate with any failed verification scores 0.
 func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string) error {
-	nq := len(s.Propositions)
-	prompts := make([]string, nq)
-	for j, p := range s.Propositions {
-		t, err := e.cfg.Prompts.Render(q.Domain, prompt.Verify, prompt.Fields{Question: p.Question})
+	prompts, err := e.verifyPrompts(q.Domain, s.Propositions)
+	if err != nil {
+		return err
+	}
+	ver, calls, imgFailed, err := e.askVerifier(ctx, q, s.Propositions, cands, prompts)
+	if err != nil {
+		return err
+	}
+	for i := range calls {
+		s.merge(calls[i])
+	}
+	if err := e.roleDownAfter(modelrole.Verifier, &s.Calls); err != nil {
+		return err
+	}
+	s.Verifications = ver
+	s.score(cands, imgFailed, e.opt.Soft)
+	return nil
+}
+
+// verifyPrompts renders the verifier prompt of each proposition.
+func (e *Engine) verifyPrompts(domain string, props []Proposition) ([]string, error) {
+	prompts := make([]string, len(props))
+	for j, p := range props {
+		t, err := e.cfg.Prompts.Render(domain, prompt.Verify, prompt.Fields{Question: p.Question})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		prompts[j] = t
 	}
-	ver := make([]Verification, len(cands)*nq)
-	calls := make([]Calls, len(cands)*nq)
-	imgFailed := make([]bool, len(cands))
-	// A verifier that fails for good (role down) or a cancelled search
-	// ends the stage: the group's context then cancels the calls still
-	// outstanding instead of letting them run on.
+	return prompts, nil
+}
+
+// askVerifier fans the (candidate, question) pairs out to the verifier.
+// ver and calls are indexed candidate*len(props)+question; imgFailed marks
+// candidates whose image could not be loaded (their verifications carry
+// the error). A verifier that fails for good (role down) or a cancelled
+// search ends the fan-out: the group's context then cancels the calls
+// still outstanding instead of letting them run on.
+func (e *Engine) askVerifier(ctx context.Context, q Query, props []Proposition, cands, prompts []string) (ver []Verification, calls []Calls, imgFailed []bool, err error) {
+	nq := len(props)
+	ver = make([]Verification, len(cands)*nq)
+	calls = make([]Calls, len(cands)*nq)
+	imgFailed = make([]bool, len(cands))
 	g, gctx := errgroup.WithContext(ctx)
 	for ci, cand := range cands {
 		img, err := e.candidateImage(gctx, cand)
@@ -207,7 +233,7 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				} else {
 					v.Reply = resp.Text
 					v.Yes = SaysYes(resp.Text, e.opt.YesRule)
-					v.Agrees = v.Yes == s.Propositions[j].Expected
+					v.Agrees = v.Yes == props[j].Expected
 					v.PYes = resp.PYes
 				}
 				ver[i] = v
@@ -217,27 +243,30 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	}
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
-		return err
+		return nil, nil, nil, err
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return nil, nil, nil, ctx.Err()
 	}
-	for i := range calls {
-		s.merge(calls[i])
-	}
-	if err := e.roleDownAfter(modelrole.Verifier, &s.Calls); err != nil {
-		return err
-	}
-	s.Verifications = ver
+	return ver, calls, imgFailed, nil
+}
+
+// score turns s.Verifications into s.Scores: per candidate the number of
+// answers that agree with the expected one and, with soft scoring, the
+// summed probability of the expected answer (rounded to 12 significant
+// digits so that re-runs compare equal). A candidate with a missing image
+// or a failed verification scores 0 and is noted as a fallback.
+func (s *Stage2) score(cands []string, imgFailed []bool, soft bool) {
+	nq := len(s.Propositions)
 	for ci, cand := range cands {
 		cs := CandidateScore{Name: cand}
-		var soft float64
-		softOK := e.opt.Soft
+		var sum float64
+		softOK := soft
 		failed := imgFailed[ci]
 		for j := range nq {
-			v := ver[ci*nq+j]
+			v := s.Verifications[ci*nq+j]
 			if v.Error != "" {
 				failed = true
 				continue
@@ -250,9 +279,9 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				continue
 			}
 			if s.Propositions[j].Expected {
-				soft += *v.PYes
+				sum += *v.PYes
 			} else {
-				soft += 1 - *v.PYes
+				sum += 1 - *v.PYes
 			}
 		}
 		if failed {
@@ -263,10 +292,9 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 				s.fallback(FallbackVerifierFailed + ":" + cand)
 			}
 		} else if softOK {
-			r, _ := strconv.ParseFloat(strconv.FormatFloat(soft, 'g', 12, 64), 64)
+			r, _ := strconv.ParseFloat(strconv.FormatFloat(sum, 'g', 12, 64), 64)
 			cs.Soft = &r
 		}
 		s.Scores = append(s.Scores, cs)
 	}
-	return nil
 }
