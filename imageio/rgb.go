@@ -130,124 +130,160 @@ func ToRGB(img image.Image) *RGB {
 		return &RGB{}
 	}
 	b := img.Bounds()
-	w, h := b.Dx(), b.Dy()
-	out := NewRGB(image.Rect(0, 0, w, h))
-	if w <= 0 || h <= 0 {
+	out := NewRGB(image.Rect(0, 0, b.Dx(), b.Dy()))
+	if b.Dx() <= 0 || b.Dy() <= 0 {
 		return out
 	}
-	row := func(y int) []uint8 { return out.Pix[y*out.Stride : y*out.Stride+3*w] }
 	switch m := img.(type) {
 	case *RGB:
-		for y := 0; y < h; y++ {
-			i := m.PixOffset(b.Min.X, b.Min.Y+y)
-			copy(row(y), m.Pix[i:i+3*w])
-		}
+		out.eachRow(func(y int, dst []uint8) {
+			copy(dst, m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):])
+		})
 	case *image.NRGBA:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				dst[3*x], dst[3*x+1], dst[3*x+2] = src[4*x], src[4*x+1], src[4*x+2]
-			}
-		}
+		fromNRGBA(out, m, b)
 	case *image.RGBA:
-		// Premultiplied storage: un-premultiply to recover what a
-		// non-premultiplied decoder would have stored (exact when opaque).
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				r, g, bl, a := src[4*x], src[4*x+1], src[4*x+2], src[4*x+3]
-				if a == 0xff || a == 0 {
-					dst[3*x], dst[3*x+1], dst[3*x+2] = r, g, bl
-					continue
-				}
-				dst[3*x], dst[3*x+1], dst[3*x+2] = unpremul8(r, a), unpremul8(g, a), unpremul8(bl, a)
-			}
-		}
+		fromRGBA(out, m, b)
 	case *image.Gray:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				v := src[x]
-				dst[3*x], dst[3*x+1], dst[3*x+2] = v, v, v
-			}
-		}
+		fromGray(out, m, b)
 	case *image.Gray16:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				v := uint16(src[2*x])<<8 | uint16(src[2*x+1])
-				c := uint8(min(v, 255))
-				dst[3*x], dst[3*x+1], dst[3*x+2] = c, c, c
-			}
-		}
+		fromGray16(out, m, b)
 	case *image.NRGBA64:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				dst[3*x], dst[3*x+1], dst[3*x+2] = src[8*x], src[8*x+2], src[8*x+4]
-			}
-		}
+		fromNRGBA64(out, m, b)
 	case *image.RGBA64:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				a := uint32(src[8*x+6])<<8 | uint32(src[8*x+7])
-				for c := 0; c < 3; c++ {
-					v := uint32(src[8*x+2*c])<<8 | uint32(src[8*x+2*c+1])
-					if a != 0xffff && a != 0 {
-						v = min(v*0xffff/a, 0xffff)
-					}
-					dst[3*x+c] = uint8(v >> 8)
-				}
-			}
-		}
+		fromRGBA64(out, m, b)
 	case *image.Paletted:
-		var lut [256][3]uint8
-		for i, c := range m.Palette {
-			if i >= 256 {
-				break
-			}
-			lut[i] = paletteRGB(c)
-		}
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				p := lut[src[x]]
-				dst[3*x], dst[3*x+1], dst[3*x+2] = p[0], p[1], p[2]
-			}
-		}
+		fromPaletted(out, m, b)
 	case *image.CMYK:
-		for y := 0; y < h; y++ {
-			src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
-			dst := row(y)
-			for x := 0; x < w; x++ {
-				nk := 255 - int(src[4*x+3])
-				for c := 0; c < 3; c++ {
-					dst[3*x+c] = clip8(nk - mulDiv255(int(src[4*x+c]), nk))
-				}
-			}
-		}
+		fromCMYK(out, m, b)
 	case *image.YCbCr:
 		ycbcrToRGB(m, out)
 	case *image.NYCbCrA:
 		ycbcrToRGB(&m.YCbCr, out)
 	default:
-		for y := 0; y < h; y++ {
-			dst := row(y)
-			for x := 0; x < w; x++ {
+		out.eachRow(func(y int, dst []uint8) {
+			for x := range len(dst) / 3 {
 				p := colorRGB(img.At(b.Min.X+x, b.Min.Y+y))
 				dst[3*x], dst[3*x+1], dst[3*x+2] = p[0], p[1], p[2]
 			}
-		}
+		})
 	}
 	return out
+}
+
+// eachRow calls fn with each row of out: its index y and its 3*width bytes.
+func (m *RGB) eachRow(fn func(y int, dst []uint8)) {
+	w := m.Rect.Dx()
+	for y := range m.Rect.Dy() {
+		fn(y, m.Pix[y*m.Stride:y*m.Stride+3*w])
+	}
+}
+
+// fromNRGBA keeps the stored non-premultiplied R, G, B.
+func fromNRGBA(out *RGB, m *image.NRGBA, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			dst[3*x], dst[3*x+1], dst[3*x+2] = src[4*x], src[4*x+1], src[4*x+2]
+		}
+	})
+}
+
+// fromRGBA un-premultiplies the premultiplied storage to recover what a
+// non-premultiplied decoder would have stored (exact when opaque).
+func fromRGBA(out *RGB, m *image.RGBA, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			r, g, bl, a := src[4*x], src[4*x+1], src[4*x+2], src[4*x+3]
+			if a == 0xff || a == 0 {
+				dst[3*x], dst[3*x+1], dst[3*x+2] = r, g, bl
+				continue
+			}
+			dst[3*x], dst[3*x+1], dst[3*x+2] = unpremul8(r, a), unpremul8(g, a), unpremul8(bl, a)
+		}
+	})
+}
+
+// fromGray repeats the gray level in R, G and B.
+func fromGray(out *RGB, m *image.Gray, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			v := src[x]
+			dst[3*x], dst[3*x+1], dst[3*x+2] = v, v, v
+		}
+	})
+}
+
+// fromGray16 clips each 16-bit level to 0..255 (PIL's "I" -> "RGB").
+func fromGray16(out *RGB, m *image.Gray16, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			v := uint16(src[2*x])<<8 | uint16(src[2*x+1])
+			c := uint8(min(v, 255))
+			dst[3*x], dst[3*x+1], dst[3*x+2] = c, c, c
+		}
+	})
+}
+
+// fromNRGBA64 keeps the high byte of each stored sample.
+func fromNRGBA64(out *RGB, m *image.NRGBA64, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			dst[3*x], dst[3*x+1], dst[3*x+2] = src[8*x], src[8*x+2], src[8*x+4]
+		}
+	})
+}
+
+// fromRGBA64 un-premultiplies at 16 bits, then keeps the high byte.
+func fromRGBA64(out *RGB, m *image.RGBA64, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			a := uint32(src[8*x+6])<<8 | uint32(src[8*x+7])
+			for c := 0; c < 3; c++ {
+				v := uint32(src[8*x+2*c])<<8 | uint32(src[8*x+2*c+1])
+				if a != 0xffff && a != 0 {
+					v = min(v*0xffff/a, 0xffff)
+				}
+				dst[3*x+c] = uint8(v >> 8)
+			}
+		}
+	})
+}
+
+// fromPaletted expands each index through the palette's stored R, G, B
+// (indices past the palette are black).
+func fromPaletted(out *RGB, m *image.Paletted, b image.Rectangle) {
+	var lut [256][3]uint8
+	for i, c := range m.Palette {
+		if i >= 256 {
+			break
+		}
+		lut[i] = paletteRGB(c)
+	}
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			p := lut[src[x]]
+			dst[3*x], dst[3*x+1], dst[3*x+2] = p[0], p[1], p[2]
+		}
+	})
+}
+
+// fromCMYK applies PIL's integer cmyk2rgb formula.
+func fromCMYK(out *RGB, m *image.CMYK, b image.Rectangle) {
+	out.eachRow(func(y int, dst []uint8) {
+		src := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
+		for x := range len(dst) / 3 {
+			nk := 255 - int(src[4*x+3])
+			for c := 0; c < 3; c++ {
+				dst[3*x+c] = clip8(nk - mulDiv255(int(src[4*x+c]), nk))
+			}
+		}
+	})
 }
 
 // ycbcrToRGB converts a (JPEG) YCbCr image the way libjpeg(-turbo) does
