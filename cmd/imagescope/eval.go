@@ -1,25 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/imagescope/imagescope/app"
-	"github.com/imagescope/imagescope/dataset"
-	"github.com/imagescope/imagescope/metrics"
-	"github.com/imagescope/imagescope/pipeline"
-	"github.com/imagescope/imagescope/prompt"
 	evalrun "github.com/imagescope/imagescope/run"
 )
 
@@ -102,50 +91,13 @@ those of a run over the dialogues' own turns.`)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	var settings evalrun.Settings
-	var saved map[string]any
-	var opt pipeline.Options
-	dir := *resume
-	if dir != "" {
-		for _, name := range []string{"dataset", "data", "split", "tau", "top-k", "alpha", "subset", "keep-reference", "run-name", "prompts", "yes-rule", "soft", "limit", "runs", "interactive", "beside"} {
-			if set[name] {
-				return usagef("--%s cannot change on --resume (the run's settings are in %s)", name, filepath.Join(dir, "config.json"))
-			}
-		}
-		if settings, saved, err = evalrun.ReadSettings(dir); err != nil {
-			return err
-		}
-		if opt, err = evalrun.ReadOptions(dir); err != nil {
-			return err
-		}
-		if set["stages"] {
-			if lastStage < settings.Stages {
-				return usagef("--stages: the run already covers stage %d; it can only be extended", settings.Stages)
-			}
-			settings.Stages = lastStage
-		}
-		if set["barrier"] {
-			settings.Barrier = *barrier
-		}
-		if prev, _ := saved["weaviate_collection"].(string); prev != "" && !set["weaviate"] {
-			*wvCollection = prev // a resumed run keeps its gallery
-		}
-		if set["active"] {
-			settings.Active = *active
-		}
-		*promptDir = filepath.Join(dir, "prompts")
-	} else {
+	if *resume == "" {
 		if *dsName == "" || *data == "" || *split == "" {
 			return usagef("--dataset, --data and --split are required (or --resume RUNDIR)")
 		}
 		if *limit < 0 || *active < 1 {
 			return usagef("--limit must be >= 0 and --active >= 1")
 		}
-		settings = evalrun.Settings{Dataset: *dsName, Split: *split, Data: *data, Stages: lastStage, Subset: *subset,
-			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit, Interactive: *interactive, Beside: *beside}
-		opt = pipeline.DefaultOptions()
-		opt.Tau, opt.TopK, opt.Alpha, opt.YesRule, opt.Soft = float32(*tau), *topK, *alpha, *yesRule, *soft
 		if *tau < 0 || *tau > 1 || *topK < 1 || *alpha < 1 {
 			return usagef("--tau must be within [0,1], --top-k and --alpha >= 1")
 		}
@@ -153,160 +105,44 @@ those of a run over the dialogues' own turns.`)
 			return usagef("--yes-rule %q: want word or substring", *yesRule)
 		}
 	}
-
+	plan, err := app.PlanEval(app.EvalSpec{
+		Resume: *resume, Given: set,
+		Settings: evalrun.Settings{Dataset: *dsName, Split: *split, Data: *data, Stages: lastStage, Subset: *subset,
+			KeepReference: *keepRef, Barrier: *barrier, Active: *active, Limit: *limit, Interactive: *interactive, Beside: *beside},
+		Tau: *tau, TopK: *topK, Alpha: *alpha, YesRule: *yesRule, Soft: *soft,
+		RunsRoot: *runsRoot, RunName: *runName, DB: *dbPath, Weaviate: *wvCollection, PromptDir: *promptDir,
+	})
+	if err != nil {
+		return appUsage(err)
+	}
 	cfg, err := cf.load(e)
 	if err != nil {
 		return err
 	}
-	if dir == "" {
-		app.AskOptions(cfg, &opt) // a resumed run keeps its saved options
-	}
-	if prev, ok := saved["clip_model"].(string); ok && dir != "" && !set["clip"] {
-		cfg.CLIP.Model = prev // a resumed run keeps its CLIP model
-	}
-	ds, err := dataset.Load(ctx, settings.Dataset, settings.Data, settings.Split)
-	if err != nil {
-		return err
-	}
-	if settings.Subset && !strings.EqualFold(ds.Name, "CIRR") {
-		return usagef("--subset applies to CIRR only")
-	}
-	lib, err := prompt.Load(*promptDir)
-	if err != nil {
-		return err
-	}
-	// A prompts folder in the reference layout has a folder per dataset.
-	if ds.Domain, err = lib.DatasetDomain(ds.Name, ds.Domain); err != nil {
-		return fmt.Errorf("--prompts %s: %w", *promptDir, err)
-	}
-	src, err := app.Resolve(ctx, cfg.Home, app.GallerySpec{Split: ds, DB: *dbPath, Weaviate: *wvCollection})
-	if err != nil {
-		return err
-	}
-	a, err := app.Open(ctx, cfg, app.Options{Prompts: lib, PromptDir: *promptDir, Log: e.log, Getenv: e.getenv, Progress: progressPrinter(e), Bars: e.stderr})
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	model := a.Model
-	if prev, ok := saved["clip_model"].(string); ok && prev != model.ID() {
-		return fmt.Errorf("resume %s: the run used CLIP model %s, the configuration gives %s", dir, prev, model.ID())
-	}
-
-	opt.InFlight = app.InFlight(cfg)
-	fresh := dir == ""
-	if fresh {
-		clipTag := model.ID()
-		if filepath.IsAbs(clipTag) || strings.HasPrefix(clipTag, ".") {
-			clipTag = filepath.Base(clipTag) // a local checkpoint folder
+	res, err := app.RunEval(ctx, cfg, plan, app.EvalIO{Stderr: e.stderr, Log: e.log, Getenv: e.getenv, Progress: progressPrinter(e)})
+	if res != nil && res.Report != nil {
+		fmt.Fprint(e.stdout, evalrun.FormatReport(*res.Report))
+		if res.Metrics != nil {
+			fmt.Fprintf(e.stdout, "\n%s", res.Metrics)
 		}
-		dir, err = evalrun.NewDir(*runsRoot, ds.Name, ds.Split, clipTag, *runName, time.Now())
-		if err != nil {
-			return err
-		}
-		// Resumable from here on, even if killed while the gallery is indexed.
-		early := map[string]any{"clip_model": model.ID(), "roles_config": app.RoleModels(cfg), "config_file": cfg.Path,
-			"clip_threads": cfg.CLIP.Threads, "answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled}}
-		if err := evalrun.Prepare(dir, settings, opt, a.Roles.Names(), lib, early); err != nil {
-			_ = os.RemoveAll(dir)
-			return err
-		}
+		fmt.Fprintf(e.stdout, "run folder: %s\n", res.Dir)
 	}
-	logf, err := os.OpenFile(filepath.Join(dir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("run log: %w", err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, app.ErrInterruptedIndexing):
+		return fmt.Errorf("interrupted while indexing the gallery; resume with: imagescope eval --resume %s", res.Dir)
+	case res != nil && res.Report != nil && errors.Is(err, context.Canceled):
+		return fmt.Errorf("interrupted; resume with: imagescope eval --resume %s", res.Dir)
 	}
-	defer logf.Close()
-	// refuse ends a run that could not start; a fresh one leaves no run
-	// folder behind.
-	refuse := func(err error) error {
-		if fresh {
-			logf.Close()
-			_ = os.RemoveAll(dir)
-		}
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(e.stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a.Log = log
-	log.Info("eval", "dir", dir, "dataset", ds.Name, "split", ds.Split, "queries", len(ds.Queries), "gallery", len(ds.Gallery), "clip", model.ID())
-	g, err := a.OpenGallery(ctx, src, ds.Domain)
-	if err != nil {
-		if *wvCollection != "" {
-			return refuse(err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted while indexing the gallery; resume with: imagescope eval --resume %s", dir)
-		}
-		return err
-	}
-	defer g.Close()
-	if !g.Index.HasCaption {
-		log.Warn("the gallery has no captions: the caption term is dropped (tau treated as 0)")
-	}
-	eng, err := a.Engine(g, opt, log)
-	if err != nil {
-		return err
-	}
-	extra := map[string]any{
-		"clip_model": model.ID(), "image_db": g.Where, "weaviate_collection": *wvCollection, "caption_set": g.Info.CaptionKey, "gallery_images": g.Info.Images,
-		"roles_config": app.RoleModels(cfg), "config_file": cfg.Path, "clip_threads": cfg.CLIP.Threads,
-		"answer_cache": map[string]any{"path": cfg.Cache.Path, "disabled": cfg.Cache.Disabled},
-	}
-	r, err := evalrun.New(evalrun.Config{
-		Engine: eng, Dataset: ds, Dir: dir, Settings: settings, Log: log, Extra: extra,
-		Score:      scoreWithMetrics(metrics.Options{ReferenceCode: settings.KeepReference && ds.Name == dataset.CIRR}),
-		Submit:     submitters(),
-		ModelStats: a.Roles.Counters,
-		Progress: func(stage, done, total int) {
-			if done == total || done%max(1, total/20) == 0 {
-				log.Info("progress", "stage", stage, "done", done, "total", total)
-			}
-		},
-	})
-	if err != nil {
-		return refuse(err)
-	}
-	runErr := r.Run(ctx)
-	if b, err := json.MarshalIndent(a.Roles.Stats(), "", "  "); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "llm_stats.json"), append(b, '\n'), 0o644)
-	}
-	fmt.Fprint(e.stdout, evalrun.FormatReport(r.Report()))
-	if t, err := os.ReadFile(filepath.Join(dir, "metrics.txt")); err == nil {
-		fmt.Fprintf(e.stdout, "\n%s", t)
-	}
-	fmt.Fprintf(e.stdout, "run folder: %s\n", dir)
-	if runErr != nil {
-		if errors.Is(runErr, context.Canceled) {
-			return fmt.Errorf("interrupted; resume with: imagescope eval --resume %s", dir)
-		}
-		return runErr
-	}
-	return nil
+	return appUsage(err)
 }
 
-// scoreWithMetrics scores rankings with the metrics package (the numbers
-// 'imagescope score' prints). A run that keeps the reference image in its
-// rankings (--keep-reference) also gets the reference code's recall
-// (refcode_recall@K) beside the official one.
-func scoreWithMetrics(opt metrics.Options) func(*dataset.Dataset, map[string][]string, map[string][][]string) (json.RawMessage, string, error) {
-	return func(ds *dataset.Dataset, lists map[string][]string, rounds map[string][][]string) (json.RawMessage, string, error) {
-		rep, err := metrics.Score(ds, metrics.Rankings{Lists: lists, Rounds: rounds}, opt)
-		if err != nil {
-			return nil, "", err
-		}
-		b, err := rep.MarshalJSON()
-		if err != nil {
-			return nil, "", err
-		}
-		var t bytes.Buffer
-		if err := rep.WriteTable(&t); err != nil {
-			return nil, "", err
-		}
-		return b, t.String(), nil
+// appUsage makes the app's usage errors the command's (exit code 2).
+func appUsage(err error) error {
+	var ue *app.UsageError
+	if errors.As(err, &ue) {
+		return usagef("%s", ue.Msg)
 	}
-}
-
-// submitters wires the metrics package's submission writers.
-func submitters() evalrun.Submitter {
-	return evalrun.Submitter{CIRR: metrics.WriteCIRRSubmission, CIRCO: metrics.WriteCIRCOSubmission}
+	return err
 }
