@@ -4,15 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 
 	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/gallery"
-	"github.com/imagescope/imagescope/internal/progress"
-	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/server"
-	"github.com/imagescope/imagescope/thumbs"
 )
 
 // runServe implements 'imagescope serve'.
@@ -97,95 +93,33 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if ck == "none" {
 		ck = gallery.NoCaptions
 	}
-	src, err := app.Resolve(ctx, cfg.Home, app.GallerySpec{Folder: *galleryDir, DB: *dbPath, Weaviate: *wvCollection, CaptionKey: ck,
-		// Single searches at the default caption weight scan an 8-bit copy
-		// of the fused gallery vectors first; results are exactly those of
-		// the full scan (vindex.Index.Compact).
-		Fuse: *fuse, Compact: true, Cache: *cache || *onDisk, VectorsOnDisk: *onDisk, Tau: pipeline.DefaultOptions().Tau})
-	if err != nil {
-		return err
-	}
-	e.log.Info("loading CLIP", "model", cfg.CLIP.Model)
-	a, err := app.Open(ctx, cfg, app.Options{PromptDir: *promptDir, Log: e.log, Getenv: e.getenv, Bars: e.stderr, Interactive: true})
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	if src.Items != nil {
-		fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", len(src.Items), *galleryDir, src.Path)
-	}
-	g, err := a.OpenGallery(ctx, src, *domain)
-	if err != nil {
-		return err
-	}
-	defer g.Close()
-	ix, info := g.Index, g.Info
-	if len(ix.Names) == 0 {
-		return fmt.Errorf("image DB %s has no embedded images; run 'imagescope index' first", g.Where)
-	}
-	e.log.Info("gallery loaded", "db", g.Where, "images", info.Images, "skipped", info.Skipped, "clip", info.ClipModel, "captions", info.CaptionKey != "", "from_cache", info.FromCache)
-	if info.CacheNote != "" && (*cache || *onDisk) {
-		e.log.Info("search cache", "note", info.CacheNote)
-	}
-	thumbBase := g.Where
-	if *wvCollection != "" { // no DB file to keep them beside
-		thumbBase = filepath.Join(cfg.Home, "thumbs", "weaviate_"+*wvCollection)
-	}
-	thumbStore, err := prepareThumbs(ctx, e, thumbBase, g.Images, *maxPixels, *galleryDir != "")
-	if err != nil {
-		return err
-	}
-	opts := pipeline.DefaultOptions()
-	opts.Depth = max(opts.Depth, server.DefaultMaxLimit) // the most results one request may ask for
-	app.AskOptions(cfg, &opts)
-	engine, err := a.Engine(g, opts, nil)
-	if err != nil {
-		return err
-	}
-	searcher := server.NewEngineSearcher(engine, *domain)
-	searcher.MaxStage = *maxStage
-	stages := server.EngineStages(engine)
-	stageNumber := map[string]int{server.StageReason: 1, server.StageRetrieve: 1, server.StageVerify: 2, server.StageEvaluate: 3}
-	for i, st := range stages {
-		if stageNumber[st.Name] > *maxStage && st.Configured {
-			stages[i].Configured = false
-			stages[i].Reason = fmt.Sprintf("not requested (serve --max-stage %d)", *maxStage)
-		}
-	}
 	var origins []string
 	for _, o := range strings.Split(*cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			origins = append(origins, o)
 		}
 	}
-	srv, err := server.New(server.Config{
-		Searcher:       searcher,
-		Images:         g.Images,
-		ImageRoot:      *imageRoot,
-		Token:          *token,
-		CORSOrigins:    origins,
-		MaxUploadBytes: int64(*maxUploadMB) << 20,
-		MaxPixels:      *maxPixels,
-		SearchTimeout:  *timeout,
-		MaxSearches:    *maxSearches,
-		Stages:         stages,
-		Ask:            server.EngineAskInfo(engine),
-		Thumbs:         thumbStore,
-		ModelStats:     func() []server.RoleStats { return serveModelStats(a.Roles) },
-		RoleEndpoints:  func() map[string][]server.EndpointState { return serveRoleEndpoints(a.Roles) },
-		Description:    src.Title,
-		Logger:         e.log,
-	})
+	s, err := app.OpenServe(ctx, cfg, app.ServeSpec{
+		Gallery: app.GallerySpec{Folder: *galleryDir, DB: *dbPath, Weaviate: *wvCollection, CaptionKey: ck, Fuse: *fuse,
+			Cache: *cache || *onDisk, VectorsOnDisk: *onDisk},
+		PromptDir: *promptDir, Domain: *domain, MaxStage: *maxStage,
+		HTTP: server.Config{ImageRoot: *imageRoot, Token: *token, CORSOrigins: origins, MaxUploadBytes: int64(*maxUploadMB) << 20,
+			MaxPixels: *maxPixels, SearchTimeout: *timeout, MaxSearches: *maxSearches, Logger: e.log},
+		OnIndex: func(n int, db string) {
+			fmt.Fprintf(e.stderr, "imagescope serve: indexing %d images of %s into %s\n", n, *galleryDir, db)
+		},
+	}, app.Options{Log: e.log, Getenv: e.getenv, Bars: e.stderr})
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
 	url := "http://" + ln.Addr().String() + "/"
-	fmt.Fprintf(e.stderr, "imagescope serve: %d images on %s\n", len(ix.Names), url)
-	for _, st := range stages {
+	fmt.Fprintf(e.stderr, "imagescope serve: %d images on %s\n", len(s.Gallery.Index.Names), url)
+	for _, st := range s.Stages {
 		if !st.Configured {
 			fmt.Fprintf(e.stderr, "  stage %s skipped: %s\n", st.Name, st.Reason)
 		}
@@ -193,51 +127,5 @@ token (--token or IMAGESCOPE_TOKEN), which every API call must then send as
 	if *token != "" {
 		fmt.Fprintln(e.stderr, "  API calls need the bearer token")
 	}
-	return srv.Serve(ctx, ln)
-}
-
-// serveModelStats reports the model clients' counters per role.
-func serveModelStats(roles *app.Roles) []server.RoleStats {
-	var out []server.RoleStats
-	for role, st := range roles.Stats() {
-		out = append(out, server.RoleStats{Role: role, Calls: st.Calls, CacheHits: st.CacheHits,
-			CacheMisses: st.CacheMisses, Failures: st.Failures, Retries: st.Retries})
-	}
-	return out
-}
-
-// prepareThumbs opens the DB's thumbnail store and makes the thumbnails
-// that are missing: before serving when the gallery was just indexed
-// (wait), else in the background while the server already answers.
-func prepareThumbs(ctx context.Context, e *env, dbPath string, images map[string]string, maxPixels int64, wait bool) (*thumbs.Store, error) {
-	st, err := thumbs.Open(thumbs.DirFor(dbPath), maxPixels)
-	if err != nil {
-		return nil, err
-	}
-	run := func() {
-		bar := progress.New(e.stderr, "thumbnails", int64(len(images)), progress.Options{Unit: "images", Logger: e.log})
-		sum, err := st.PrepareAll(ctx, images, 0, func() { bar.Add(1) })
-		bar.Finish()
-		e.log.Info("thumbnails ready", "dir", st.Dir(), "made", sum.Made, "up_to_date", sum.UpToDate, "failed", sum.Failed, "err", err)
-		for _, ferr := range sum.Errors {
-			e.log.Warn("thumbnail failed", "err", ferr)
-		}
-	}
-	if wait {
-		run()
-	} else {
-		go run()
-	}
-	return st, nil
-}
-
-// serveRoleEndpoints reports the circuit breaker of every endpoint per role.
-func serveRoleEndpoints(roles *app.Roles) map[string][]server.EndpointState {
-	out := map[string][]server.EndpointState{}
-	for role, st := range roles.Stats() {
-		for _, e := range st.Endpoints {
-			out[role] = append(out[role], server.EndpointState{URL: e.URL, Status: e.Breaker})
-		}
-	}
-	return out
+	return s.Server.Serve(ctx, ln)
 }
