@@ -42,77 +42,92 @@ func printSearch(e *env, res *pipeline.Result, images adapt.FileImages, hasRef b
 		}
 		switch {
 		case st.Stage1 != nil:
-			s := st.Stage1
-			what := "reason + retrieve"
-			if s.ByImage {
-				what = "retrieve by image"
-			}
-			fmt.Fprintf(w, "\n== stage 1%s: %s (%s)\n", round, what, st.Elapsed.Round(1e6))
-			switch {
-			case st.Round > 0 && s.ReferenceCaption != "":
-				fmt.Fprintf(w, "running description: %s\n", s.ReferenceCaption)
-			case hasRef && s.ReferenceCaption != "":
-				fmt.Fprintf(w, "reference caption: %s\n", s.ReferenceCaption)
-			}
-			for _, a := range s.Atomic {
-				fmt.Fprintf(w, "  atomic %s: %s\n", a.Type, a.Content)
-			}
-			label := "description"
-			if s.ByImage {
-				label = "query"
-			}
-			for i, d := range s.Embedded {
-				fmt.Fprintf(w, "  %s %d: %s\n", label, i+1, d)
-			}
-			if len(s.Fallbacks) > 0 {
-				fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
-			}
-			fmt.Fprintf(w, "  tau %.2f, top: %s\n", s.Tau, strings.Join(head(s.Names(), 5), ", "))
+			printStage1(w, st, round, hasRef)
 		case st.Stage2 != nil:
-			s := st.Stage2
-			if s.Skipped != "" {
-				fmt.Fprintf(w, "\n== stage 2%s: verify skipped: %s\n", round, s.Skipped)
-				continue
-			}
-			fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
-			for i, p := range s.Propositions {
-				fmt.Fprintf(w, "  Q%d %s (expected %v)\n", i+1, p.Question, p.Expected)
-			}
-			for _, c := range s.Scores {
-				extra := ""
-				if c.Soft != nil {
-					extra = fmt.Sprintf(" soft %.2f", *c.Soft)
-				}
-				if c.Failed {
-					extra += " (verification failed)"
-				}
-				fmt.Fprintf(w, "  %-30s agreement %d/%d%s\n", c.Name, c.Agreement, len(s.Propositions), extra)
-			}
-			if len(s.Fallbacks) > 0 {
-				fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
-			}
+			printStage2(w, st, round)
 		case st.Stage3 != nil:
-			s := st.Stage3
-			if s.Skipped != "" {
-				fmt.Fprintf(w, "\n== stage 3%s: evaluate skipped: %s\n", round, s.Skipped)
-				continue
-			}
-			fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
-			for _, ev := range s.Evaluations {
-				verdict := "No"
-				if ev.Yes {
-					verdict = "Yes"
-				}
-				if ev.Error != "" {
-					verdict = "failed (counts as No): " + ev.Error
-				}
-				fmt.Fprintf(w, "  #%d %s: %s  %s\n", ev.Rank, ev.Candidate, verdict, oneLine(pipeline.EvaluatorReasoning(ev.Reply)))
-			}
+			printStage3(w, st, round)
 		}
 	}
 	printRanking(w, res.Ranking, images)
 	if res.Ask != nil {
 		printAsk(w, res.Ask)
+	}
+}
+
+// printStage1 prints what stage 1 embedded and its top images.
+func printStage1(w io.Writer, st pipeline.StageTrace, round string, hasRef bool) {
+	s := st.Stage1
+	what := "reason + retrieve"
+	if s.ByImage {
+		what = "retrieve by image"
+	}
+	fmt.Fprintf(w, "\n== stage 1%s: %s (%s)\n", round, what, st.Elapsed.Round(1e6))
+	switch {
+	case st.Round > 0 && s.ReferenceCaption != "":
+		fmt.Fprintf(w, "running description: %s\n", s.ReferenceCaption)
+	case hasRef && s.ReferenceCaption != "":
+		fmt.Fprintf(w, "reference caption: %s\n", s.ReferenceCaption)
+	}
+	for _, a := range s.Atomic {
+		fmt.Fprintf(w, "  atomic %s: %s\n", a.Type, a.Content)
+	}
+	label := "description"
+	if s.ByImage {
+		label = "query"
+	}
+	for i, d := range s.Embedded {
+		fmt.Fprintf(w, "  %s %d: %s\n", label, i+1, d)
+	}
+	if len(s.Fallbacks) > 0 {
+		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
+	}
+	fmt.Fprintf(w, "  tau %.2f, top: %s\n", s.Tau, strings.Join(head(s.Names(), 5), ", "))
+}
+
+// printStage2 prints the propositions and each candidate's agreement.
+func printStage2(w io.Writer, st pipeline.StageTrace, round string) {
+	s := st.Stage2
+	if s.Skipped != "" {
+		fmt.Fprintf(w, "\n== stage 2%s: verify skipped: %s\n", round, s.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
+	for i, p := range s.Propositions {
+		fmt.Fprintf(w, "  Q%d %s (expected %v)\n", i+1, p.Question, p.Expected)
+	}
+	for _, c := range s.Scores {
+		extra := ""
+		if c.Soft != nil {
+			extra = fmt.Sprintf(" soft %.2f", *c.Soft)
+		}
+		if c.Failed {
+			extra += " (verification failed)"
+		}
+		fmt.Fprintf(w, "  %-30s agreement %d/%d%s\n", c.Name, c.Agreement, len(s.Propositions), extra)
+	}
+	if len(s.Fallbacks) > 0 {
+		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
+	}
+}
+
+// printStage3 prints the evaluator's verdicts.
+func printStage3(w io.Writer, st pipeline.StageTrace, round string) {
+	s := st.Stage3
+	if s.Skipped != "" {
+		fmt.Fprintf(w, "\n== stage 3%s: evaluate skipped: %s\n", round, s.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
+	for _, ev := range s.Evaluations {
+		verdict := "No"
+		if ev.Yes {
+			verdict = "Yes"
+		}
+		if ev.Error != "" {
+			verdict = "failed (counts as No): " + ev.Error
+		}
+		fmt.Fprintf(w, "  #%d %s: %s  %s\n", ev.Rank, ev.Candidate, verdict, oneLine(pipeline.EvaluatorReasoning(ev.Reply)))
 	}
 }
 
