@@ -362,33 +362,43 @@ func callCount(c pipeline.Calls) int {
 // convertResult builds the API result from the pipeline's: the final
 // ranking explained by the last round's stage traces.
 func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *Result {
-	var t1, t2, t3 *pipeline.StageTrace
+	tr := lastTraces(res)
+	out := &Result{}
+	tr.stages(out, res, reasonOff)
+	out.Notes = tr.notes(res, rounds, resumed)
+	tr.explain(out, res)
+	return out
+}
+
+// traces are a result's last stage traces (of the last round), nil where
+// a stage has none.
+type traces struct {
+	t1, t2, t3 *pipeline.StageTrace
+	s1         *pipeline.Stage1
+	s2         *pipeline.Stage2
+	s3         *pipeline.Stage3
+}
+
+func lastTraces(res *pipeline.Result) traces {
+	var tr traces
 	for i := range res.Stages {
 		st := &res.Stages[i]
 		switch st.Stage {
 		case 1:
-			t1 = st
+			tr.t1, tr.s1 = st, st.Stage1
 		case 2:
-			t2 = st
+			tr.t2, tr.s2 = st, st.Stage2
 		case 3:
-			t3 = st
+			tr.t3, tr.s3 = st, st.Stage3
 		}
 	}
-	out := &Result{}
-	var s1 *pipeline.Stage1
-	var s2 *pipeline.Stage2
-	var s3 *pipeline.Stage3
-	if t1 != nil {
-		s1 = t1.Stage1
-	}
-	if t2 != nil {
-		s2 = t2.Stage2
-	}
-	if t3 != nil {
-		s3 = t3.Stage3
-	}
+	return tr
+}
 
-	// Stages.
+// stages sets the result's stage traces, stage 1's descriptions and
+// instructions, and the degradations.
+func (tr traces) stages(out *Result, res *pipeline.Result, reasonOff bool) {
+	s1 := tr.s1
 	reason := StageTrace{Name: StageReason, Status: StatusDone}
 	switch {
 	case reasonOff:
@@ -405,8 +415,8 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 		reason.Reason = "reasoner failed; the fallback was used: " + s1.Error
 	}
 	retrieve := StageTrace{Name: StageRetrieve, Status: StatusDone}
-	if t1 != nil {
-		retrieve.DurationMS = ms(t1.Elapsed)
+	if tr.t1 != nil {
+		retrieve.DurationMS = ms(tr.t1.Elapsed)
 	}
 	if s1 != nil {
 		retrieve.Calls = callCount(s1.Calls)
@@ -418,38 +428,42 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 			out.Instructions = append(out.Instructions, [2]string{a.Type, a.Content})
 		}
 	}
-	out.Stages = []StageTrace{reason, retrieve, laterStage(StageVerify, "stage2", t2, res), laterStage(StageEvaluate, "stage3", t3, res)}
-	if s2 != nil {
-		out.Stages[2].Calls = callCount(s2.Calls)
+	out.Stages = []StageTrace{reason, retrieve, laterStage(StageVerify, "stage2", tr.t2, res), laterStage(StageEvaluate, "stage3", tr.t3, res)}
+	if tr.s2 != nil {
+		out.Stages[2].Calls = callCount(tr.s2.Calls)
 	}
-	if s3 != nil {
-		out.Stages[3].Calls = callCount(s3.Calls)
+	if tr.s3 != nil {
+		out.Stages[3].Calls = callCount(tr.s3.Calls)
 	}
-
 	for _, d := range res.Degraded {
 		name := map[int]string{1: StageReason, 2: StageVerify, 3: StageEvaluate}[d.Stage]
 		out.Degraded = append(out.Degraded, Degradation{Stage: name, Round: d.Round, Reason: d.Reason})
 	}
+}
 
-	// Notes.
+// notes explains to people what the result does not show by itself:
+// missing captions, how a chat was run, more-like-this ranking and the
+// fallbacks taken (each once).
+func (tr traces) notes(res *pipeline.Result, rounds, resumed int) []string {
+	var notes []string
 	if n := res.Skipped["captions"]; n != "" {
-		out.Notes = append(out.Notes, n)
+		notes = append(notes, n)
 	}
 	switch {
 	case rounds > 1 && resumed > 0:
-		out.Notes = append(out.Notes, fmt.Sprintf("chat: round %d of %d ran on its own, continuing from the kept state of the earlier turns; the explanation shows this round", rounds, rounds))
+		notes = append(notes, fmt.Sprintf("chat: round %d of %d ran on its own, continuing from the kept state of the earlier turns; the explanation shows this round", rounds, rounds))
 	case rounds > 1:
-		out.Notes = append(out.Notes, fmt.Sprintf("chat: the earlier turns were re-read (stage 1 only) to rebuild the running description over %s; the explanation shows the last round", plural(rounds, "round")))
+		notes = append(notes, fmt.Sprintf("chat: the earlier turns were re-read (stage 1 only) to rebuild the running description over %s; the explanation shows the last round", plural(rounds, "round")))
 	}
-	if s1 != nil && s1.ByImage {
+	if tr.s1 != nil && tr.s1.ByImage {
 		note := "more like this: ranked by CLIP image-to-image similarity"
-		if s1.Tau > 0 {
-			note += fmt.Sprintf(" fused with caption similarity (tau %.2f)", s1.Tau)
+		if tr.s1.Tau > 0 {
+			note += fmt.Sprintf(" fused with caption similarity (tau %.2f)", tr.s1.Tau)
 		}
-		out.Notes = append(out.Notes, note+"; the reference itself is left out")
+		notes = append(notes, note+"; the reference itself is left out")
 	}
 	var fallbacks []string
-	for _, c := range []*pipeline.Calls{callsOf1(s1), callsOf2(s2), callsOf3(s3)} {
+	for _, c := range []*pipeline.Calls{callsOf1(tr.s1), callsOf2(tr.s2), callsOf3(tr.s3)} {
 		if c != nil {
 			fallbacks = append(fallbacks, c.Fallbacks...)
 		}
@@ -461,22 +475,26 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 		}
 		seen[f] = true
 		if text, ok := fallbackText[f]; ok {
-			out.Notes = append(out.Notes, text+" ("+f+")")
+			notes = append(notes, text+" ("+f+")")
 		} else {
-			out.Notes = append(out.Notes, "fallback taken: "+f)
+			notes = append(notes, "fallback taken: "+f)
 		}
 	}
+	return notes
+}
 
-	// Per-candidate explanations.
+// explain sets the propositions and the hits: every ranked image with its
+// stage-1 rank, the verifier's answers and the evaluator's verdict.
+func (tr traces) explain(out *Result, res *pipeline.Result) {
 	stage1Rank := map[string]int{}
-	if s1 != nil {
-		for i, r := range s1.Ranking {
+	if tr.s1 != nil {
+		for i, r := range tr.s1.Ranking {
 			stage1Rank[r.Name] = i + 1
 		}
 	}
 	answers := map[string][]Answer{}
 	failed := map[string]bool{}
-	if s2 != nil {
+	if s2 := tr.s2; s2 != nil {
 		for _, p := range s2.Propositions {
 			out.Propositions = append(out.Propositions, Proposition{Question: p.Question, Expected: p.Expected})
 		}
@@ -497,8 +515,8 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 		}
 	}
 	verdicts := map[string]*Verdict{}
-	if s3 != nil {
-		for _, ev := range s3.Evaluations {
+	if tr.s3 != nil {
+		for _, ev := range tr.s3.Evaluations {
 			verdicts[ev.Candidate] = &Verdict{Yes: ev.Yes, Text: ev.Reply, Reasoning: pipeline.EvaluatorReasoning(ev.Reply), Error: ev.Error}
 		}
 	}
@@ -524,7 +542,6 @@ func convertResult(res *pipeline.Result, reasonOff bool, rounds, resumed int) *R
 		}
 		out.Hits = append(out.Hits, h)
 	}
-	return out
 }
 
 var stageName = map[int]string{1: StageRetrieve, 2: StageVerify, 3: StageEvaluate}

@@ -63,32 +63,43 @@ var allowedImageTypes = []string{"image/jpeg", "image/png", "image/gif", "image/
 
 // parseQuery reads and checks a search request body (JSON or multipart).
 func (s *Server) parseQuery(w http.ResponseWriter, r *http.Request) (Query, error) {
+	req, upload, err := s.readRequest(w, r)
+	if err != nil {
+		return Query{}, err
+	}
+	return s.query(req, upload)
+}
+
+// readRequest reads a search request body within the upload limit: the
+// request and the uploaded image's bytes (nil for none).
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (searchRequest, []byte, error) {
 	if r.ContentLength > s.cfg.MaxUploadBytes {
 		// Refuse a declared oversize body at once instead of reading it.
 		w.Header().Set("Connection", "close")
-		return Query{}, errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes is larger than the %d-byte limit (--max-upload-mb)", r.ContentLength, s.cfg.MaxUploadBytes)
+		return searchRequest{}, nil, errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes is larger than the %d-byte limit (--max-upload-mb)", r.ContentLength, s.cfg.MaxUploadBytes)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	ct := r.Header.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil && ct != "" {
-		return Query{}, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q", ct)
+		return searchRequest{}, nil, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q", ct)
 	}
-	var req searchRequest
-	var upload []byte
 	switch mt {
 	case "application/json", "":
+		var req searchRequest
 		if err := decodeJSON(r.Body, &req); err != nil {
-			return Query{}, err
+			return searchRequest{}, nil, err
 		}
+		return req, nil, nil
 	case "multipart/form-data":
-		req, upload, err = s.readMultipart(multipart.NewReader(r.Body, params["boundary"]))
-		if err != nil {
-			return Query{}, err
-		}
+		return s.readMultipart(multipart.NewReader(r.Body, params["boundary"]))
 	default:
-		return Query{}, errorf(http.StatusUnsupportedMediaType, "Content-Type %q: send application/json or multipart/form-data", mt)
+		return searchRequest{}, nil, errorf(http.StatusUnsupportedMediaType, "Content-Type %q: send application/json or multipart/form-data", mt)
 	}
+}
+
+// query makes the checked Query of a request, decoding its upload.
+func (s *Server) query(req searchRequest, upload []byte) (Query, error) {
 	q := Query{
 		Text:      strings.TrimSpace(req.Text),
 		Reference: req.Reference,
@@ -453,6 +464,38 @@ func (e *sseWriter) close() {
 	e.mu.Unlock()
 }
 
+// openEventStream starts an event-stream answer that may last as long as
+// a search.
+func (s *Server) openEventStream(w http.ResponseWriter) *sseWriter {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SearchTimeout + 30*time.Second))
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return &sseWriter{w: w, rc: rc}
+}
+
+// keepAlive sends a comment every period (so that proxies keep the
+// stream open) until stop is called.
+func (e *sseWriter) keepAlive(period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				e.comment("keep-alive")
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 // handleSearchStream answers a search with Server-Sent Events: "stage"
 // events as stages start and finish, "partial" events with the results as
 // each stage leaves them (the first right after retrieval), then one
@@ -464,29 +507,9 @@ func (s *Server) handleSearchStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, "%s", msg)
 		return
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SearchTimeout + 30*time.Second))
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	ev := &sseWriter{w: w, rc: rc}
+	ev := s.openEventStream(w)
 	ev.send("mode", map[string]string{"mode": q.Mode()})
-
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				ev.comment("keep-alive")
-			}
-		}
-	}()
+	stop := ev.keepAlive(15 * time.Second)
 	start := time.Now()
 	res, err := s.search(r.Context(), q, func(e StageEvent) {
 		if e.Results != nil {
@@ -497,7 +520,7 @@ func (s *Server) handleSearchStream(w http.ResponseWriter, r *http.Request) {
 		}
 		ev.send("stage", e)
 	})
-	close(done)
+	stop()
 	if err != nil {
 		code, msg := searchErrorStatus(err)
 		if r.Context().Err() == nil {
