@@ -2,12 +2,16 @@
 // index, search, eval, serve and worker share, decided once.
 //
 //   - Galleries: a plain folder or a benchmark split resolves to its image
-//     DB by one naming rule (DBPath), is indexed incrementally and loaded
-//     into a search index; a Weaviate collection opens in its place.
+//     DB by one naming rule (FolderDB, SplitDBName), is indexed
+//     incrementally and loaded into a search index; a Weaviate collection
+//     opens in its place.
 //   - Engines: the model roles (with the answer cache), the prompt library
 //     and CLIP are wired into a pipeline.Engine the same way for every
 //     command, so the same flags give the same engine.
-//   - Runs: a benchmark run gets its run folder, log and reports (Eval).
+//   - Runs: a benchmark run gets its run folder, log and reports; a
+//     resumed run keeps what its folder fixes (PlanEval, RunEval).
+//   - Commands: one search with its reference image (OpenSearch) and the
+//     server over a gallery with its thumbnails (OpenServe) are opened here.
 //
 // The commands in cmd/imagescope parse flags, call this package and print.
 package app
