@@ -15,6 +15,7 @@ import (
 	"github.com/imagescope/imagescope/llm"
 	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
+	"github.com/imagescope/imagescope/thumbs"
 )
 
 // IndexSpec is how 'imagescope index' builds an image DB.
@@ -172,4 +173,20 @@ func (r *RemoteEmbedder) EmbedImageFiles(ctx context.Context, paths []string) ([
 		vecs[i], errs[i] = r.c.EmbedImageData(ctx, llm.ImageBytes(b, ""))
 	})
 	return vecs, errs, ctx.Err()
+}
+
+// MakeThumbs makes the web UI's thumbnails of src's images beside its
+// image DB (once now rather than on first view), calling done after each
+// image. It returns the summary and the thumbnail folder.
+func MakeThumbs(ctx context.Context, src *Source, done func()) (thumbs.Summary, string, error) {
+	st, err := thumbs.Open(thumbs.DirFor(src.Path), 0)
+	if err != nil {
+		return thumbs.Summary{}, "", err
+	}
+	files := make(map[string]string, len(src.Items))
+	for _, it := range src.Items {
+		files[it.Name] = it.Path
+	}
+	sum, err := st.PrepareAll(ctx, files, 0, done)
+	return sum, st.Dir(), err
 }

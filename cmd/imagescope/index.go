@@ -10,7 +10,6 @@ import (
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/internal/progress"
-	"github.com/imagescope/imagescope/thumbs"
 )
 
 // runIndex implements 'imagescope index'.
@@ -105,13 +104,14 @@ $IMAGESCOPE_HOME/db/<dataset>_<split>.db (folders: folder_<name>_<hash>.db).`)
 	if sum != nil {
 		printIndexSummary(e, src.Path, sum)
 	}
-	if err == nil {
-		// Thumbnails for the web UI, made once now rather than on first view.
-		files := make(map[string]string, len(src.Items))
-		for _, it := range src.Items {
-			files[it.Name] = it.Path
-		}
-		err = makeThumbs(ctx, e, src.Path, files)
+	if err != nil {
+		return err
+	}
+	bar = progress.New(e.stderr, "thumbnails", int64(len(src.Items)), progress.Options{Unit: "images", Logger: e.log})
+	ts, dir, err := app.MakeThumbs(ctx, src, func() { bar.Add(1) })
+	bar.Finish()
+	if dir != "" {
+		fmt.Fprintf(e.stdout, "  thumbnails: %d made, %d up to date, %d failed (%s)\n", ts.Made, ts.UpToDate, ts.Failed, dir)
 	}
 	return err
 }
@@ -142,16 +142,4 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
-}
-
-func makeThumbs(ctx context.Context, e *env, dbPath string, files map[string]string) error {
-	st, err := thumbs.Open(thumbs.DirFor(dbPath), 0)
-	if err != nil {
-		return err
-	}
-	bar := progress.New(e.stderr, "thumbnails", int64(len(files)), progress.Options{Unit: "images", Logger: e.log})
-	sum, err := st.PrepareAll(ctx, files, 0, func() { bar.Add(1) })
-	bar.Finish()
-	fmt.Fprintf(e.stdout, "  thumbnails: %d made, %d up to date, %d failed (%s)\n", sum.Made, sum.UpToDate, sum.Failed, st.Dir())
-	return err
 }

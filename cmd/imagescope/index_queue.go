@@ -2,38 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/dataset"
-	"github.com/imagescope/imagescope/gallery"
-	"github.com/imagescope/imagescope/modelrole"
-	"github.com/imagescope/imagescope/prompt"
 	"github.com/imagescope/imagescope/queue"
-	"github.com/imagescope/imagescope/vindex/weaviate"
-)
-
-// Job parameters the publisher records for the workers.
-const (
-	paramCaptionModel  = "caption_model"
-	paramCaptionPrompt = "caption_prompt"
-	paramWeaviateURL   = "weaviate_url"
-	paramWeaviateGRPC  = "weaviate_grpc"
-	paramCollection    = "collection"
-	paramReplicas      = "replicas"
-	paramShards        = "shards"
-	storeDB            = "db:"
-	storeWeaviate      = "weaviate:"
 )
 
 // runIndexQueue implements 'imagescope index --queue URL [...]': it puts a
@@ -59,16 +35,16 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	dbPath := fs.String("db", "", "write to this image DB (shared file system)")
 	wvURL := fs.String("weaviate", "", "write to Weaviate at these node URLs (comma-separated)")
 	collection := fs.String("collection", "", "Weaviate collection (default derived from gallery and model)")
-	model := fs.String("clip", "", "CLIP model the workers must use (default: config clip.model)")
-	configPath := fs.String("config", "", "configuration file (default $IMAGESCOPE_CONFIG)")
+	cf := addConfigFlags(fs)
+	fs.Lookup("clip").Usage = "CLIP model the workers must use (default: config clip.model)"
+	fs.Lookup("threads").Usage = "ignored with --queue (workers use their config's clip.threads)"
 	promptDir := fs.String("prompts", "", "folder of prompt templates overriding the built-in ones (caption instruction)")
 	wait := fs.Bool("wait", false, "after publishing, print progress until the job is finished")
-	fs.StringVar(model, "model", "", "same as --clip")
+	fs.StringVar(&cf.clip, "model", "", "same as --clip")
 	domain := fs.String("domain", "", "caption prompt set (default: the dataset's; folders: general)")
 	noCaptions := fs.Bool("no-captions", false, "do not caption even when a captioner is configured")
 	embedder := fs.String("embedder", "clip", "workers embed with in-process CLIP (clip); remote is not supported with --queue")
 	// Flags of the local index run that the workers' own settings decide.
-	fs.Int("threads", 0, "ignored with --queue (workers use their config's clip.threads)")
 	fs.Int("caption-workers", 0, "ignored with --queue (workers use --concurrency)")
 	fs.Int("batch", 8, "ignored with --queue")
 	fs.Bool("float16", false, "ignored with --queue")
@@ -81,11 +57,11 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	if *embedder != "clip" {
 		return usagef("--embedder %s: queue workers embed with in-process CLIP only", *embedder)
 	}
-	cfg, err := config.Load(*configPath, e.getenv)
+	cfg, err := cf.load(e)
 	if err != nil {
 		return err
 	}
-	url := firstNonEmpty(*queueURL, e.getenv("IMAGESCOPE_QUEUE_URL"), cfg.Queue.URL)
+	url := app.QueueURL(*queueURL, e.getenv, cfg)
 	if url == "" {
 		return usagef("--queue URL is required (or queue.url in the config)")
 	}
@@ -94,7 +70,7 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 			return usagef("--job: %v", err)
 		}
 	}
-	q, err := openQueue(ctx, url, cfg, "imagescope-index", e)
+	q, err := app.OpenQueue(ctx, url, cfg, "imagescope-index", e.log)
 	if err != nil {
 		return err
 	}
@@ -120,71 +96,13 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	if err != nil {
 		return err
 	}
-	if len(ds.Gallery) == 0 {
-		return fmt.Errorf("gallery %s has no images", galleryLabel(ds, *galleryDir))
-	}
-	clipModel := firstNonEmpty(*model, cfg.CLIP.Model)
-	job := queue.Job{Gallery: galleryLabel(ds, *galleryDir), CLIPModel: clipModel, Params: map[string]string{}}
-
-	// Where the results go.
-	weaviateURLs := firstNonEmpty(*wvURL, e.getenv("IMAGESCOPE_WEAVIATE_URL"), cfg.Weaviate.URL)
-	switch {
-	case *dbPath != "" && *wvURL != "":
+	if *dbPath != "" && *wvURL != "" {
 		return usagef("give --db or --weaviate, not both")
-	case *dbPath != "":
-		abs, err := filepath.Abs(*dbPath)
-		if err != nil {
-			return err
-		}
-		job.Store = storeDB + abs
-	case weaviateURLs != "":
-		coll := firstNonEmpty(*collection, cfg.Weaviate.Collection)
-		if coll == "" {
-			coll = weaviate.CollectionName(job.Gallery, clipModel)
-		}
-		job.Store = storeWeaviate + coll
-		job.Params[paramWeaviateURL] = weaviateURLs
-		job.Params[paramWeaviateGRPC] = cfg.Weaviate.GRPC
-		job.Params[paramCollection] = coll
-		if cfg.Weaviate.Replicas > 0 {
-			job.Params[paramReplicas] = strconv.Itoa(cfg.Weaviate.Replicas)
-		}
-		if cfg.Weaviate.Shards > 0 {
-			job.Params[paramShards] = strconv.Itoa(cfg.Weaviate.Shards)
-		}
-	default:
-		abs, err := filepath.Abs(gallery.DefaultPath(cfg.Home, ds.Name+"_"+ds.Split))
-		if err != nil {
-			return err
-		}
-		job.Store = storeDB + abs
 	}
-
-	// Captions: the workers must all use the same captioner and prompt.
-	if rc, ok := cfg.Role(modelrole.Captioner); ok && rc.Configured() && !*noCaptions {
-		lib, err := prompt.Load(*promptDir)
-		if err != nil {
-			return err
-		}
-		instr, err := lib.CaptionInstruction(firstNonEmpty(*domain, ds.Domain))
-		if err != nil {
-			return err
-		}
-		job.CaptionKey = gallery.CaptionKey(rc.CacheModelID(), instr)
-		job.Params[paramCaptionModel] = rc.CacheModelID()
-		job.Params[paramCaptionPrompt] = instr
-	}
-	job.ID = *jobID
-	if job.ID == "" {
-		job.ID = defaultJobID(ds, job)
-	}
-	items := make([]queue.Item, len(ds.Gallery))
-	for i, im := range ds.Gallery {
-		p, err := filepath.Abs(im.Path)
-		if err != nil {
-			return err
-		}
-		items[i] = queue.Item{Name: im.Name, Path: p, Ord: i}
+	job, items, err := app.QueueJob(cfg, e.getenv, app.QueueSpec{Gallery: ds, Folder: *galleryDir, DB: *dbPath, Weaviate: *wvURL,
+		Collection: *collection, NoCaptions: *noCaptions, PromptDir: *promptDir, Domain: *domain, JobID: *jobID})
+	if err != nil {
+		return err
 	}
 	st, err := q.Publish(ctx, job, items)
 	if err != nil {
@@ -227,86 +145,14 @@ func queueRequested(args []string) bool {
 	return false
 }
 
-func galleryLabel(ds *dataset.Dataset, dir string) string {
-	if dir != "" {
-		if abs, err := filepath.Abs(dir); err == nil {
-			return "folder:" + abs
-		}
-		return "folder:" + dir
-	}
-	return ds.Name + "/" + ds.Split
-}
-
-func defaultJobID(ds *dataset.Dataset, j queue.Job) string {
-	h := sha256.Sum256([]byte(j.Gallery + "\x00" + j.Store + "\x00" + j.CLIPModel + "\x00" + j.CaptionKey))
-	base := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
-			return r
-		}
-		return '-'
-	}, strings.ToLower(ds.Name+"-"+ds.Split))
-	base = strings.Trim(base, "-")
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	return base + "-" + hex.EncodeToString(h[:4])
-}
-
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if strings.TrimSpace(v) != "" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func openQueue(ctx context.Context, url string, cfg *config.Config, name string, e *env) (*queue.Queue, error) {
-	opt := queue.Options{Prefix: cfg.Queue.Prefix, Replicas: cfg.Queue.Replicas, Name: name, Logger: e.log}
-	if cfg.Queue.Creds != "" {
-		opt.NATSOptions = append(opt.NATSOptions, nats.UserCredentials(cfg.Queue.Creds))
-	}
-	return queue.Connect(ctx, url, opt)
-}
-
 func printQueueStatus(ctx context.Context, e *env, q *queue.Queue, jobID string, asJSON bool) error {
-	var ids []string
-	if jobID != "" {
-		ids = []string{jobID}
-	} else {
-		jobs, err := q.Jobs(ctx)
-		if err != nil {
-			return err
-		}
-		for _, j := range jobs {
-			ids = append(ids, j.ID)
-		}
-		if len(ids) == 0 {
-			fmt.Fprintf(e.stdout, "no jobs on %s\n", q.URL())
-			return nil
-		}
+	out, err := app.QueueStatus(ctx, q, jobID)
+	if err != nil {
+		return err
 	}
-	type entry struct {
-		*queue.Status
-		DeadLetters []queue.DeadLetter `json:"dead_letter_list,omitempty"`
-	}
-	var out []entry
-	for _, id := range ids {
-		s, err := q.Status(ctx, id)
-		if err != nil {
-			if errors.Is(err, queue.ErrNoJob) {
-				return fmt.Errorf("no job %q on %s", id, q.URL())
-			}
-			return err
-		}
-		en := entry{Status: s}
-		if s.Dead > 0 {
-			if en.DeadLetters, err = q.DeadLetters(ctx, id, 20); err != nil {
-				return err
-			}
-		}
-		out = append(out, en)
+	if len(out) == 0 {
+		fmt.Fprintf(e.stdout, "no jobs on %s\n", q.URL())
+		return nil
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -321,7 +167,7 @@ func printQueueStatus(ctx context.Context, e *env, q *queue.Queue, jobID string,
 			fmt.Fprintf(e.stdout, "  dead letter (worker %s, %d attempts): %s\n    message: %s\n", d.Worker, d.Attempts, d.Reason, truncate(d.Data, 200))
 		}
 		if int(en.Dead) > len(en.DeadLetters) {
-			fmt.Fprintf(e.stdout, "  ... %d more dead letters (--json lists the first 20)\n", int(en.Dead)-len(en.DeadLetters))
+			fmt.Fprintf(e.stdout, "  ... %d more dead letters (--json lists the first %d)\n", int(en.Dead)-len(en.DeadLetters), app.DeadLettersShown)
 		}
 	}
 	return nil

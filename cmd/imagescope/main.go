@@ -123,7 +123,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitOK
 		}
 		var ue *usageError
-		if errors.As(err, &ue) || errors.Is(err, dataset.ErrUnknownName) || errors.Is(err, app.ErrNoWeaviate) {
+		var ae *app.ArgError
+		if errors.As(err, &ue) || errors.As(err, &ae) || errors.Is(err, dataset.ErrUnknownName) || errors.Is(err, app.ErrNoWeaviate) {
 			fmt.Fprintf(stderr, "imagescope %s: %v\nRun 'imagescope %s --help' for usage.\n", c.name, err, c.name)
 			return exitUsage
 		}

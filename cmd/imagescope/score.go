@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/metrics"
 )
 
@@ -107,13 +104,8 @@ table on stderr. Queries without a ranking count as misses, with a warning.`)
 	case opt.MaxQueries < 0:
 		return usagef("--max-queries must be >= 0")
 	}
-	var rep *metrics.Report
-	var err error
-	if strings.EqualFold(*name, "fashioniq") {
-		rep, err = scoreFashionIQ(ctx, e, *data, *split, rankings, opt)
-	} else {
-		rep, err = scoreOne(ctx, e, *name, *data, *split, rankings, opt)
-	}
+	rep, err := app.Score(ctx, app.ScoreSpec{Dataset: *name, Data: *data, Split: *split, Files: rankings, Options: opt,
+		Scored: func(rep *metrics.Report, file string) { warnUnranked(e, rep, file) }})
 	if err != nil {
 		return err
 	}
@@ -127,107 +119,9 @@ table on stderr. Queries without a ranking count as misses, with a warning.`)
 	return rep.WriteTable(e.stderr)
 }
 
-func scoreOne(ctx context.Context, e *env, name, data, split string, files []string, opt metrics.Options) (*metrics.Report, error) {
-	if _, _, err := dataset.Canonical(name, split); err != nil {
-		return nil, usagef("%v", err)
-	}
-	ds, err := dataset.Load(ctx, name, data, split)
-	if err != nil {
-		return nil, err
-	}
-	var parsed []*metrics.RankingFile
-	for _, f := range files {
-		rf, err := metrics.ReadRankingFile(f, ds)
-		if err != nil {
-			return nil, err
-		}
-		parsed = append(parsed, rf)
-	}
-	r, err := metrics.CombineRankingFiles(parsed)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := metrics.Score(ds, r, opt)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", strings.Join(files, ", "), err)
-	}
-	warnUnranked(e, rep, strings.Join(files, ", "))
-	return rep, nil
-}
-
 func warnUnranked(e *env, rep *metrics.Report, file string) {
 	if rep.Missing > 0 {
 		fmt.Fprintf(e.stderr, "imagescope score: warning: %d of %d %s %s queries have no ranking in %s; counted as misses\n",
 			rep.Missing, rep.Queries, rep.Dataset, rep.Split, file)
 	}
-}
-
-// scoreFashionIQ scores the three FashionIQ categories from one file
-// {"dress": {...}, "shirt": {...}, "toptee": {...}} and averages them.
-func scoreFashionIQ(ctx context.Context, e *env, data, split string, files []string, opt metrics.Options) (*metrics.Report, error) {
-	cats := []string{"dress", "shirt", "toptee"}
-	byCat := map[string][]byte{}
-	pathOf := map[string]string{}
-	if len(files) == 3 && strings.Contains(files[0], "=") {
-		// One file per category: --ranking dress=FILE ...
-		for _, f := range files {
-			c, p, ok := strings.Cut(f, "=")
-			if !ok || !slices.Contains(cats, c) {
-				return nil, usagef("--dataset FashionIQ: --ranking %q: want CATEGORY=FILE with CATEGORY dress, shirt or toptee", f)
-			}
-			if _, dup := pathOf[c]; dup {
-				return nil, usagef("--dataset FashionIQ: %s given twice", c)
-			}
-			pathOf[c] = p
-		}
-		for _, c := range cats {
-			raw, err := os.ReadFile(pathOf[c])
-			if err != nil {
-				return nil, fmt.Errorf("read ranking file: %w", err)
-			}
-			byCat[c] = raw
-		}
-	} else {
-		if len(files) != 1 {
-			return nil, usagef("--dataset FashionIQ takes one --ranking file mapping dress, shirt and toptee to rankings, or three: --ranking dress=FILE --ranking shirt=FILE --ranking toptee=FILE")
-		}
-		path := files[0]
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read ranking file: %w", err)
-		}
-		keys, vals, lines, err := dataset.SplitJSONObject(path, raw)
-		if err != nil {
-			return nil, err
-		}
-		for i, k := range keys {
-			if !slices.Contains(cats, k) {
-				return nil, &dataset.FormatError{File: path, Line: lines[i], Record: fmt.Sprintf("key %q", k), Msg: "want one of dress, shirt, toptee"}
-			}
-			byCat[k], pathOf[k] = vals[i], path+"#"+k
-		}
-		for _, c := range cats {
-			if _, ok := byCat[c]; !ok {
-				return nil, &dataset.FormatError{File: path, Field: c, Msg: "missing category"}
-			}
-		}
-	}
-	var reps []*metrics.Report
-	for _, c := range cats {
-		ds, err := dataset.Load(ctx, "FashionIQ-"+c, data, split)
-		if err != nil {
-			return nil, err
-		}
-		rf, err := metrics.ParseRankingFile(pathOf[c], byCat[c], ds)
-		if err != nil {
-			return nil, err
-		}
-		rep, err := metrics.Score(ds, rf.Rankings, opt)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", pathOf[c], c, err)
-		}
-		warnUnranked(e, rep, filepath.Base(pathOf[c]))
-		reps = append(reps, rep)
-	}
-	return metrics.Average("FashionIQ", reps[0].Split, reps)
 }

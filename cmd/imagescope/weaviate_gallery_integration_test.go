@@ -67,7 +67,7 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			coll := fmt.Sprintf("Itest_%s_%d", strings.NewReplacer("-", "", "_", "").Replace(name), time.Now().UnixNano())
 			defer func() {
-				if st, err := weaviate.Open(context.Background(), weaviate.Config{URLs: splitComma(wvURL), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false); err == nil {
+				if st, err := weaviate.Open(context.Background(), weaviate.Config{URLs: strings.Split(wvURL, ","), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false); err == nil {
 					_ = st.Drop(context.Background())
 				}
 			}()
@@ -119,7 +119,7 @@ func TestIntegrationEvalServeWeaviate(t *testing.T) {
 	// serve --weaviate answers like serve --db over the same gallery.
 	coll := fmt.Sprintf("ItestServe_%d", time.Now().UnixNano())
 	defer func() {
-		if st, err := weaviate.Open(context.Background(), weaviate.Config{URLs: splitComma(wvURL), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false); err == nil {
+		if st, err := weaviate.Open(context.Background(), weaviate.Config{URLs: strings.Split(wvURL, ","), Collection: coll}, weaviate.Meta{CLIPModel: m.ID(), Dim: m.Dim()}, false); err == nil {
 			_ = st.Drop(context.Background())
 		}
 	}()

@@ -1,0 +1,238 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/dataset"
+	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/modelrole"
+	"github.com/imagescope/imagescope/prompt"
+	"github.com/imagescope/imagescope/queue"
+	"github.com/imagescope/imagescope/vindex/weaviate"
+)
+
+// Job parameters the publisher records for the workers, and the prefixes
+// of a job's store.
+const (
+	paramCaptionModel  = "caption_model"
+	paramCaptionPrompt = "caption_prompt"
+	paramWeaviateURL   = "weaviate_url"
+	paramWeaviateGRPC  = "weaviate_grpc"
+	paramCollection    = "collection"
+	paramReplicas      = "replicas"
+	paramShards        = "shards"
+	storeDB            = "db:"
+	storeWeaviate      = "weaviate:"
+)
+
+// QueueURL is the work queue's NATS URL: the flag's value, else
+// $IMAGESCOPE_QUEUE_URL, else the configuration's queue.url ("" for none).
+func QueueURL(flag string, getenv func(string) string, cfg *config.Config) string {
+	return firstNonEmpty(flag, getenv("IMAGESCOPE_QUEUE_URL"), cfg.Queue.URL)
+}
+
+// OpenQueue connects to the work queue at url with the configuration's
+// queue settings (subject prefix, replicas, credentials); name identifies
+// the connection on the server.
+func OpenQueue(ctx context.Context, url string, cfg *config.Config, name string, log *slog.Logger) (*queue.Queue, error) {
+	opt := queue.Options{Prefix: cfg.Queue.Prefix, Replicas: cfg.Queue.Replicas, Name: name, Logger: log}
+	if cfg.Queue.Creds != "" {
+		opt.NATSOptions = append(opt.NATSOptions, nats.UserCredentials(cfg.Queue.Creds))
+	}
+	return queue.Connect(ctx, url, opt)
+}
+
+// QueueSpec is what 'imagescope index --queue' publishes: a gallery and
+// the store its workers write to.
+type QueueSpec struct {
+	// Gallery is the folder's or the split's listing.
+	Gallery *dataset.Dataset
+	// Folder is the folder as given ("" for a split); it names the job's
+	// gallery.
+	Folder string
+	// DB is the image DB to write to ("" for the default or Weaviate).
+	DB string
+	// Weaviate are Weaviate node URLs (comma-separated; "" falls back to
+	// $IMAGESCOPE_WEAVIATE_URL and weaviate.url, and without any the
+	// split's default image DB is the store).
+	Weaviate string
+	// Collection is the Weaviate collection ("" for weaviate.collection,
+	// else one derived from gallery and model).
+	Collection string
+	// NoCaptions leaves captions out even with a captioner configured.
+	NoCaptions bool
+	// PromptDir and Domain choose the caption instruction ("" domain: the
+	// split's).
+	PromptDir, Domain string
+	// JobID names the job ("" derives one from gallery, store and model).
+	JobID string
+}
+
+// QueueJob builds the job that spec describes and its work items: the
+// store, the CLIP model the workers must use (cfg.CLIP.Model) and, with a
+// captioner configured, the captioner and instruction every worker must
+// caption with.
+func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (queue.Job, []queue.Item, error) {
+	ds := spec.Gallery
+	label := galleryLabel(ds, spec.Folder)
+	if len(ds.Gallery) == 0 {
+		return queue.Job{}, nil, fmt.Errorf("gallery %s has no images", label)
+	}
+	clipModel := cfg.CLIP.Model
+	job := queue.Job{Gallery: label, CLIPModel: clipModel, Params: map[string]string{}}
+
+	// Where the results go.
+	weaviateURLs := firstNonEmpty(spec.Weaviate, getenv("IMAGESCOPE_WEAVIATE_URL"), cfg.Weaviate.URL)
+	switch {
+	case spec.DB != "":
+		abs, err := filepath.Abs(spec.DB)
+		if err != nil {
+			return queue.Job{}, nil, err
+		}
+		job.Store = storeDB + abs
+	case weaviateURLs != "":
+		coll := firstNonEmpty(spec.Collection, cfg.Weaviate.Collection)
+		if coll == "" {
+			coll = weaviate.CollectionName(job.Gallery, clipModel)
+		}
+		job.Store = storeWeaviate + coll
+		job.Params[paramWeaviateURL] = weaviateURLs
+		job.Params[paramWeaviateGRPC] = cfg.Weaviate.GRPC
+		job.Params[paramCollection] = coll
+		if cfg.Weaviate.Replicas > 0 {
+			job.Params[paramReplicas] = strconv.Itoa(cfg.Weaviate.Replicas)
+		}
+		if cfg.Weaviate.Shards > 0 {
+			job.Params[paramShards] = strconv.Itoa(cfg.Weaviate.Shards)
+		}
+	default:
+		abs, err := filepath.Abs(gallery.DefaultPath(cfg.Home, SplitDBName(ds)))
+		if err != nil {
+			return queue.Job{}, nil, err
+		}
+		job.Store = storeDB + abs
+	}
+
+	// Captions: the workers must all use the same captioner and prompt.
+	if rc, ok := cfg.Role(modelrole.Captioner); ok && rc.Configured() && !spec.NoCaptions {
+		lib, err := prompt.Load(spec.PromptDir)
+		if err != nil {
+			return queue.Job{}, nil, err
+		}
+		instr, err := lib.CaptionInstruction(firstNonEmpty(spec.Domain, ds.Domain))
+		if err != nil {
+			return queue.Job{}, nil, err
+		}
+		job.CaptionKey = gallery.CaptionKey(rc.CacheModelID(), instr)
+		job.Params[paramCaptionModel] = rc.CacheModelID()
+		job.Params[paramCaptionPrompt] = instr
+	}
+	job.ID = spec.JobID
+	if job.ID == "" {
+		job.ID = defaultJobID(ds, job)
+	}
+	items := make([]queue.Item, len(ds.Gallery))
+	for i, im := range ds.Gallery {
+		p, err := filepath.Abs(im.Path)
+		if err != nil {
+			return queue.Job{}, nil, err
+		}
+		items[i] = queue.Item{Name: im.Name, Path: p, Ord: i}
+	}
+	return job, items, nil
+}
+
+// galleryLabel names a job's gallery: folder:<absolute path>, or the
+// split as <dataset>/<split>.
+func galleryLabel(ds *dataset.Dataset, dir string) string {
+	if dir != "" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			return "folder:" + abs
+		}
+		return "folder:" + dir
+	}
+	return ds.Name + "/" + ds.Split
+}
+
+// defaultJobID is <dataset>-<split>-<hash of gallery, store, model and
+// caption set>, so publishing the same work again names the same job.
+func defaultJobID(ds *dataset.Dataset, j queue.Job) string {
+	h := sha256.Sum256([]byte(j.Gallery + "\x00" + j.Store + "\x00" + j.CLIPModel + "\x00" + j.CaptionKey))
+	base := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			return r
+		}
+		return '-'
+	}, strings.ToLower(ds.Name+"-"+ds.Split))
+	base = strings.Trim(base, "-")
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return base + "-" + hex.EncodeToString(h[:4])
+}
+
+// JobStatus is a job's progress over all workers with its first dead
+// letters.
+type JobStatus struct {
+	*queue.Status
+	DeadLetters []queue.DeadLetter `json:"dead_letter_list,omitempty"`
+}
+
+// DeadLettersShown is how many dead letters QueueStatus reads per job.
+const DeadLettersShown = 20
+
+// QueueStatus returns the status of job jobID, or of every job on the
+// queue when jobID is "" (none: an empty list).
+func QueueStatus(ctx context.Context, q *queue.Queue, jobID string) ([]JobStatus, error) {
+	var ids []string
+	if jobID != "" {
+		ids = []string{jobID}
+	} else {
+		jobs, err := q.Jobs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range jobs {
+			ids = append(ids, j.ID)
+		}
+	}
+	var out []JobStatus
+	for _, id := range ids {
+		s, err := q.Status(ctx, id)
+		if err != nil {
+			if errors.Is(err, queue.ErrNoJob) {
+				return nil, fmt.Errorf("no job %q on %s", id, q.URL())
+			}
+			return nil, err
+		}
+		en := JobStatus{Status: s}
+		if s.Dead > 0 {
+			if en.DeadLetters, err = q.DeadLetters(ctx, id, DeadLettersShown); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, en)
+	}
+	return out, nil
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
