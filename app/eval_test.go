@@ -1,11 +1,17 @@
 package app
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imagescope/imagescope/config"
+	"github.com/imagescope/imagescope/internal/testutil"
 	"github.com/imagescope/imagescope/pipeline"
 	evalrun "github.com/imagescope/imagescope/run"
 )
@@ -82,5 +88,51 @@ func TestPlanEvalResume(t *testing.T) {
 	}
 	if _, err := PlanEval(EvalSpec{Resume: filepath.Join(dir, "missing")}); err == nil || !strings.Contains(err.Error(), "resume") {
 		t.Errorf("missing run folder: %v", err)
+	}
+}
+
+// A new run gets its folder with the run's record and model counters; a
+// fresh run that cannot start leaves no folder behind.
+func TestRunEvalFolder(t *testing.T) {
+	ctx := context.Background()
+	newCfg := func() *config.Config {
+		cfg := config.Default(func(string) string { return "" })
+		cfg.Home, cfg.Cache.Disabled = t.TempDir(), true
+		cfg.CLIP.Model = testutil.CLIP(t, "tiny-clip-quickgelu")
+		return cfg
+	}
+	spec := EvalSpec{Settings: evalrun.Settings{Dataset: "CIRR", Split: "val", Data: testutil.Datasets(t), Stages: 1, Active: 4, Limit: 2},
+		Tau: 0.15, TopK: 5, Alpha: 1, YesRule: "word", RunName: "t", RunsRoot: t.TempDir()}
+	p, err := PlanEval(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	res, err := RunEval(ctx, newCfg(), p, EvalIO{Stderr: &log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if res.Report == nil || res.Metrics == nil || filepath.Dir(filepath.Dir(res.Dir)) != spec.RunsRoot ||
+		!strings.HasPrefix(filepath.Base(res.Dir), "tiny-clip-quickgelu-t_") {
+		t.Errorf("result %+v", res)
+	}
+	for _, f := range []string{"config.json", "run.log", "llm_stats.json", "metrics.txt"} {
+		if _, err := os.Stat(filepath.Join(res.Dir, f)); err != nil {
+			t.Errorf("run folder: %v", err)
+		}
+	}
+	_, saved, err := evalrun.ReadSettings(res.Dir)
+	if err != nil || saved["clip_model"] == nil || saved["image_db"] == nil {
+		t.Errorf("config.json %v (%v)", saved, err)
+	}
+
+	spec.RunsRoot, spec.Weaviate = t.TempDir(), "Gallery"
+	p, _ = PlanEval(spec)
+	if res, err := RunEval(ctx, newCfg(), p, EvalIO{Stderr: io.Discard}); err == nil || (res != nil && res.Report != nil) {
+		t.Fatalf("a run on an unreachable Weaviate started: %v", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(spec.RunsRoot, "*", "*"))
+	if len(left) != 0 {
+		t.Errorf("a run that could not start left %v", left)
 	}
 }
