@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 
 	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/prompt"
@@ -270,58 +269,18 @@ func (e *Engine) AskNext(ctx context.Context, dialogue []string, ranking []strin
 // yes answers per question.
 func (e *Engine) probe(ctx context.Context, a *Ask, probe []string) error {
 	nq := len(a.Questions)
-	prompts := make([]string, nq)
+	questions := make([]string, nq)
 	for j, q := range a.Questions {
-		t, err := e.cfg.Prompts.Render("chat", prompt.Verify, prompt.Fields{Question: q.English})
-		if err != nil {
-			return err
-		}
-		prompts[j] = t
+		questions[j] = q.English
 	}
-	type answer struct{ answered, yes bool }
-	ans := make([]answer, len(probe)*nq)
-	calls := make([]Calls, len(probe)*nq)
-	var fatal error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for ci, cand := range probe {
-		img, err := e.candidateImage(ctx, cand)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			a.fallback(FallbackImageMissing + ":" + cand)
-			continue
-		}
-		img.Memo = &Memo{}
-		for j := range nq {
-			wg.Add(1)
-			go func(ci, j int, img ImageData) {
-				defer wg.Done()
-				i := ci*nq + j
-				resp, err := e.call(ctx, modelrole.Verifier, ChatRequest{
-					Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: prompts[j]}}}},
-					MaxTokens: e.opt.VerifierMaxTokens,
-				}, &calls[i])
-				if err != nil {
-					if errors.Is(err, ErrRoleDown) || ctx.Err() != nil {
-						mu.Lock()
-						if fatal == nil {
-							fatal = err
-						}
-						mu.Unlock()
-					}
-					return
-				}
-				ans[i] = answer{answered: true, yes: SaysYes(resp.Text, e.opt.YesRule)}
-			}(ci, j, img)
-		}
+	prompts, err := e.verifyPrompts("chat", questions)
+	if err != nil {
+		return err
 	}
-	wg.Wait()
-	if fatal != nil {
-		return fatal
-	}
-	if err := ctx.Err(); err != nil {
+	replies, calls, err := e.askPairs(ctx, probe, prompts, false, func(ci int, _ error) {
+		a.fallback(FallbackImageMissing + ":" + probe[ci])
+	})
+	if err != nil {
 		return err
 	}
 	for i := range calls {
@@ -329,13 +288,13 @@ func (e *Engine) probe(ctx context.Context, a *Ask, probe []string) error {
 	}
 	for ci, cand := range probe {
 		for j := range nq {
-			r := ans[ci*nq+j]
+			r := replies[ci*nq+j]
 			q := &a.Questions[j]
-			if !r.answered {
-				continue
+			if r.resp == nil || r.err != nil {
+				continue // not asked (no image) or the call failed
 			}
 			q.Answered++
-			if r.yes {
+			if SaysYes(r.resp.Text, e.opt.YesRule) {
 				q.Yes++
 				q.YesNames = append(q.YesNames, cand)
 			}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/imagescope/imagescope/modelrole"
 )
@@ -224,4 +226,47 @@ func ExampleTurn() {
 	// Output:
 	// Is the dog black? yes
 	// Ist der Hund schwarz? nein
+}
+
+// TestAskProbeVerifierDownCancelsOutstandingCalls: the probe shares stage
+// 2's fan-out, so a verifier that fails for good ends it at once too.
+func TestAskProbeVerifierDownCancelsOutstandingCalls(t *testing.T) {
+	var mu sync.Mutex
+	first, cancelled := true, 0
+	verifier := &scriptedCtx{reply: func(ctx context.Context, _ ChatRequest) (string, error) {
+		mu.Lock()
+		down := first
+		first = false
+		mu.Unlock()
+		if down {
+			time.Sleep(20 * time.Millisecond) // let the others start
+			return "", fmt.Errorf("verifier at http://h/v1: %w", ErrRoleDown)
+		}
+		select {
+		case <-ctx.Done():
+			mu.Lock()
+			cancelled++
+			mu.Unlock()
+			return "", ctx.Err()
+		case <-time.After(20 * time.Second):
+			return "yes", nil
+		}
+	}}
+	two := "```json\n" + `{"questions": ["Is it red?", "Is it big?"]}` + "\n```"
+	questioner := &scripted{reply: func(ChatRequest) (string, error) { return two, nil }}
+	e := newTestEngine(t, askGallery(), &tableEmbedder{}, Roles{Reasoner: questioner, Verifier: verifier},
+		Options{AskProbe: 4, InFlight: map[modelrole.Name]int{modelrole.Verifier: 16}})
+	start := time.Now()
+	_, err := e.AskNext(context.Background(), []string{"something"}, []string{"a", "b", "c", "d"})
+	if !errors.Is(err, ErrRoleDown) {
+		t.Fatalf("err = %v, want the role-down error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the probe returned after %v: outstanding calls were not cancelled", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if cancelled == 0 {
+		t.Error("no outstanding probe call saw its context cancelled")
+	}
 }

@@ -152,11 +152,24 @@ func (e *Engine) skipDegraded2(q Query, s *Stage2, names []string, err error) *S
 // (bounded by the role's in-flight limit) and fills s.Verifications and
 // s.Scores. A candidate with any failed verification scores 0.
 func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string) error {
-	prompts, err := e.verifyPrompts(q.Domain, s.Propositions)
+	questions := make([]string, len(s.Propositions))
+	for j, p := range s.Propositions {
+		questions[j] = p.Question
+	}
+	prompts, err := e.verifyPrompts(q.Domain, questions)
 	if err != nil {
 		return err
 	}
-	ver, calls, imgFailed, err := e.askVerifier(ctx, q, s.Propositions, cands, prompts)
+	nq := len(questions)
+	ver := make([]Verification, len(cands)*nq)
+	imgFailed := make([]bool, len(cands))
+	replies, calls, err := e.askPairs(ctx, cands, prompts, e.opt.Soft, func(ci int, err error) {
+		imgFailed[ci] = true
+		for j := range nq {
+			ver[ci*nq+j] = Verification{Candidate: cands[ci], Question: j, Error: "load image: " + err.Error()}
+		}
+		e.log.Warn("candidate image unavailable; it scores 0", "query", q.ID, "candidate", cands[ci], "err", err)
+	})
 	if err != nil {
 		return err
 	}
@@ -166,16 +179,34 @@ func (e *Engine) verify(ctx context.Context, q Query, s *Stage2, cands []string)
 	if err := e.roleDownAfter(modelrole.Verifier, &s.Calls); err != nil {
 		return err
 	}
+	for ci, cand := range cands {
+		if imgFailed[ci] {
+			continue
+		}
+		for j, p := range s.Propositions {
+			i := ci*nq + j
+			v := Verification{Candidate: cand, Question: j}
+			if r := replies[i]; r.err != nil {
+				v.Error = r.err.Error()
+			} else {
+				v.Reply = r.resp.Text
+				v.Yes = SaysYes(r.resp.Text, e.opt.YesRule)
+				v.Agrees = v.Yes == p.Expected
+				v.PYes = r.resp.PYes
+			}
+			ver[i] = v
+		}
+	}
 	s.Verifications = ver
 	s.score(cands, imgFailed, e.opt.Soft)
 	return nil
 }
 
-// verifyPrompts renders the verifier prompt of each proposition.
-func (e *Engine) verifyPrompts(domain string, props []Proposition) ([]string, error) {
-	prompts := make([]string, len(props))
-	for j, p := range props {
-		t, err := e.cfg.Prompts.Render(domain, prompt.Verify, prompt.Fields{Question: p.Question})
+// verifyPrompts renders the verifier prompt of each yes/no question.
+func (e *Engine) verifyPrompts(domain string, questions []string) ([]string, error) {
+	prompts := make([]string, len(questions))
+	for j, q := range questions {
+		t, err := e.cfg.Prompts.Render(domain, prompt.Verify, prompt.Fields{Question: q})
 		if err != nil {
 			return nil, err
 		}
@@ -184,17 +215,26 @@ func (e *Engine) verifyPrompts(domain string, props []Proposition) ([]string, er
 	return prompts, nil
 }
 
-// askVerifier fans the (candidate, question) pairs out to the verifier.
-// ver and calls are indexed candidate*len(props)+question; imgFailed marks
-// candidates whose image could not be loaded (their verifications carry
-// the error). A verifier that fails for good (role down) or a cancelled
-// search ends the fan-out: the group's context then cancels the calls
+// pairReply is the verifier's answer to one (candidate, question) pair:
+// its reply, or the error of a call that failed (not for good).
+type pairReply struct {
+	resp *ChatResponse
+	err  error
+}
+
+// askPairs asks the verifier every (candidate, prompt) pair concurrently
+// (bounded by the role's in-flight limit), with the first-token
+// log-probabilities when logprobs is set. replies and calls are indexed
+// candidate*len(prompts)+prompt. A candidate whose image cannot be loaded
+// is reported to imageFailed, on the calling goroutine, and not asked.
+//
+// A verifier that fails for good (role down) or a cancelled search ends
+// the fan-out with that error: the group's context then cancels the calls
 // still outstanding instead of letting them run on.
-func (e *Engine) askVerifier(ctx context.Context, q Query, props []Proposition, cands, prompts []string) (ver []Verification, calls []Calls, imgFailed []bool, err error) {
-	nq := len(props)
-	ver = make([]Verification, len(cands)*nq)
+func (e *Engine) askPairs(ctx context.Context, cands, prompts []string, logprobs bool, imageFailed func(ci int, err error)) (replies []pairReply, calls []Calls, err error) {
+	nq := len(prompts)
+	replies = make([]pairReply, len(cands)*nq)
 	calls = make([]Calls, len(cands)*nq)
-	imgFailed = make([]bool, len(cands))
 	g, gctx := errgroup.WithContext(ctx)
 	for ci, cand := range cands {
 		img, err := e.candidateImage(gctx, cand)
@@ -203,54 +243,41 @@ func (e *Engine) askVerifier(ctx context.Context, q Query, props []Proposition, 
 			if gctx.Err() != nil {
 				break
 			}
-			imgFailed[ci] = true
-			for j := range nq {
-				ver[ci*nq+j] = Verification{Candidate: cand, Question: j, Error: "load image: " + err.Error()}
-			}
-			e.log.Warn("candidate image unavailable; it scores 0", "query", q.ID, "candidate", cand, "err", err)
+			imageFailed(ci, err)
 			continue
 		}
 		for j := range nq {
 			g.Go(func() error {
 				i := ci*nq + j
-				v := Verification{Candidate: cands[ci], Question: j}
 				req := ChatRequest{
 					Messages:  []Message{{Role: "user", Parts: []Part{{Image: &img}, {Text: prompts[j]}}}},
 					MaxTokens: e.opt.VerifierMaxTokens,
 				}
-				if e.opt.Soft {
+				if logprobs {
 					req.Logprobs, req.TopLogprobs = true, 5
 				}
 				if gctx.Err() != nil {
-					return gctx.Err() // the stage is abandoned
+					return gctx.Err() // the fan-out is abandoned
 				}
 				resp, err := e.call(gctx, modelrole.Verifier, req, &calls[i])
-				if err != nil {
-					if errors.Is(err, ErrRoleDown) || gctx.Err() != nil {
-						return err
-					}
-					v.Error = err.Error()
-				} else {
-					v.Reply = resp.Text
-					v.Yes = SaysYes(resp.Text, e.opt.YesRule)
-					v.Agrees = v.Yes == props[j].Expected
-					v.PYes = resp.PYes
+				if err != nil && (errors.Is(err, ErrRoleDown) || gctx.Err() != nil) {
+					return err
 				}
-				ver[i] = v
+				replies[i] = pairReply{resp: resp, err: err}
 				return nil
 			})
 		}
 	}
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {
-			return nil, nil, nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if ctx.Err() != nil {
-		return nil, nil, nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
-	return ver, calls, imgFailed, nil
+	return replies, calls, nil
 }
 
 // score turns s.Verifications into s.Scores: per candidate the number of
