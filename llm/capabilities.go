@@ -9,8 +9,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/imagescope/imagescope/internal/parallel"
 )
 
 // checkVision asks every reachable endpoint that speaks Ollama's native API
@@ -20,23 +21,18 @@ import (
 // has to happen before the first call. Servers without /api/show (vLLM,
 // SGLang, llama.cpp) are not asked: they reject images a model cannot take.
 func (c *Client) checkVision(ctx context.Context) error {
-	errs := make([]error, len(c.cfg.Endpoints))
-	var wg sync.WaitGroup
-	for i, ep := range c.cfg.Endpoints {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			caps, ok := c.ollamaCapabilities(ctx, ep)
-			if !ok || slices.Contains(caps, "vision") {
-				return
-			}
-			errs[i] = fmt.Errorf("%s: model %q at %s cannot take images (the server lists its capabilities as %s); "+
-				"the server would drop the %s's images and the model would answer without seeing them: "+
-				"set roles.%s.model to a vision model (one whose 'ollama show' lists vision, e.g. llava or gemma3)",
-				c.role, c.cfg.Model, ep, strings.Join(caps, ", "), c.role, c.role)
-		}()
-	}
-	wg.Wait()
+	eps := c.cfg.Endpoints
+	errs := make([]error, len(eps))
+	parallel.For(len(eps), len(eps), func(_, i int) {
+		caps, ok := c.ollamaCapabilities(ctx, eps[i])
+		if !ok || slices.Contains(caps, "vision") {
+			return
+		}
+		errs[i] = fmt.Errorf("%s: model %q at %s cannot take images (the server lists its capabilities as %s); "+
+			"the server would drop the %s's images and the model would answer without seeing them: "+
+			"set roles.%s.model to a vision model (one whose 'ollama show' lists vision, e.g. llava or gemma3)",
+			c.role, c.cfg.Model, eps[i], strings.Join(caps, ", "), c.role, c.role)
+	})
 	for _, err := range errs {
 		if err != nil {
 			return err

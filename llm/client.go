@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/internal/backoff"
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/modelrole"
 )
 
@@ -235,44 +236,40 @@ func (c *Client) checkModels(ctx context.Context) error {
 		hard   bool
 		models []string
 	}
-	res := make([]result, len(c.cfg.Endpoints))
-	var wg sync.WaitGroup
-	for i, ep := range c.cfg.Endpoints {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i] = result{url: ep}
-			models, status, msg, err := c.listModels(ctx, ep)
-			switch {
-			case err != nil:
-				res[i].err = err
-			case status == http.StatusUnauthorized || status == http.StatusForbidden:
-				hint := "the server wants an API key: set roles." + string(c.role) + ".api_key_env to the name of a variable holding it"
-				if c.cfg.APIKeyEnv != "" {
-					hint = "check the key in $" + c.cfg.APIKeyEnv
-				}
-				res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (%s)", ep, status, msg, hint), true
-			case status >= 400 && status < 500:
-				res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (is the endpoint the API base URL, usually ending in /v1?)", ep, status, msg), true
-			case status != http.StatusOK:
-				res[i].err = fmt.Errorf("GET %s/models: HTTP %d: %s", ep, status, msg)
-			default:
-				res[i].models = models
-				found := false
-				for _, m := range models {
-					// Ollama lists "name:latest" for a model asked for as "name".
-					if m == c.cfg.Model || m == c.cfg.Model+":latest" {
-						found = true
-					}
-				}
-				if !found {
-					res[i].err, res[i].hard = fmt.Errorf("model %q is not served at %s; it serves: %s (set roles.%s.model to one of these, or start the server with --served-model-name %s)",
-						c.cfg.Model, ep, strings.Join(models, ", "), c.role, c.cfg.Model), true
+	eps := c.cfg.Endpoints
+	res := make([]result, len(eps))
+	parallel.For(len(eps), len(eps), func(_, i int) {
+		ep := eps[i]
+		res[i] = result{url: ep}
+		models, status, msg, err := c.listModels(ctx, ep)
+		switch {
+		case err != nil:
+			res[i].err = err
+		case status == http.StatusUnauthorized || status == http.StatusForbidden:
+			hint := "the server wants an API key: set roles." + string(c.role) + ".api_key_env to the name of a variable holding it"
+			if c.cfg.APIKeyEnv != "" {
+				hint = "check the key in $" + c.cfg.APIKeyEnv
+			}
+			res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (%s)", ep, status, msg, hint), true
+		case status >= 400 && status < 500:
+			res[i].err, res[i].hard = fmt.Errorf("GET %s/models: HTTP %d: %s (is the endpoint the API base URL, usually ending in /v1?)", ep, status, msg), true
+		case status != http.StatusOK:
+			res[i].err = fmt.Errorf("GET %s/models: HTTP %d: %s", ep, status, msg)
+		default:
+			res[i].models = models
+			found := false
+			for _, m := range models {
+				// Ollama lists "name:latest" for a model asked for as "name".
+				if m == c.cfg.Model || m == c.cfg.Model+":latest" {
+					found = true
 				}
 			}
-		}()
-	}
-	wg.Wait()
+			if !found {
+				res[i].err, res[i].hard = fmt.Errorf("model %q is not served at %s; it serves: %s (set roles.%s.model to one of these, or start the server with --served-model-name %s)",
+					c.cfg.Model, ep, strings.Join(models, ", "), c.role, c.cfg.Model), true
+			}
+		}
+	})
 	reachable := 0
 	var errs []error
 	for _, r := range res {

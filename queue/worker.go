@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/internal/backoff"
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -282,15 +283,7 @@ func (w *worker) runJob(ctx context.Context, id string) (bool, error) {
 		}
 		got = true
 		errs := make([]error, len(msgs))
-		var wg sync.WaitGroup
-		for i, m := range msgs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = w.handle(ctx, job, m)
-			}()
-		}
-		wg.Wait()
+		parallel.For(len(msgs), len(msgs), func(_, i int) { errs[i] = w.handle(ctx, job, msgs[i]) })
 		if err := errors.Join(errs...); err != nil {
 			return got, err
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/internal/atomicfile"
+	"github.com/imagescope/imagescope/internal/parallel"
 	"github.com/imagescope/imagescope/modelrole"
 	"github.com/imagescope/imagescope/pipeline"
 	"github.com/imagescope/imagescope/prompt"
@@ -637,92 +638,71 @@ func (r *Runner) chains() [][]int {
 // ready; chat rounds start stage 1 as soon as the previous round's stage 1
 // is done, while their stages 2-3 proceed alongside.
 func (r *Runner) runStreaming(ctx context.Context) error {
-	sem := make(chan struct{}, r.cfg.Settings.Active)
-	var wg sync.WaitGroup
 	last := r.cfg.Settings.Stages
-	for _, chain := range r.chains() {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return ctx.Err()
+	return r.eachChain(ctx, func(chain []int) {
+		if r.interactive() {
+			// Each round's question comes from the previous
+			// round's final ranking: rounds run one after another.
+			for _, i := range chain {
+				if !r.step(ctx, 1, i) || (last >= 2 && !r.step(ctx, 2, i)) || (last >= 3 && !r.step(ctx, 3, i)) {
+					break
+				}
+			}
+			return
 		}
-		wg.Add(1)
-		go func(chain []int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if r.interactive() {
-				// Each round's question comes from the previous
-				// round's final ranking: rounds run one after another.
+		var inner sync.WaitGroup
+		for _, i := range chain {
+			if !r.step(ctx, 1, i) {
+				break
+			}
+			if last < 2 {
+				continue
+			}
+			inner.Add(1)
+			go func(i int) {
+				defer inner.Done()
+				if r.step(ctx, 2, i) && last >= 3 {
+					r.step(ctx, 3, i)
+				}
+			}(i)
+		}
+		inner.Wait()
+	})
+}
+
+// runBarrier finishes each stage for every unit before the next begins.
+func (r *Runner) runBarrier(ctx context.Context) error {
+	for st := 1; st <= r.cfg.Settings.Stages; st++ {
+		err := r.eachChain(ctx, func(chain []int) {
+			if st == 1 {
 				for _, i := range chain {
-					if !r.step(ctx, 1, i) || (last >= 2 && !r.step(ctx, 2, i)) || (last >= 3 && !r.step(ctx, 3, i)) {
-						break
+					if !r.step(ctx, 1, i) {
+						return
 					}
 				}
 				return
 			}
 			var inner sync.WaitGroup
 			for _, i := range chain {
-				if !r.step(ctx, 1, i) {
-					break
-				}
-				if last < 2 {
-					continue
-				}
 				inner.Add(1)
 				go func(i int) {
 					defer inner.Done()
-					if r.step(ctx, 2, i) && last >= 3 {
-						r.step(ctx, 3, i)
-					}
+					r.step(ctx, st, i)
 				}(i)
 			}
 			inner.Wait()
-		}(chain)
-	}
-	wg.Wait()
-	return ctx.Err()
-}
-
-// runBarrier finishes each stage for every unit before the next begins.
-func (r *Runner) runBarrier(ctx context.Context) error {
-	for st := 1; st <= r.cfg.Settings.Stages; st++ {
-		sem := make(chan struct{}, r.cfg.Settings.Active)
-		var wg sync.WaitGroup
-		for _, chain := range r.chains() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				wg.Wait()
-				return ctx.Err()
-			}
-			wg.Add(1)
-			go func(chain []int) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if st == 1 {
-					for _, i := range chain {
-						if !r.step(ctx, 1, i) {
-							return
-						}
-					}
-					return
-				}
-				var inner sync.WaitGroup
-				for _, i := range chain {
-					inner.Add(1)
-					go func(i int) {
-						defer inner.Done()
-						r.step(ctx, st, i)
-					}(i)
-				}
-				inner.Wait()
-			}(chain)
-		}
-		wg.Wait()
-		if ctx.Err() != nil {
-			return ctx.Err()
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// eachChain calls fn for every chain, in order, with at most
+// Settings.Active chains in progress at once; once ctx is done no further
+// chain starts. It returns when the started ones are done.
+func (r *Runner) eachChain(ctx context.Context, fn func(chain []int)) error {
+	chains := r.chains()
+	return parallel.ForCtx(ctx, r.cfg.Settings.Active, len(chains), func(_, c int) { fn(chains[c]) })
 }
