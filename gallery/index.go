@@ -675,35 +675,28 @@ func (db *DB) storedImages(ctx context.Context) (map[string]storedImage, error) 
 }
 
 func (db *DB) failedNames(ctx context.Context) (map[string]bool, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT name FROM failures`)
-	if err != nil {
-		return nil, fmt.Errorf("read failures: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("read failures: %w", err)
-		}
-		out[n] = true
-	}
-	return out, rows.Err()
+	return querySet[string](ctx, db, "read failures", `SELECT name FROM failures`)
 }
 
 func (db *DB) idSet(ctx context.Context, q string, args ...any) (map[int64]bool, error) {
+	return querySet[int64](ctx, db, "read index state", q, args...)
+}
+
+// querySet returns the values of the one column q selects, as a set;
+// errors start with what.
+func querySet[K comparable](ctx context.Context, db *DB, what, q string, args ...any) (map[K]bool, error) {
 	rows, err := db.sql.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read index state: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	out := map[int64]bool{}
+	out := map[K]bool{}
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("read index state: %w", err)
+		var k K
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		out[id] = true
+		out[k] = true
 	}
 	return out, rows.Err()
 }
