@@ -79,20 +79,33 @@ func printStage1(w io.Writer, st pipeline.StageTrace, round string, hasRef bool)
 	for i, d := range s.Embedded {
 		fmt.Fprintf(w, "  %s %d: %s\n", label, i+1, d)
 	}
-	if len(s.Fallbacks) > 0 {
-		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
-	}
+	printFallbacks(w, s.Fallbacks)
 	fmt.Fprintf(w, "  tau %.2f, top: %s\n", s.Tau, strings.Join(head(s.Names(), 5), ", "))
+}
+
+// printStageHead prints the heading of stage 2 or 3 and reports whether
+// the stage ran (else the heading says why not).
+func printStageHead(w io.Writer, stage int, what string, st pipeline.StageTrace, round, skipped string) bool {
+	if skipped != "" {
+		fmt.Fprintf(w, "\n== stage %d%s: %s skipped: %s\n", stage, round, what, skipped)
+		return false
+	}
+	fmt.Fprintf(w, "\n== stage %d%s: %s (%s)\n", stage, round, what, st.Elapsed.Round(1e6))
+	return true
+}
+
+func printFallbacks(w io.Writer, fallbacks []string) {
+	if len(fallbacks) > 0 {
+		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(fallbacks, ", "))
+	}
 }
 
 // printStage2 prints the propositions and each candidate's agreement.
 func printStage2(w io.Writer, st pipeline.StageTrace, round string) {
 	s := st.Stage2
-	if s.Skipped != "" {
-		fmt.Fprintf(w, "\n== stage 2%s: verify skipped: %s\n", round, s.Skipped)
+	if !printStageHead(w, 2, "verify", st, round, s.Skipped) {
 		return
 	}
-	fmt.Fprintf(w, "\n== stage 2%s: verify (%s)\n", round, st.Elapsed.Round(1e6))
 	for i, p := range s.Propositions {
 		fmt.Fprintf(w, "  Q%d %s (expected %v)\n", i+1, p.Question, p.Expected)
 	}
@@ -106,19 +119,15 @@ func printStage2(w io.Writer, st pipeline.StageTrace, round string) {
 		}
 		fmt.Fprintf(w, "  %-30s agreement %d/%d%s\n", c.Name, c.Agreement, len(s.Propositions), extra)
 	}
-	if len(s.Fallbacks) > 0 {
-		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(s.Fallbacks, ", "))
-	}
+	printFallbacks(w, s.Fallbacks)
 }
 
 // printStage3 prints the evaluator's verdicts.
 func printStage3(w io.Writer, st pipeline.StageTrace, round string) {
 	s := st.Stage3
-	if s.Skipped != "" {
-		fmt.Fprintf(w, "\n== stage 3%s: evaluate skipped: %s\n", round, s.Skipped)
+	if !printStageHead(w, 3, "evaluate", st, round, s.Skipped) {
 		return
 	}
-	fmt.Fprintf(w, "\n== stage 3%s: evaluate (%s)\n", round, st.Elapsed.Round(1e6))
 	for _, ev := range s.Evaluations {
 		verdict := "No"
 		if ev.Yes {
@@ -186,9 +195,7 @@ func printAsk(w io.Writer, a *pipeline.Ask) {
 		}
 		fmt.Fprintf(w, " %s %s%s\n", mark, q.English, split)
 	}
-	if len(a.Fallbacks) > 0 {
-		fmt.Fprintf(w, "  fallbacks: %s\n", strings.Join(a.Fallbacks, ", "))
-	}
+	printFallbacks(w, a.Fallbacks)
 	b := a.Best()
 	if b == nil {
 		fmt.Fprintf(w, "no question to ask\n")
