@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/imagescope/imagescope/internal/atomicfile"
+	"github.com/imagescope/imagescope/internal/backoff"
 )
 
 // DefaultEndpoint is the public hub.
@@ -470,10 +471,9 @@ func (c *Client) fetchBlob(ctx context.Context, repoID, commit, name string, m m
 		}
 		// A dropped connection: resume from what arrived.
 		c.log.Warn("hub download interrupted; resuming", "file", name, "err", err)
-		select {
-		case <-time.After(time.Duration(tries+1) * 500 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
+		wait := backoff.Policy{Base: 500 * time.Millisecond, Max: 4 * time.Second}.Delay(tries + 1)
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 	if err := verify(part, m); err != nil {

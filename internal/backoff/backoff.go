@@ -1,6 +1,6 @@
 // Package backoff is the one retry-wait policy of the module: model
-// clients, queue redeliveries and Weaviate node failover all wait before a
-// retry through a Policy.
+// clients, queue redeliveries, Weaviate node failover and resumed hub
+// downloads all wait before a retry through a Policy.
 package backoff
 
 import (
