@@ -523,19 +523,7 @@ func (db *DB) embedLoop(ctx context.Context, opt IndexOptions, imgQ, textQ <-cha
 			if err == nil && len(vecs) != len(batch) {
 				err = fmt.Errorf("embedder returned %d vectors for %d texts", len(vecs), len(batch))
 			}
-			for i, j := range batch {
-				switch {
-				case err != nil:
-					j.fail("embed-caption", err)
-				default:
-					if verr := checkVec(vecs[i], dim); verr != nil {
-						j.fail("embed-caption", verr)
-					} else {
-						j.capVec = vecs[i]
-					}
-				}
-				finish(j)
-			}
+			takeVecs(batch, vecs, nil, err, dim, "embed-caption", func(j *job, v []float32) { j.capVec = v }, finish)
 			continue
 		}
 		paths := make([]string, len(batch))
@@ -546,21 +534,29 @@ func (db *DB) embedLoop(ctx context.Context, opt IndexOptions, imgQ, textQ <-cha
 		if err == nil && (len(vecs) != len(batch) || (errs != nil && len(errs) != len(batch))) {
 			err = fmt.Errorf("embedder returned %d vectors for %d images", len(vecs), len(batch))
 		}
-		for i, j := range batch {
-			switch {
-			case err != nil:
-				j.fail("embed", err)
-			case errs != nil && errs[i] != nil:
-				j.fail("embed", errs[i])
-			default:
-				if verr := checkVec(vecs[i], dim); verr != nil {
-					j.fail("embed", verr)
-				} else {
-					j.imgVec = vecs[i]
-				}
+		takeVecs(batch, vecs, errs, err, dim, "embed", func(j *job, v []float32) { j.imgVec = v }, finish)
+	}
+}
+
+// takeVecs hands each job of an embedded batch its vector (checked and
+// normalised by checkVec) through set, or records the failure (of the
+// whole call, err; of the item alone, errs[i]) under stage, then releases
+// the job.
+func takeVecs(batch []*job, vecs [][]float32, errs []error, err error, dim int, stage string, set func(j *job, v []float32), finish func(*job)) {
+	for i, j := range batch {
+		switch {
+		case err != nil:
+			j.fail(stage, err)
+		case errs != nil && errs[i] != nil:
+			j.fail(stage, errs[i])
+		default:
+			if verr := checkVec(vecs[i], dim); verr != nil {
+				j.fail(stage, verr)
+			} else {
+				set(j, vecs[i])
 			}
-			finish(j)
 		}
+		finish(j)
 	}
 }
 

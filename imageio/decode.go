@@ -235,38 +235,44 @@ func sniff(b []byte) (name string, ok bool) {
 
 func decodeConfig(format string, data []byte) (cfg image.Config, err error) {
 	defer recoverDecoder(&err)
-	r := bytes.NewReader(data)
-	switch format {
-	case "jpeg":
-		return jpeg.DecodeConfig(r)
-	case "png":
-		return png.DecodeConfig(r)
-	case "gif":
-		return gif.DecodeConfig(r)
-	case "bmp":
-		return bmp.DecodeConfig(r)
-	case "webp":
-		return webp.DecodeConfig(r)
+	c, ok := codecFor(format)
+	if !ok {
+		return image.Config{}, ErrUnsupported
 	}
-	return image.Config{}, ErrUnsupported
+	return c.config(bytes.NewReader(data))
 }
 
 func decodePixels(format string, data []byte) (img image.Image, err error) {
 	defer recoverDecoder(&err)
-	r := bytes.NewReader(data)
+	c, ok := codecFor(format)
+	if !ok {
+		return nil, ErrUnsupported
+	}
+	return c.decode(bytes.NewReader(data))
+}
+
+// codec is a format's header and pixel decoders.
+type codec struct {
+	config func(io.Reader) (image.Config, error)
+	decode func(io.Reader) (image.Image, error)
+}
+
+// codecFor returns the decoders of a supported format (the names sniff
+// gives).
+func codecFor(format string) (codec, bool) {
 	switch format {
 	case "jpeg":
-		return jpeg.Decode(r)
+		return codec{jpeg.DecodeConfig, jpeg.Decode}, true
 	case "png":
-		return png.Decode(r)
+		return codec{png.DecodeConfig, png.Decode}, true
 	case "gif":
-		return gif.Decode(r)
+		return codec{gif.DecodeConfig, gif.Decode}, true
 	case "bmp":
-		return bmp.Decode(r)
+		return codec{bmp.DecodeConfig, bmp.Decode}, true
 	case "webp":
-		return webp.Decode(r)
+		return codec{webp.DecodeConfig, webp.Decode}, true
 	}
-	return nil, ErrUnsupported
+	return codec{}, false
 }
 
 // recoverDecoder turns a panic inside a third-party decoder (malformed

@@ -157,14 +157,8 @@ func (e *Engine) Stage1(ctx context.Context, q Query) (*Stage1, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 	}
-	hits, tau, restricted, excluded, err := e.search(ctx, q, vecs, e.rankDepth(q))
-	if err != nil {
-		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
-	}
-	s.Tau, s.Restricted, s.ReferenceExcluded = tau, restricted, excluded
-	s.Ranking = make([]Scored, len(hits))
-	for i, h := range hits {
-		s.Ranking[i] = Scored{Name: h.Name, Score: h.Score}
+	if err := e.rank(ctx, q, vecs, s); err != nil {
+		return nil, err
 	}
 	if q.Subset == nil && q.RankSubset != nil {
 		sq := q
@@ -279,16 +273,25 @@ func (e *Engine) stage1ByImage(ctx context.Context, q Query) (*Stage1, error) {
 		s.Embedded = []string{"uploaded reference image"}
 	}
 	q.ExcludeReference = true
-	hits, tau, restricted, excluded, err := e.search(ctx, q, [][]float32{vec}, e.rankDepth(q))
+	if err := e.rank(ctx, q, [][]float32{vec}, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// rank runs the fused search for the query vectors vecs and records the
+// ranking, with the caption weight and subset facts used, in s.
+func (e *Engine) rank(ctx context.Context, q Query, vecs [][]float32, s *Stage1) error {
+	hits, tau, restricted, excluded, err := e.search(ctx, q, vecs, e.rankDepth(q))
 	if err != nil {
-		return nil, fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
+		return fmt.Errorf("stage 1 of query %s: %w", q.ID, err)
 	}
 	s.Tau, s.Restricted, s.ReferenceExcluded = tau, restricted, excluded
 	s.Ranking = make([]Scored, len(hits))
 	for i, h := range hits {
 		s.Ranking[i] = Scored{Name: h.Name, Score: h.Score}
 	}
-	return s, nil
+	return nil
 }
 
 // referenceVector is the normalised CLIP image embedding of q's reference:
