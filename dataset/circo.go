@@ -35,22 +35,9 @@ func loadCIRCO(ctx context.Context, l *loader) error {
 	if !isFile(annPath) && isFile(l.path("annotations", l.split+".json")) {
 		annPath = l.path("annotations", l.split+".json")
 	}
-	items, lines, err := readJSONArray(annPath)
-	if err != nil {
-		return err
-	}
 	labelled := l.split == "val"
 	seen := map[string]int{}
-	for i, raw := range items {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		r, err := newRecord(annPath, i, lines[i], raw)
-		if err != nil {
-			return err
-		}
+	if err := eachRecord(ctx, annPath, func(i int, r *record) error {
 		n, _, err := r.integer("id", true)
 		if err != nil {
 			return err
@@ -104,6 +91,9 @@ func loadCIRCO(ctx context.Context, l *loader) error {
 			q.SemanticAspects = aspects
 		}
 		l.ds.Queries = append(l.ds.Queries, q)
+		return nil
+	}); err != nil {
+		return err
 	}
 	dir := l.path("unlabeled2017")
 	if !isDir(dir) && isDir(l.path("COCO2017_unlabeled", "unlabeled2017")) {

@@ -41,22 +41,9 @@ func loadCIRR(ctx context.Context, l *loader) error {
 	}
 
 	capPath := l.path("captions", "cap.rc2."+l.split+".json")
-	items, lines, err := readJSONArray(capPath)
-	if err != nil {
-		return err
-	}
 	labelled := l.split != "test1"
 	seen := map[string]int{}
-	for i, raw := range items {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		r, err := newRecord(capPath, i, lines[i], raw)
-		if err != nil {
-			return err
-		}
+	if err := eachRecord(ctx, capPath, func(i int, r *record) error {
 		pairid, _, err := r.integer("pairid", true)
 		if err != nil {
 			return err
@@ -120,6 +107,9 @@ func loadCIRR(ctx context.Context, l *loader) error {
 			}
 		}
 		l.ds.Queries = append(l.ds.Queries, q)
+		return nil
+	}); err != nil {
+		return err
 	}
 	return nil
 }

@@ -38,21 +38,8 @@ func loadFashionIQ(ctx context.Context, l *loader) error {
 	}
 
 	capPath := l.path("captions", "cap."+cat+"."+l.split+".json")
-	items, lines, err = readJSONArray(capPath)
-	if err != nil {
-		return err
-	}
 	labelled := l.split != "test"
-	for i, raw := range items {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		r, err := newRecord(capPath, i, lines[i], raw)
-		if err != nil {
-			return err
-		}
+	if err := eachRecord(ctx, capPath, func(i int, r *record) error {
 		ref, _, err := r.str("candidate", true)
 		if err != nil {
 			return err
@@ -79,6 +66,9 @@ func loadFashionIQ(ctx context.Context, l *loader) error {
 			q.Targets = []string{target}
 		}
 		l.ds.Queries = append(l.ds.Queries, q)
+		return nil
+	}); err != nil {
+		return err
 	}
 	return nil
 }

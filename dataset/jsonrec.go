@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -275,28 +276,23 @@ func parseInt(raw json.RawMessage) (int64, error) {
 
 // strList reads an array of strings.
 func (r *record) strList(field string, required bool) ([]string, bool, error) {
-	raw, ok := r.get(field)
-	if !ok {
-		if required {
-			return nil, false, r.missing(field)
+	return readList(r, field, required, "an array of strings", "a string", func(raw json.RawMessage) (string, error) {
+		var v string
+		if Kind(raw) != "string" || json.Unmarshal(raw, &v) != nil {
+			return "", errors.New("not a string")
 		}
-		return nil, false, nil
-	}
-	var items []json.RawMessage
-	if Kind(raw) != "array" || json.Unmarshal(raw, &items) != nil {
-		return nil, false, r.wrongType(field, "an array of strings", raw)
-	}
-	out := make([]string, len(items))
-	for i, it := range items {
-		if Kind(it) != "string" || json.Unmarshal(it, &out[i]) != nil {
-			return nil, false, r.errf(field, "item %d: want a string, got %s", i, Kind(it))
-		}
-	}
-	return out, true, nil
+		return v, nil
+	})
 }
 
 // intList reads an array of integers.
 func (r *record) intList(field string, required bool) ([]int64, bool, error) {
+	return readList(r, field, required, "an array of integers", "an integer", parseInt)
+}
+
+// readList reads an array field whose items parse reads; want and wantItem
+// say in errors what the field and each item should be.
+func readList[T any](r *record, field string, required bool, want, wantItem string, parse func(json.RawMessage) (T, error)) ([]T, bool, error) {
 	raw, ok := r.get(field)
 	if !ok {
 		if required {
@@ -306,15 +302,15 @@ func (r *record) intList(field string, required bool) ([]int64, bool, error) {
 	}
 	var items []json.RawMessage
 	if Kind(raw) != "array" || json.Unmarshal(raw, &items) != nil {
-		return nil, false, r.wrongType(field, "an array of integers", raw)
+		return nil, false, r.wrongType(field, want, raw)
 	}
-	out := make([]int64, len(items))
+	out := make([]T, len(items))
 	for i, it := range items {
-		n, err := parseInt(it)
+		v, err := parse(it)
 		if err != nil {
-			return nil, false, r.errf(field, "item %d: want an integer, got %s", i, Kind(it))
+			return nil, false, r.errf(field, "item %d: want %s, got %s", i, wantItem, Kind(it))
 		}
-		out[i] = n
+		out[i] = v
 	}
 	return out, true, nil
 }
@@ -396,4 +392,28 @@ func SplitJSONObject(path string, data []byte) (keys []string, vals []json.RawMe
 		lines = append(lines, m.line)
 	}
 	return keys, vals, lines, nil
+}
+
+// eachRecord reads the JSON array of objects at path and calls fn with
+// each element as a record, in order, checking ctx every 1024 records.
+func eachRecord(ctx context.Context, path string, fn func(i int, r *record) error) error {
+	items, lines, err := readJSONArray(path)
+	if err != nil {
+		return err
+	}
+	for i, raw := range items {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		r, err := newRecord(path, i, lines[i], raw)
+		if err != nil {
+			return err
+		}
+		if err := fn(i, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }

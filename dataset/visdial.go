@@ -38,20 +38,7 @@ func loadVisDial(ctx context.Context, l *loader) error {
 	}
 
 	qPath := l.path("VisDial_v1.0_queries_val.json")
-	items, lines, err = readJSONArray(qPath)
-	if err != nil {
-		return err
-	}
-	for i, raw := range items {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		r, err := newRecord(qPath, i, lines[i], raw)
-		if err != nil {
-			return err
-		}
+	if err := eachRecord(ctx, qPath, func(i int, r *record) error {
 		img, _, err := r.str("img", true)
 		if err != nil {
 			return err
@@ -71,6 +58,9 @@ func loadVisDial(ctx context.Context, l *loader) error {
 			return r.errf("dialog", "want %d entries (caption + 10 turns), got %d", VisDialRounds, len(dialog))
 		}
 		l.ds.Queries = append(l.ds.Queries, Query{ID: strconv.Itoa(i), Turns: dialog, Targets: []string{name}})
+		return nil
+	}); err != nil {
+		return err
 	}
 	return nil
 }
