@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -235,4 +236,24 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// WaitJob polls job id's status every interval, calling tick with each,
+// until the job is finished (its last status is returned) or ctx ends.
+func WaitJob(ctx context.Context, q *queue.Queue, id string, interval time.Duration, tick func(*queue.Status)) (*queue.Status, error) {
+	for {
+		s, err := q.Status(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		tick(s)
+		if s.Finished() {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(interval):
+		}
+	}
 }

@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/config"
 	"github.com/imagescope/imagescope/gallery"
 )
@@ -78,106 +73,9 @@ func (f dbFlags) resolve(e *env) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return gallery.DefaultPath(home, strings.TrimSuffix(*f.name, ".db")), nil
+		return app.NamedDB(home, *f.name), nil
 	}
 	return "", nil
-}
-
-func openExisting(ctx context.Context, path string) (*gallery.DB, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("image DB: %w", err)
-	}
-	return gallery.Open(ctx, path)
-}
-
-func runDBInfo(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "db info", "[--db PATH | --name NAME] [--failures] [--json]",
-		"Show what an image DB holds: CLIP model, images, embeddings, caption sets and failed images. Without a DB, list the DBs under $IMAGESCOPE_HOME/db.")
-	df := addDBFlags(fs.String)
-	failures := fs.Bool("failures", false, "list every failed image")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
-	}
-	path, err := df.resolve(e)
-	if err != nil {
-		return err
-	}
-	if path == "" {
-		home, err := df.home(e)
-		if err != nil {
-			return err
-		}
-		dir := filepath.Join(home, "db")
-		ents, err := os.ReadDir(dir)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		var names []string
-		for _, en := range ents {
-			if strings.HasSuffix(en.Name(), ".db") {
-				names = append(names, strings.TrimSuffix(en.Name(), ".db"))
-			}
-		}
-		sort.Strings(names)
-		if *asJSON {
-			return json.NewEncoder(e.stdout).Encode(map[string]any{"dir": dir, "dbs": names})
-		}
-		fmt.Fprintf(e.stdout, "image DBs in %s:\n", dir)
-		for _, n := range names {
-			fmt.Fprintf(e.stdout, "  %s\n", n)
-		}
-		if len(names) == 0 {
-			fmt.Fprintln(e.stdout, "  (none; create one with 'imagescope index')")
-		}
-		return nil
-	}
-	db, err := openExisting(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	st, err := db.Stats(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if st.CaptionSets == nil {
-			st.CaptionSets = []gallery.CaptionSet{}
-		}
-		if st.Failures == nil {
-			st.Failures = []gallery.Failure{}
-		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	w := e.stdout
-	fmt.Fprintf(w, "image DB %s\n", st.Path)
-	model := st.ClipModel
-	if model == "" {
-		model = "(none yet)"
-	}
-	fmt.Fprintf(w, "  CLIP model:       %s (dimension %d)\n", model, st.Dim)
-	fmt.Fprintf(w, "  images:           %d\n  image embeddings: %d\n", st.Images, st.ImageEmbeddings)
-	if len(st.CaptionSets) == 0 {
-		fmt.Fprintf(w, "  caption sets:     none (search treats tau as 0)\n")
-	}
-	for _, s := range st.CaptionSets {
-		fmt.Fprintf(w, "  caption set %s: captioner %s, prompt %s, %d captions, %d caption embeddings\n", s.Key, s.Captioner, s.PromptHash, s.Captions, s.Embedded)
-	}
-	fmt.Fprintf(w, "  failed images:    %d\n", len(st.Failures))
-	for i, f := range st.Failures {
-		if i == 10 && !*failures {
-			fmt.Fprintf(w, "    ... and %d more (--failures lists all)\n", len(st.Failures)-10)
-			break
-		}
-		fmt.Fprintf(w, "    %s [%s]: %s\n", f.Name, f.Stage, strings.ReplaceAll(f.Reason, "\n", " "))
-	}
-	return nil
 }
 
 func runDBImport(ctx context.Context, e *env, args []string) error {
@@ -250,7 +148,7 @@ image_caption.json (name -> caption), in gallery order.`)
 	if path == "" {
 		return usagef("give --db PATH or --name NAME")
 	}
-	db, err := openExisting(ctx, path)
+	db, err := app.OpenExistingDB(ctx, path)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/imagescope/imagescope/app"
 	"github.com/imagescope/imagescope/internal/progress"
 
 	"github.com/imagescope/imagescope/clip"
@@ -61,33 +62,13 @@ non-zero when any item failed.`)
 	if err != nil {
 		return err
 	}
-	var imgIdx, txtIdx []int
-	var paths, texts []string
+	inputs := make([]app.EmbedInput, len(items))
 	for i, it := range items {
-		if it.kind == "image" {
-			imgIdx, paths = append(imgIdx, i), append(paths, it.input)
-		} else {
-			txtIdx, texts = append(txtIdx, i), append(texts, it.input)
-		}
+		inputs[i] = app.EmbedInput{Image: it.kind == "image", Input: it.input}
 	}
-	results := make([]clip.Embedding, len(items))
-	if len(paths) > 0 {
-		res, err := m.EmbedImageFiles(ctx, paths)
-		if err != nil {
-			return err
-		}
-		for k, i := range imgIdx {
-			results[i] = res[k]
-		}
-	}
-	if len(texts) > 0 {
-		res, err := m.EmbedTexts(ctx, texts)
-		if err != nil {
-			return err
-		}
-		for k, i := range txtIdx {
-			results[i] = res[k]
-		}
+	results, err := app.Embed(ctx, m, inputs)
+	if err != nil {
+		return err
 	}
 	w := bufio.NewWriter(e.stdout)
 	failed := 0

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -113,21 +112,13 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 	if !*wait {
 		return nil
 	}
-	for {
-		s, err := q.Status(ctx, job.ID)
-		if err != nil {
-			return err
-		}
+	s, err := app.WaitJob(ctx, q, job.ID, 2*time.Second, func(s *queue.Status) {
 		fmt.Fprintf(e.stderr, "job %s: %d/%d done, %d pending, %d in flight, %d dead-lettered\n", job.ID, s.Done, s.Job.Total, s.Pending, s.InFlight, s.Dead)
-		if s.Finished() {
-			return s.WriteText(e.stdout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+	})
+	if err != nil {
+		return err
 	}
+	return s.WriteText(e.stdout)
 }
 
 // queueRequested reports whether the index arguments ask for the queue
@@ -143,39 +134,4 @@ func queueRequested(args []string) bool {
 		}
 	}
 	return false
-}
-
-func printQueueStatus(ctx context.Context, e *env, q *queue.Queue, jobID string, asJSON bool) error {
-	out, err := app.QueueStatus(ctx, q, jobID)
-	if err != nil {
-		return err
-	}
-	if len(out) == 0 {
-		fmt.Fprintf(e.stdout, "no jobs on %s\n", q.URL())
-		return nil
-	}
-	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	for _, en := range out {
-		if err := en.Status.WriteText(e.stdout); err != nil {
-			return err
-		}
-		for _, d := range en.DeadLetters {
-			fmt.Fprintf(e.stdout, "  dead letter (worker %s, %d attempts): %s\n    message: %s\n", d.Worker, d.Attempts, d.Reason, truncate(d.Data, 200))
-		}
-		if int(en.Dead) > len(en.DeadLetters) {
-			fmt.Fprintf(e.stdout, "  ... %d more dead letters (--json lists the first %d)\n", int(en.Dead)-len(en.DeadLetters), app.DeadLettersShown)
-		}
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
