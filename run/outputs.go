@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -617,13 +618,8 @@ func FormatReport(rep Report) string {
 	}
 	fmt.Fprintf(&b, "verifier+evaluator answers per query (sent + cached) %.2f (method's upper bound K x propositions + alpha: %.2f)\n", rep.VerifyEvaluatePerQuery, rep.UpperBound)
 	if len(rep.Fallbacks) > 0 {
-		kinds := make([]string, 0, len(rep.Fallbacks))
-		for k := range rep.Fallbacks {
-			kinds = append(kinds, k)
-		}
-		sort.Strings(kinds)
 		b.WriteString("fallbacks:")
-		for _, k := range kinds {
+		for _, k := range slices.Sorted(maps.Keys(rep.Fallbacks)) {
 			fmt.Fprintf(&b, " %s=%d", k, rep.Fallbacks[k])
 		}
 		b.WriteString("\n")
@@ -634,12 +630,7 @@ func FormatReport(rep Report) string {
 			fmt.Fprintf(&b, "%s wall %.2fs (busy %.2fs)\n", k, w, rep.StageBusy[k])
 		}
 	}
-	tokRoles := make([]string, 0, len(rep.ThisProcess))
-	for k := range rep.ThisProcess {
-		tokRoles = append(tokRoles, k)
-	}
-	sort.Strings(tokRoles)
-	for _, k := range tokRoles {
+	for _, k := range slices.Sorted(maps.Keys(rep.ThisProcess)) {
 		s := rep.ThisProcess[k]
 		fmt.Fprintf(&b, "this process %s: %d calls, %d cache hits, %d failures, tokens %d prompt / %d completion", k, s.Calls, s.CacheHits, s.Failures, s.PromptTokens, s.CompletionTokens)
 		if s.Down {
@@ -647,12 +638,7 @@ func FormatReport(rep Report) string {
 		}
 		b.WriteString("\n")
 	}
-	msRoles := make([]string, 0, len(rep.ModelServers))
-	for k := range rep.ModelServers {
-		msRoles = append(msRoles, k)
-	}
-	sort.Strings(msRoles)
-	for _, k := range msRoles {
+	for _, k := range slices.Sorted(maps.Keys(rep.ModelServers)) {
 		s := rep.ModelServers[k]
 		fmt.Fprintf(&b, "model server %s: %d requests, %d retries (%d cut-off replies), %d failed calls, %d cache hits (%d shared in flight), %d replies at the token limit\n",
 			k, s.Requests, s.Retries, s.CutOff, s.Failures, s.CacheHits, s.Shared, s.Truncated)
