@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,27 +67,13 @@ func DefaultOptions() Options {
 
 func (o *Options) fill() error {
 	d := DefaultOptions()
-	if o.TopK == 0 {
-		o.TopK = d.TopK
-	}
-	if o.Alpha == 0 {
-		o.Alpha = d.Alpha
-	}
-	if o.Depth == 0 {
-		o.Depth = d.Depth
-	}
-	if o.YesRule == "" {
-		o.YesRule = d.YesRule
-	}
-	if o.FailureThreshold == 0 {
-		o.FailureThreshold = d.FailureThreshold
-	}
-	if o.AskQuestions == 0 {
-		o.AskQuestions = d.AskQuestions
-	}
-	if o.AskProbe == 0 {
-		o.AskProbe = d.AskProbe
-	}
+	o.TopK = cmp.Or(o.TopK, d.TopK)
+	o.Alpha = cmp.Or(o.Alpha, d.Alpha)
+	o.Depth = cmp.Or(o.Depth, d.Depth)
+	o.YesRule = cmp.Or(o.YesRule, d.YesRule)
+	o.FailureThreshold = cmp.Or(o.FailureThreshold, d.FailureThreshold)
+	o.AskQuestions = cmp.Or(o.AskQuestions, d.AskQuestions)
+	o.AskProbe = cmp.Or(o.AskProbe, d.AskProbe)
 	switch {
 	case o.Tau < 0 || o.Tau > 1:
 		return fmt.Errorf("tau %g: must be within [0, 1]", o.Tau)
