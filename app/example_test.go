@@ -49,3 +49,39 @@ func Example() {
 	// 10 images; 3 results
 	// stage 2: true
 }
+
+// Search a folder in one call: OpenSearch indexes it on first use, loads
+// CLIP and the configured model roles, and turns a reference given as a
+// gallery file into that gallery image.
+func ExampleOpenSearch() {
+	ctx := context.Background()
+	home, _ := os.MkdirTemp("", "imagescope-example")
+	defer os.RemoveAll(home)
+	cfg := config.Default(func(string) string { return "" })
+	cfg.Home, cfg.Cache.Disabled = home, true
+	cfg.CLIP.Model = "../testdata/clip/tiny-clip-quickgelu" // a tiny test checkpoint
+
+	s, err := app.OpenSearch(ctx, cfg, app.SearchSpec{
+		Gallery: app.GallerySpec{Folder: "../testdata/datasets/CIRCO/unlabeled2017"},
+		Text:    "the same scene at night",
+		Ref:     "../testdata/datasets/CIRCO/unlabeled2017/000000001001.jpg",
+		Tau:     0.15, TopK: 5, Alpha: 1, MaxStage: 3, Depth: 3,
+	}, app.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+	res, err := s.Run(ctx, nil)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("reference:", s.Request.Reference)
+	left := true
+	for _, c := range res.Ranking {
+		left = left && c.Name != s.Request.Reference
+	}
+	fmt.Println(len(res.Ranking), "results; reference left out:", left)
+	// Output:
+	// reference: 000000001001.jpg
+	// 3 results; reference left out: true
+}

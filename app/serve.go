@@ -25,9 +25,9 @@ type ServeSpec struct {
 	PromptDir, Domain string
 	// MaxStage is the last stage a search runs.
 	MaxStage int
-	// HTTP holds the server's own settings (address policy, limits,
-	// token, CORS, logger); the searcher, images, stages, thumbnails and
-	// model reports are filled in.
+	// HTTP holds the server's own settings (image root, limits, token,
+	// CORS, logger); the searcher, images, stages, thumbnails and model
+	// reports are filled in.
 	HTTP server.Config
 	// OnIndex, when set, is told before a folder's images are indexed.
 	OnIndex func(images int, db string)
