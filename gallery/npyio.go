@@ -1,15 +1,16 @@
 package gallery
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 
+	"github.com/imagescope/imagescope/internal/atomicfile"
 	"github.com/imagescope/imagescope/internal/npy"
 )
 
@@ -215,8 +216,8 @@ func readCaptions(path string, names []string) ([]string, error) {
 // ExportNPY writes the DB (the images with an embedding for the DB's
 // model, in gallery order, with the caption set captionKey; "" picks the
 // most complete one) as the reference implementation's four files. Every
-// exported image must have a caption and caption embedding. Files are
-// written under temporary names and renamed at the end.
+// exported image must have a caption and caption embedding. The files are
+// written under temporary names and renamed only when all four are written.
 func (db *DB) ExportNPY(ctx context.Context, dir, captionKey string) (*LoadInfo, error) {
 	ix, info, err := db.LoadWithInfo(ctx, "", captionKey)
 	if err != nil {
@@ -228,43 +229,14 @@ func (db *DB) ExportNPY(ctx context.Context, dir, captionKey string) (*LoadInfo,
 	if info.MissingCaptions > 0 {
 		return nil, fmt.Errorf("export: %d of %d images have no caption embedding in caption set %s; index them first", info.MissingCaptions, info.Images, info.CaptionKey)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("export: %w", err)
-	}
 	n := ix.Len()
-	write := func(name string, f func(w *bufio.Writer) error) error {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		fh, err := os.Create(tmp)
-		if err != nil {
-			return err
-		}
-		w := bufio.NewWriterSize(fh, 1<<20)
-		if err := f(w); err != nil {
-			fh.Close()
-			os.Remove(tmp)
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		if err := w.Flush(); err != nil {
-			fh.Close()
-			os.Remove(tmp)
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		if err := fh.Close(); err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		return nil
-	}
-	files := []struct {
-		name string
-		f    func(w *bufio.Writer) error
-	}{
-		{NPYNames, func(w *bufio.Writer) error { return npy.WriteStrings(w, ix.Names) }},
-		{NPYImageEmbeddings, func(w *bufio.Writer) error { return npy.WriteMatrix(w, ix.Image, n, ix.Dim) }},
-		{NPYCaptionEmbeddings, func(w *bufio.Writer) error { return npy.WriteMatrix(w, ix.Caption, n, ix.Dim) }},
-		{NPYCaptions, func(w *bufio.Writer) error {
+	files := []atomicfile.File{
+		{Path: filepath.Join(dir, NPYNames), Fill: func(w io.Writer) error { return npy.WriteStrings(w, ix.Names) }},
+		{Path: filepath.Join(dir, NPYImageEmbeddings), Fill: func(w io.Writer) error { return npy.WriteMatrix(w, ix.Image, n, ix.Dim) }},
+		{Path: filepath.Join(dir, NPYCaptionEmbeddings), Fill: func(w io.Writer) error { return npy.WriteMatrix(w, ix.Caption, n, ix.Dim) }},
+		{Path: filepath.Join(dir, NPYCaptions), Fill: func(w io.Writer) error {
 			// An object keyed by name, in name-list order.
-			if _, err := w.WriteString("{"); err != nil {
+			if _, err := io.WriteString(w, "{"); err != nil {
 				return err
 			}
 			for i, name := range ix.Names {
@@ -278,19 +250,12 @@ func (db *DB) ExportNPY(ctx context.Context, dir, captionKey string) (*LoadInfo,
 					return err
 				}
 			}
-			_, err := w.WriteString("}")
+			_, err := io.WriteString(w, "}")
 			return err
 		}},
 	}
-	for _, f := range files {
-		if err := write(f.name, f.f); err != nil {
-			return nil, fmt.Errorf("export: %w", err)
-		}
-	}
-	for _, f := range files {
-		if err := os.Rename(filepath.Join(dir, "."+f.name+".tmp"), filepath.Join(dir, f.name)); err != nil {
-			return nil, fmt.Errorf("export: %w", err)
-		}
+	if err := atomicfile.WriteAll(files); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	return &info, nil
 }

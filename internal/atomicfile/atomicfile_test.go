@@ -59,3 +59,35 @@ func TestWriteIntoUnwritablePlaceNamesPath(t *testing.T) {
 		t.Fatalf("error %v should name %s", err, p)
 	}
 }
+
+func TestWriteAllIsAllOrNothingWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	text := func(s string) func(io.Writer) error {
+		return func(w io.Writer) error { _, err := io.WriteString(w, s); return err }
+	}
+	if err := WriteAll([]File{{a, text("a1")}, {b, text("b1")}}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err := WriteAll([]File{{a, text("a2")}, {b, func(w io.Writer) error { return boom }}})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), b) {
+		t.Fatalf("error %v should wrap the cause and name the failing file", err)
+	}
+	for p, want := range map[string]string{a: "a1", b: "b1"} {
+		if got, _ := os.ReadFile(p); string(got) != want {
+			t.Errorf("%s = %q after a failed set, want %q", filepath.Base(p), got, want)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("temporary files remain: %v", ents)
+	}
+	if err := WriteAll([]File{{a, text("a3")}, {b, text("b3")}}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{a: "a3", b: "b3"} {
+		if got, _ := os.ReadFile(p); string(got) != want {
+			t.Errorf("%s = %q, want %q", filepath.Base(p), got, want)
+		}
+	}
+}
