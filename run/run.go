@@ -682,15 +682,7 @@ func (r *Runner) runBarrier(ctx context.Context) error {
 				}
 				return
 			}
-			var inner sync.WaitGroup
-			for _, i := range chain {
-				inner.Add(1)
-				go func(i int) {
-					defer inner.Done()
-					r.step(ctx, st, i)
-				}(i)
-			}
-			inner.Wait()
+			parallel.For(len(chain), len(chain), func(_, k int) { r.step(ctx, st, chain[k]) })
 		})
 		if err != nil {
 			return err
