@@ -464,49 +464,10 @@ func hashFile(path string) (string, error) {
 // embedLoop serves image and text embedding requests in batches.
 func (db *DB) embedLoop(ctx context.Context, opt IndexOptions, imgQ, textQ <-chan *job, finish func(*job)) {
 	dim := opt.Embedder.Dim()
-	B := opt.EmbedBatch
 	for imgQ != nil || textQ != nil {
-		var batch []*job
-		isText := false
-		// Prefer texts that are already waiting.
-		select {
-		case j, ok := <-textQ:
-			if !ok {
-				textQ = nil
-				continue
-			}
-			batch, isText = append(batch, j), true
-		default:
-			select {
-			case j, ok := <-textQ:
-				if !ok {
-					textQ = nil
-					continue
-				}
-				batch, isText = append(batch, j), true
-			case j, ok := <-imgQ:
-				if !ok {
-					imgQ = nil
-					continue
-				}
-				batch = append(batch, j)
-			}
-		}
-		q := imgQ
-		if isText {
-			q = textQ
-		}
-	fill:
-		for len(batch) < B {
-			select {
-			case j, ok := <-q:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, j)
-			default:
-				break fill
-			}
+		batch, isText := nextBatch(&imgQ, &textQ, opt.EmbedBatch)
+		if len(batch) == 0 {
+			continue // a queue closed
 		}
 		if ctx.Err() != nil {
 			for _, j := range batch {
@@ -536,6 +497,52 @@ func (db *DB) embedLoop(ctx context.Context, opt IndexOptions, imgQ, textQ <-cha
 		}
 		takeVecs(batch, vecs, errs, err, dim, "embed", func(j *job, v []float32) { j.imgVec = v }, finish)
 	}
+}
+
+// nextBatch takes up to most jobs from one queue: caption texts when one
+// is already waiting (captioned items then complete early), else the first
+// job of either queue and whatever of its kind is waiting behind it. A
+// queue found closed is set to nil and the batch is empty.
+func nextBatch(imgQ, textQ *<-chan *job, most int) (batch []*job, isText bool) {
+	select {
+	case j, ok := <-*textQ:
+		if !ok {
+			*textQ = nil
+			return nil, false
+		}
+		batch, isText = append(batch, j), true
+	default:
+		select {
+		case j, ok := <-*textQ:
+			if !ok {
+				*textQ = nil
+				return nil, false
+			}
+			batch, isText = append(batch, j), true
+		case j, ok := <-*imgQ:
+			if !ok {
+				*imgQ = nil
+				return nil, false
+			}
+			batch = append(batch, j)
+		}
+	}
+	q := *imgQ
+	if isText {
+		q = *textQ
+	}
+	for len(batch) < most {
+		select {
+		case j, ok := <-q:
+			if !ok {
+				return batch, isText
+			}
+			batch = append(batch, j)
+		default:
+			return batch, isText
+		}
+	}
+	return batch, isText
 }
 
 // takeVecs hands each job of an embedded batch its vector (checked and

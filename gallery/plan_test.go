@@ -129,3 +129,41 @@ func TestNeeds(t *testing.T) {
 		})
 	}
 }
+
+func TestNextBatch(t *testing.T) {
+	img, text := make(chan *job, 8), make(chan *job, 8)
+	send := func(q chan *job, names ...string) {
+		for _, n := range names {
+			q <- &job{item: Item{Name: n}}
+		}
+	}
+	names := func(b []*job) []string {
+		var out []string
+		for _, j := range b {
+			out = append(out, j.item.Name)
+		}
+		return out
+	}
+	imgQ, textQ := (<-chan *job)(img), (<-chan *job)(text)
+	send(img, "i1", "i2", "i3")
+	send(text, "t1")
+	// A waiting text goes first, alone when no other text waits.
+	if b, isText := nextBatch(&imgQ, &textQ, 2); !isText || !slices.Equal(names(b), []string{"t1"}) {
+		t.Fatalf("batch %v text=%v, want [t1] text", names(b), isText)
+	}
+	// Then images, at most two per batch.
+	if b, isText := nextBatch(&imgQ, &textQ, 2); isText || !slices.Equal(names(b), []string{"i1", "i2"}) {
+		t.Fatalf("batch %v text=%v, want [i1 i2] images", names(b), isText)
+	}
+	close(text)
+	if b, _ := nextBatch(&imgQ, &textQ, 2); len(b) != 0 || textQ != nil {
+		t.Fatalf("closed text queue: batch %v, queue %v", names(b), textQ)
+	}
+	if b, isText := nextBatch(&imgQ, &textQ, 2); isText || !slices.Equal(names(b), []string{"i3"}) {
+		t.Fatalf("batch %v text=%v, want [i3] images", names(b), isText)
+	}
+	close(img)
+	if b, _ := nextBatch(&imgQ, &textQ, 2); len(b) != 0 || imgQ != nil {
+		t.Fatalf("closed image queue: batch %v", names(b))
+	}
+}
