@@ -258,10 +258,12 @@ func (db *DB) BindModel(ctx context.Context, id string, dim int) error {
 		return err
 	}
 	if have == "" {
-		if err := db.setMeta(ctx, db.sql, "clip_model", id); err != nil {
+		// The dimension first: a concurrent binder (a queue worker's
+		// parallel writes) that sees the model must see its dimension too.
+		if err := db.setMeta(ctx, db.sql, "clip_dim", strconv.Itoa(dim)); err != nil {
 			return err
 		}
-		return db.setMeta(ctx, db.sql, "clip_dim", strconv.Itoa(dim))
+		return db.setMeta(ctx, db.sql, "clip_model", id)
 	}
 	if have != id || haveDim != dim {
 		return fmt.Errorf("%w: image DB %s was built with CLIP model %s (dimension %d), not %s (dimension %d); use that model, or another --db for this one",
