@@ -348,17 +348,28 @@ type role struct {
 
 	consecutive atomic.Int64
 	down        atomic.Bool
-	mu          sync.Mutex
-	last        error
+	// trips counts the times a call found the role down; a call waiting
+	// for a slot, or a fan-out of calls, that sees it change stops.
+	trips atomic.Int64
+
+	mu   sync.Mutex
+	last error
 
 	calls, failures, hits, ptok, ctok atomic.Int64
 }
 
-func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatResponse, error) {
+// chat sends one request through the role's in-flight limit. since is the
+// role's trip count when the caller began (see role.trips): a role that
+// went down after that is not asked again; the call fails at once with
+// the role-down error that was reported.
+func (r *role) chat(ctx context.Context, req ChatRequest, prio int, since int64) (*ChatResponse, error) {
 	if err := r.lim.acquirePrio(ctx, prio); err != nil {
 		return nil, err
 	}
 	defer r.lim.release()
+	if r.trips.Load() != since {
+		return nil, r.downErr()
+	}
 	resp, err := r.c.Chat(ctx, req)
 	if err == nil && resp == nil {
 		err = errors.New("empty response")
@@ -373,12 +384,12 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 		r.last = err
 		r.mu.Unlock()
 		if errors.Is(err, ErrRoleDown) {
-			r.down.Store(true)
+			r.goDown()
 			return nil, err
 		}
 		if r.consecutive.Add(1) >= r.threshold {
 			// Too many calls failed in a row: report the role unavailable.
-			r.down.Store(true)
+			r.goDown()
 			return nil, &RoleDownError{Role: r.name, Last: err}
 		}
 		if msg := err.Error(); strings.HasPrefix(msg, string(r.name)) {
@@ -398,6 +409,12 @@ func (r *role) chat(ctx context.Context, req ChatRequest, prio int) (*ChatRespon
 	return resp, nil
 }
 
+// goDown marks the role down and counts the trip.
+func (r *role) goDown() {
+	r.down.Store(true)
+	r.trips.Add(1)
+}
+
 func (r *role) downErr() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -411,11 +428,27 @@ func (r *role) downErr() error {
 // call runs one chat through a role and records it in calls. A role that is
 // down is reported as an error the caller must propagate.
 func (e *Engine) call(ctx context.Context, roleName modelrole.Name, req ChatRequest, c *Calls) (*ChatResponse, error) {
+	return e.callSince(ctx, roleName, e.trips(roleName), req, c)
+}
+
+// trips is the role's trip count (see role.trips); 0 for a role not
+// configured.
+func (e *Engine) trips(roleName modelrole.Name) int64 {
+	if r, ok := e.roles[roleName]; ok {
+		return r.trips.Load()
+	}
+	return 0
+}
+
+// callSince is call for one of several calls begun together when the
+// role's trip count was since: once any of them finds the role down, the
+// others are not sent.
+func (e *Engine) callSince(ctx context.Context, roleName modelrole.Name, since int64, req ChatRequest, c *Calls) (*ChatResponse, error) {
 	r, ok := e.roles[roleName]
 	if !ok {
 		return nil, fmt.Errorf("%s not configured", roleName)
 	}
-	resp, err := r.chat(ctx, req, stagePriority(roleName))
+	resp, err := r.chat(ctx, req, stagePriority(roleName), since)
 	if errors.Is(err, ErrRoleDown) || (err != nil && ctx.Err() != nil) {
 		return nil, err
 	}

@@ -230,12 +230,14 @@ type pairReply struct {
 //
 // A verifier that fails for good (role down) or a cancelled search ends
 // the fan-out with that error: the group's context then cancels the calls
-// still outstanding instead of letting them run on.
+// still outstanding instead of letting them run on, and calls not yet sent
+// are not sent.
 func (e *Engine) askPairs(ctx context.Context, cands, prompts []string, logprobs bool, imageFailed func(ci int, err error)) (replies []pairReply, calls []Calls, err error) {
 	nq := len(prompts)
 	replies = make([]pairReply, len(cands)*nq)
 	calls = make([]Calls, len(cands)*nq)
 	g, gctx := errgroup.WithContext(ctx)
+	since := e.trips(modelrole.Verifier)
 	for ci, cand := range cands {
 		img, err := e.candidateImage(gctx, cand)
 		img.Memo = &Memo{}
@@ -259,7 +261,7 @@ func (e *Engine) askPairs(ctx context.Context, cands, prompts []string, logprobs
 				if gctx.Err() != nil {
 					return gctx.Err() // the fan-out is abandoned
 				}
-				resp, err := e.call(gctx, modelrole.Verifier, req, &calls[i])
+				resp, err := e.callSince(gctx, modelrole.Verifier, since, req, &calls[i])
 				if err != nil && (errors.Is(err, ErrRoleDown) || gctx.Err() != nil) {
 					return err
 				}
