@@ -331,6 +331,7 @@ func search(args []string) error {
 	peerPer := fs.Int("peer-per-block", 20, "peer queries per block (the first of the block's queries)")
 	fuse := fs.Bool("fuse", true, "hold fused rows (false: image and caption matrices, results bit-identical to the exact path)")
 	loads := fs.Int("loads", 2, "loads of the DB (the first writes the search cache; the last is measured)")
+	onlyLoad := fs.Bool("only-load", false, "load (writing the search cache) and stop")
 	coldN := fs.Int("cold", 100, "with -disk: queries repeated after dropping the OS page cache (0: none)")
 	disk := fs.Bool("disk", true, "leave the vectors in the search cache file and read only the candidates' rows (gallery.LoadOptions.VectorsOnDisk)")
 	fs.Parse(args)
@@ -365,6 +366,9 @@ func search(args []string) error {
 		fmt.Printf("load %d: load_s=%.2f cpu_s=%.2f from_cache=%v %s\n", l, loadS, (cpuMS()-c0)/1000, info.FromCache, info.CacheNote)
 	}
 	defer ix.Close()
+	if *onlyLoad {
+		return nil
+	}
 	ix.Threads = *threads
 	ix.Counters = &vindex.Counters{}
 	debug.FreeOSMemory()
@@ -417,6 +421,7 @@ func search(args []string) error {
 			theirsCPU = append(theirsCPU, cpu...)
 		}
 	}
+	scans, rescored, rowsRead := ix.Counters.CompactQueries.Load(), ix.Counters.Rescored.Load(), ix.Counters.RowsRead.Load()
 	// Cold: the same first queries again right after the OS page cache was
 	// dropped, so every candidate row comes from the disk (root only).
 	var cold []float64
@@ -440,9 +445,9 @@ func search(args []string) error {
 	if err := writeMatrix(filepath.Join(*dir, "ours_scores.npy"), scores, len(qs), *k); err != nil {
 		return err
 	}
-	cq := max(1, ix.Counters.CompactQueries.Load())
-	fmt.Printf("compact scans=%d candidates_per_query=%.0f rows_read_per_query=%.0f\n", ix.Counters.CompactQueries.Load(),
-		float64(ix.Counters.Rescored.Load())/float64(cq), float64(ix.Counters.RowsRead.Load())/float64(cq))
+	cq := max(1, scans)
+	fmt.Printf("compact scans=%d candidates_per_query=%.0f rows_read_per_query=%.0f\n", scans,
+		float64(rescored)/float64(cq), float64(rowsRead)/float64(cq))
 	fmt.Printf("imagescope fused compact kernel=%s threads=%d queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f (CPU time of all threads per query; the machine's load average was %s)\n",
 		vindex.CompactKernelName(), *threads, len(ours), pct(ours, 50), pct(ours, 99), mean(ours), pct(oursCPU, 50), loadavg())
 	if len(theirs) > 0 {
