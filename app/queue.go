@@ -57,16 +57,12 @@ func OpenQueue(ctx context.Context, url string, cfg *config.Config, name string,
 // QueueSpec is what 'imagescope index --queue' publishes: a gallery and
 // the store its workers write to.
 type QueueSpec struct {
-	// Gallery is the folder's or the split's listing.
-	Gallery *dataset.Dataset
-	// Folder is the folder as given ("" for a split); it names the job's
-	// gallery.
-	Folder string
-	// DB is the image DB to write to ("" for the default or Weaviate).
-	DB string
+	// Source is the folder or split (Resolve); its image DB is the store
+	// unless Weaviate is named and no DB was given.
+	Source *Source
 	// Weaviate are Weaviate node URLs (comma-separated; "" falls back to
 	// $IMAGESCOPE_WEAVIATE_URL and weaviate.url, and without any the
-	// split's default image DB is the store).
+	// source's image DB is the store).
 	Weaviate string
 	// Collection is the Weaviate collection ("" for weaviate.collection,
 	// else one derived from gallery and model).
@@ -74,7 +70,7 @@ type QueueSpec struct {
 	// NoCaptions leaves captions out even with a captioner configured.
 	NoCaptions bool
 	// PromptDir and Domain choose the caption instruction ("" domain: the
-	// split's).
+	// split's, else general).
 	PromptDir, Domain string
 	// JobID names the job ("" derives one from gallery, store and model).
 	JobID string
@@ -85,24 +81,24 @@ type QueueSpec struct {
 // captioner configured, the captioner and instruction every worker must
 // caption with.
 func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (queue.Job, []queue.Item, error) {
-	ds := spec.Gallery
-	label := galleryLabel(ds, spec.Folder)
-	if len(ds.Gallery) == 0 {
+	src := spec.Source
+	label, base := "folder:"+src.Spec.Folder, dataset.Folder
+	if abs, err := filepath.Abs(src.Spec.Folder); err == nil {
+		label = "folder:" + abs
+	}
+	if ds := src.Spec.Split; ds != nil {
+		label, base = ds.Name+"/"+ds.Split, ds.Name+"-"+ds.Split
+	}
+	if len(src.Items) == 0 {
 		return queue.Job{}, nil, fmt.Errorf("gallery %s has no images", label)
 	}
 	clipModel := cfg.CLIP.Model
 	job := queue.Job{Gallery: label, CLIPModel: clipModel, Params: map[string]string{}}
 
-	// Where the results go.
+	// Where the results go: an image DB given, else Weaviate when a server
+	// is named, else the gallery's own image DB.
 	weaviateURLs := firstNonEmpty(spec.Weaviate, getenv("IMAGESCOPE_WEAVIATE_URL"), cfg.Weaviate.URL)
-	switch {
-	case spec.DB != "":
-		abs, err := filepath.Abs(spec.DB)
-		if err != nil {
-			return queue.Job{}, nil, err
-		}
-		job.Store = storeDB + abs
-	case weaviateURLs != "":
+	if src.Spec.DB == "" && weaviateURLs != "" {
 		coll := firstNonEmpty(spec.Collection, cfg.Weaviate.Collection)
 		if coll == "" {
 			coll = weaviate.CollectionName(job.Gallery, clipModel)
@@ -117,8 +113,8 @@ func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (q
 		if cfg.Weaviate.Shards > 0 {
 			job.Params[paramShards] = strconv.Itoa(cfg.Weaviate.Shards)
 		}
-	default:
-		abs, err := filepath.Abs(gallery.DefaultPath(cfg.Home, SplitDBName(ds)))
+	} else {
+		abs, err := filepath.Abs(src.Path)
 		if err != nil {
 			return queue.Job{}, nil, err
 		}
@@ -131,7 +127,7 @@ func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (q
 		if err != nil {
 			return queue.Job{}, nil, err
 		}
-		instr, err := lib.CaptionInstruction(firstNonEmpty(spec.Domain, ds.Domain))
+		instr, err := lib.CaptionInstruction(firstNonEmpty(spec.Domain, src.Domain, "general"))
 		if err != nil {
 			return queue.Job{}, nil, err
 		}
@@ -141,10 +137,10 @@ func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (q
 	}
 	job.ID = spec.JobID
 	if job.ID == "" {
-		job.ID = defaultJobID(ds, job)
+		job.ID = defaultJobID(base, job)
 	}
-	items := make([]queue.Item, len(ds.Gallery))
-	for i, im := range ds.Gallery {
+	items := make([]queue.Item, len(src.Items))
+	for i, im := range src.Items {
 		p, err := filepath.Abs(im.Path)
 		if err != nil {
 			return queue.Job{}, nil, err
@@ -154,29 +150,18 @@ func QueueJob(cfg *config.Config, getenv func(string) string, spec QueueSpec) (q
 	return job, items, nil
 }
 
-// galleryLabel names a job's gallery: folder:<absolute path>, or the
-// split as <dataset>/<split>.
-func galleryLabel(ds *dataset.Dataset, dir string) string {
-	if dir != "" {
-		if abs, err := filepath.Abs(dir); err == nil {
-			return "folder:" + abs
-		}
-		return "folder:" + dir
-	}
-	return ds.Name + "/" + ds.Split
-}
-
-// defaultJobID is <dataset>-<split>-<hash of gallery, store, model and
-// caption set>, so publishing the same work again names the same job.
-func defaultJobID(ds *dataset.Dataset, j queue.Job) string {
+// defaultJobID is <base>-<hash of gallery, store, model and caption set>
+// (base: <dataset>-<split>, or folder), so publishing the same work again
+// names the same job.
+func defaultJobID(base string, j queue.Job) string {
 	h := sha256.Sum256([]byte(j.Gallery + "\x00" + j.Store + "\x00" + j.CLIPModel + "\x00" + j.CaptionKey))
-	base := strings.Map(func(r rune) rune {
+	base = strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
 			return r
 		}
 		return '-'
-	}, strings.ToLower(ds.Name+"-"+ds.Split))
+	}, strings.ToLower(base))
 	base = strings.Trim(base, "-")
 	if len(base) > 40 {
 		base = base[:40]

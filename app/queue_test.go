@@ -2,6 +2,7 @@ package app
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,6 +33,14 @@ func TestQueueJob(t *testing.T) {
 	if err := captioned.Finish(noEnv); err != nil {
 		t.Fatal(err)
 	}
+	split, err := Resolve(t.Context(), home, GallerySpec{Split: ds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := Resolve(t.Context(), home, GallerySpec{Split: ds, DB: filepath.Join(home, "x.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name     string
 		cfg      *config.Config
@@ -40,12 +49,12 @@ func TestQueueJob(t *testing.T) {
 		captions bool
 		params   map[string]string
 	}{
-		{"default DB", cfg, QueueSpec{Gallery: ds}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), false, nil},
-		{"given DB", cfg, QueueSpec{Gallery: ds, DB: filepath.Join(home, "x.db")}, "db:" + filepath.Join(home, "x.db"), false, nil},
-		{"weaviate", cfg, QueueSpec{Gallery: ds, Weaviate: "http://127.0.0.1:8080", Collection: "Photos"}, "weaviate:Photos", false,
+		{"default DB", cfg, QueueSpec{Source: split}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), false, nil},
+		{"given DB", cfg, QueueSpec{Source: given, Weaviate: "http://127.0.0.1:8080"}, "db:" + filepath.Join(home, "x.db"), false, nil},
+		{"weaviate", cfg, QueueSpec{Source: split, Weaviate: "http://127.0.0.1:8080", Collection: "Photos"}, "weaviate:Photos", false,
 			map[string]string{paramWeaviateURL: "http://127.0.0.1:8080", paramCollection: "Photos"}},
-		{"captions", captioned, QueueSpec{Gallery: ds}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), true, nil},
-		{"no captions", captioned, QueueSpec{Gallery: ds, NoCaptions: true}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), false, nil},
+		{"captions", captioned, QueueSpec{Source: split}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), true, nil},
+		{"no captions", captioned, QueueSpec{Source: split, NoCaptions: true}, "db:" + filepath.Join(home, "db", "CIRR_val.db"), false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			job, items, err := QueueJob(tc.cfg, noEnv, tc.spec)
@@ -75,8 +84,24 @@ func TestQueueJob(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := QueueJob(cfg, noEnv, QueueSpec{Gallery: &dataset.Dataset{Name: "folder", Split: "x"}, Folder: "pics"}); err == nil || !strings.Contains(err.Error(), "has no images") {
+
+	// A folder's job writes to the folder's image DB, named as 'index'
+	// names it.
+	dir := t.TempDir()
+	if _, _, err := QueueJob(cfg, noEnv, QueueSpec{Source: &Source{Spec: GallerySpec{Folder: dir}}}); err == nil || !strings.Contains(err.Error(), "has no images") {
 		t.Errorf("empty gallery: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.png"), []byte("not decoded here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	folder, err := Resolve(t.Context(), home, GallerySpec{Folder: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, items, err := QueueJob(cfg, noEnv, QueueSpec{Source: folder})
+	want, _ := gallery.FolderPath(home, dir)
+	if err != nil || job.Store != "db:"+want || !strings.HasPrefix(job.ID, "folder-") || job.Gallery != "folder:"+dir || len(items) != 1 {
+		t.Errorf("folder job %+v, items %v: %v; want store db:%s", job, items, err, want)
 	}
 }
 

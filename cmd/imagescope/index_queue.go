@@ -78,27 +78,29 @@ server's duplicate window, and a re-published item is rewritten harmlessly.
 		return printQueueStatus(ctx, e, q, *jobID, *asJSON)
 	}
 
-	var ds *dataset.Dataset
+	spec := app.GallerySpec{Folder: *galleryDir, DB: *dbPath}
 	switch {
 	case *galleryDir != "" && *dsName != "":
 		return usagef("give --gallery or --dataset, not both")
 	case *galleryDir != "":
-		ds, err = dataset.LoadFolder(ctx, *galleryDir)
 	case *dsName != "":
 		if *dataRoot == "" || *split == "" {
 			return usagef("--dataset needs --data and --split")
 		}
-		ds, err = dataset.Load(ctx, *dsName, *dataRoot, *split)
+		if spec.Split, err = dataset.Load(ctx, *dsName, *dataRoot, *split); err != nil {
+			return err
+		}
 	default:
 		return usagef("nothing to index: give --gallery DIR or --dataset NAME --data DIR --split SPLIT (or --status)")
-	}
-	if err != nil {
-		return err
 	}
 	if *dbPath != "" && *wvURL != "" {
 		return usagef("give --db or --weaviate, not both")
 	}
-	job, items, err := app.QueueJob(cfg, e.getenv, app.QueueSpec{Gallery: ds, Folder: *galleryDir, DB: *dbPath, Weaviate: *wvURL,
+	src, err := app.Resolve(ctx, cfg.Home, spec)
+	if err != nil {
+		return err
+	}
+	job, items, err := app.QueueJob(cfg, e.getenv, app.QueueSpec{Source: src, Weaviate: *wvURL,
 		Collection: *collection, NoCaptions: *noCaptions, PromptDir: *promptDir, Domain: *domain, JobID: *jobID})
 	if err != nil {
 		return err
