@@ -389,13 +389,20 @@ func TestCrashSafety(t *testing.T) {
 			return false
 		}
 	}
+	// Kill moments are drawn within the time an uninterrupted child takes
+	// here (a race-enabled or loaded machine is many times slower than the
+	// usual ~0.2s), so that kills land mid-run and a run can still finish.
+	dbPath = filepath.Join(dir, "timing.db")
+	start := time.Now()
+	run(0)
+	full := max(time.Since(start), 50*time.Millisecond)
 	// Episodes: a fresh DB, killed at random moments until a run gets to
 	// the end; then it must equal the uninterrupted DB.
 	kills := 0
 	for ep := 0; kills < 10 && ep < 20; ep++ {
 		dbPath = filepath.Join(dir, fmt.Sprintf("crash%d.db", ep))
 		var progress []int
-		for run(time.Duration(10+rng.IntN(200)) * time.Millisecond) {
+		for run(time.Duration(rng.Int64N(int64(full)))) {
 			kills++
 			progress = append(progress, countRows(t, dbPath))
 		}
