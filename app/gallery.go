@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/imagescope/imagescope/dataset"
 	"github.com/imagescope/imagescope/gallery"
@@ -172,6 +174,9 @@ type Gallery struct {
 	// Where names the store for reports: the DB path, or weaviate:<collection>.
 	Where    string
 	weaviate *WeaviateGallery
+	// stopReadAhead ends the background read of vectors on disk and
+	// waits for it.
+	stopReadAhead func()
 }
 
 // Close releases the gallery's Weaviate connection or the file its
@@ -183,9 +188,32 @@ func (g *Gallery) Close() {
 	if g.weaviate != nil {
 		g.weaviate.Close()
 	}
+	if g.stopReadAhead != nil {
+		g.stopReadAhead()
+	}
 	if g.Index != nil {
 		_ = g.Index.Close()
 	}
+}
+
+// readAhead reads the vectors of an index that keeps them on disk once in
+// the background, so that the OS page cache holds them when memory allows
+// and searches do not wait for the disk (vindex.Index.Prefetch).
+func (g *Gallery) readAhead(log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	g.stopReadAhead = func() { cancel(); <-done }
+	go func() {
+		defer close(done)
+		t0 := time.Now()
+		if err := g.Index.Prefetch(ctx); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("reading the gallery's vectors ahead", "db", g.Where, "err", err)
+			}
+			return
+		}
+		log.Info("gallery vectors read ahead into the page cache", "db", g.Where, "took", time.Since(t0).Round(time.Millisecond))
+	}()
 }
 
 // OpenGallery makes src searchable: a folder's or split's images are
@@ -228,6 +256,9 @@ func (a *App) OpenGallery(ctx context.Context, src *Source, domain string) (*Gal
 			g.Close()
 			return nil, fmt.Errorf("prepare gallery %s for search: %w", g.Where, err)
 		}
+	}
+	if g.Index.VectorsOnDisk() {
+		g.readAhead(a.Log)
 	}
 	g.Images = adapt.ImagesOf(g.Index)
 	if src.Spec.Split != nil { // the split's own file paths

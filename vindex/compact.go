@@ -466,10 +466,33 @@ func (ix *Index) searchCompact(ctx context.Context, kern kernel, p *prepared, k,
 		c.CompactQueries.Add(1)
 		c.Rescored.Add(int64(len(cand)))
 	}
-	exact := prepared{a: p.a, b: p.b, restrict: cand}
-	out := make([][]Hit, 1)
-	if err := ix.searchRestricted(ctx, kern, []prepared{exact}, []int{0}, k, 1, out); err != nil {
+	// Re-score in parallel: each thread takes a contiguous share of the
+	// candidates and keeps its top k; merged by (score, position), the
+	// shares give exactly the top k of all candidates.
+	parts := max(1, min(threads, len(cand)/rescoreShare))
+	exact := make([]prepared, parts)
+	qis := make([]int, parts)
+	for i := range exact {
+		exact[i] = prepared{a: p.a, b: p.b, restrict: cand[len(cand)*i/parts : len(cand)*(i+1)/parts]}
+		qis[i] = i
+	}
+	out := make([][]Hit, parts)
+	if err := ix.searchRestricted(ctx, kern, exact, qis, k, parts, out); err != nil {
 		return nil, err
 	}
-	return out[0], nil
+	if parts == 1 {
+		return out[0], nil
+	}
+	var scores []float32
+	var idx []int32
+	for _, hs := range out {
+		for _, h := range hs {
+			scores = append(scores, h.Score)
+			idx = append(idx, int32(h.Index))
+		}
+	}
+	return ix.hits(scores, idx, k), nil
 }
+
+// rescoreShare is the fewest candidates worth a thread of their own.
+const rescoreShare = 256

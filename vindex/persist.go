@@ -2,6 +2,7 @@ package vindex
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -413,6 +414,29 @@ func (s *diskRows) read(r0, r1 int, dst []float32, c *Counters) error {
 		row := dst[(r-r0)*s.rowFloats : (r-r0+1)*s.rowFloats]
 		if c := crc32.Update(0, castagnoli, f32bytes(row)); c != s.crcs[r] {
 			return fmt.Errorf("vindex: row %d of %s fails its checksum (the file is damaged; delete it to rebuild)", r, s.name)
+		}
+	}
+	return nil
+}
+
+// Prefetch reads the vectors of an index opened with VectorsOnDisk once,
+// front to back, so that the OS page cache holds them (when memory allows)
+// and later candidate reads do not wait for the disk. It holds no memory
+// beyond a small buffer and does nothing for an index in memory.
+func (ix *Index) Prefetch(ctx context.Context) error {
+	s := ix.disk
+	if s == nil {
+		return nil
+	}
+	buf := make([]byte, 4<<20)
+	end := s.off + int64(ix.Len())*int64(s.rowFloats)*4
+	for at := s.off; at < end; at += int64(len(buf)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(int64(len(buf)), end-at)
+		if _, err := s.f.ReadAt(buf[:n], at); err != nil {
+			return fmt.Errorf("vindex: read ahead %s: %w", s.name, eof(err))
 		}
 	}
 	return nil

@@ -125,6 +125,14 @@ func TestOpenFileVectorsOnDisk(t *testing.T) {
 		return ix
 	}
 	disk := open(t)
+	if err := disk.Prefetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := disk.Prefetch(cancelled); err == nil {
+		t.Fatal("Prefetch ignored its context")
+	}
 	if !disk.VectorsOnDisk() || disk.Image != nil || disk.Caption != nil {
 		t.Fatal("the vectors were read into memory")
 	}
