@@ -330,12 +330,6 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 // bit).
 func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prepared, qis []int, k, threads int, out [][]Hit) error {
 	d, mr, w := ix.Dim, kern.mr, kern.w
-	pool := sync.Pool{New: func() any {
-		return &restrictScratch{
-			apan: make([]float32, d*w), bpan: make([]float32, d*w),
-			img: make([]float32, mr*d), cap: make([]float32, mr*d), c: make([]float32, mr*w),
-		}
-	}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -345,8 +339,16 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 	err := forQueries(ctx, threads, len(qis), func(i int) {
 		qi := qis[i]
 		p := &preps[qi]
-		sc := pool.Get().(*restrictScratch)
-		defer pool.Put(sc)
+		// Scratch is kept on the index across searches: single queries at
+		// scale would otherwise leave a few hundred KB of garbage each.
+		sc, _ := ix.scratch.Get().(*restrictScratch)
+		if sc == nil || sc.mr != mr || sc.w != w || len(sc.img) != mr*d {
+			sc = &restrictScratch{mr: mr, w: w,
+				apan: make([]float32, d*w), bpan: make([]float32, d*w),
+				img: make([]float32, mr*d), cap: make([]float32, mr*d), c: make([]float32, mr*w),
+			}
+		}
+		defer ix.scratch.Put(sc)
 		clear(sc.apan)
 		for k, x := range p.a {
 			sc.apan[k*w] = x
@@ -403,6 +405,7 @@ func (ix *Index) searchRestricted(ctx context.Context, kern kernel, preps []prep
 }
 
 type restrictScratch struct {
+	mr, w                   int // the kernel's tile it was made for
 	apan, bpan, img, cap, c []float32
 	row                     []float32 // one row as stored on disk
 }

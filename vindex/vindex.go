@@ -66,6 +66,7 @@ type Index struct {
 
 	compact *compact  // 8-bit copy for single-query scans (see Compact)
 	disk    *diskRows // the vectors, when they stay on disk (OpenFile)
+	scratch sync.Pool // *restrictScratch for restricted searches
 
 	posOnce sync.Once
 	pos     map[string]int
