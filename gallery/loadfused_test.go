@@ -130,24 +130,8 @@ func BenchmarkLoad(b *testing.B) {
 // replaced rather than trusted.
 func TestLoadCache(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
 	n, dim := 300, 8
-	names := make([]string, n)
-	caps := map[string]string{}
-	for i := range names {
-		names[i] = fmt.Sprintf("img%04d.jpg", i)
-		caps[names[i]] = "caption " + names[i]
-	}
-	writeRefDB(t, src, names, dim, caps)
-	dbPath := filepath.Join(t.TempDir(), "c.db")
-	db, err := Open(ctx, dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "test/clip"}); err != nil {
-		t.Fatal(err)
-	}
+	db, dbPath, names := captionedDB(t, n, dim)
 	opt := LoadOptions{Tau: 0.15, Fuse: true, Compact: true, Cache: true}
 	load := func(o LoadOptions) (*vindex.Index, LoadInfo) {
 		t.Helper()
@@ -213,24 +197,8 @@ func TestLoadCache(t *testing.T) {
 // cache), and answers exactly as the index loaded into memory.
 func TestLoadVectorsOnDisk(t *testing.T) {
 	ctx := context.Background()
-	src := t.TempDir()
 	n, dim := 500, 16
-	names := make([]string, n)
-	caps := map[string]string{}
-	for i := range names {
-		names[i] = fmt.Sprintf("img%04d.jpg", i)
-		caps[names[i]] = "caption " + names[i]
-	}
-	writeRefDB(t, src, names, dim, caps)
-	dbPath := filepath.Join(t.TempDir(), "d.db")
-	db, err := Open(ctx, dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ImportNPY(ctx, src, ImportOptions{ClipModel: "test/clip"}); err != nil {
-		t.Fatal(err)
-	}
+	db, _, _ := captionedDB(t, n, dim)
 	if _, _, err := db.LoadWith(ctx, LoadOptions{Tau: 0.15, VectorsOnDisk: true}); err == nil {
 		t.Fatal("VectorsOnDisk without Cache was accepted")
 	}
@@ -277,4 +245,28 @@ func TestLoadVectorsOnDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// captionedDB imports n captioned images with random vectors of dimension
+// dim into a new image DB, closed when the test ends.
+func captionedDB(t *testing.T, n, dim int) (db *DB, path string, names []string) {
+	t.Helper()
+	src := t.TempDir()
+	names = make([]string, n)
+	caps := map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("img%04d.jpg", i)
+		caps[names[i]] = "caption " + names[i]
+	}
+	writeRefDB(t, src, names, dim, caps)
+	path = filepath.Join(t.TempDir(), "c.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.ImportNPY(context.Background(), src, ImportOptions{ClipModel: "test/clip"}); err != nil {
+		t.Fatal(err)
+	}
+	return db, path, names
 }
