@@ -187,21 +187,10 @@ func (ix *Index) searchFull(ctx context.Context, kern kernel, preps []prepared, 
 		}
 		workers[wi] = wk
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
-		wk := workers[wi]
-		r0 := b * nb
-		r1 := min(r0+nb, n)
-		groups, err := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
-		if err != nil {
-			wk.err = err
-			cancel()
-			return
-		}
+	if err := ix.eachBlock(ctx, kern, workers, apan, bpan, hasB, np, nb, func(wk *worker, groups, r0, r1 int) {
 		ix.collect(kern, wk, preps, batch, groups, r0, r1)
 	}); err != nil {
-		return firstErr(workers, err)
+		return err
 	}
 	// Merge the workers' heaps.
 	for bi, qi := range batch {
@@ -283,18 +272,7 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 		}
 	}
 	tile := mr * w
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := parallel.ForCtx(ctx, t, blocks, func(wi, b int) {
-		wk := workers[wi]
-		r0 := b * nb
-		r1 := min(r0+nb, n)
-		groups, err := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
-		if err != nil {
-			wk.err = err
-			cancel()
-			return
-		}
+	if err := ix.eachBlock(ctx, kern, workers, apan, bpan, hasB, np, nb, func(wk *worker, groups, r0, r1 int) {
 		for bi := range batch {
 			p, l := bi/w, bi%w
 			dst := scores[bi]
@@ -304,7 +282,7 @@ func (ix *Index) rankAll(ctx context.Context, kern kernel, preps []prepared, bat
 			}
 		}
 	}); err != nil {
-		return firstErr(workers, err)
+		return err
 	}
 	return forQueries(ctx, threads, len(batch), func(bi int) {
 		qi := batch[bi]
@@ -438,8 +416,28 @@ func (ix *Index) readRows(sc *restrictScratch, rows []int32) error {
 	return nil
 }
 
-// firstErr returns the first read error a worker met, else err.
-func firstErr(workers []*worker, err error) error {
+// eachBlock multiplies the panels against the gallery, nb rows at a time
+// on the workers (one goroutine each), and hands each block's scores to
+// use. A failed read of vectors on disk stops the loop and is returned.
+func (ix *Index) eachBlock(ctx context.Context, kern kernel, workers []*worker, apan, bpan []float32, hasB []bool, np, nb int, use func(wk *worker, groups, r0, r1 int)) error {
+	n := ix.Len()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := parallel.ForCtx(ctx, len(workers), (n+nb-1)/nb, func(wi, b int) {
+		wk := workers[wi]
+		r0 := b * nb
+		r1 := min(r0+nb, n)
+		groups, err := ix.multiplyBlock(kern, wk, apan, bpan, hasB, np, r0, r1)
+		if err != nil {
+			wk.err = err
+			cancel()
+			return
+		}
+		use(wk, groups, r0, r1)
+	})
+	if err == nil {
+		return nil
+	}
 	for _, wk := range workers {
 		if wk.err != nil {
 			return wk.err
