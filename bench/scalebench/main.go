@@ -31,12 +31,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/imagescope/imagescope/bench/internal/benchstat"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/internal/npy"
@@ -67,29 +67,6 @@ func main() {
 	}
 }
 
-func writeMatrix(path string, m []float32, rows, cols int) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := npy.WriteMatrix(f, m, rows, cols); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func unit(v []float32) {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
-	}
-	inv := float32(1 / math.Sqrt(s))
-	for i := range v {
-		v[i] *= inv
-	}
-}
-
 // vectors draws n unit vectors: iid Gaussian directions ("uniform"), or
 // points around 1000 random centres with per-dimension noise ("clustered",
 // closer to real embeddings: many near neighbours with close scores).
@@ -108,7 +85,7 @@ func vectors(rng *rand.Rand, kind string, centres []float32, n, d int) []float32
 				row[j] = float32(rng.NormFloat64())
 			}
 		}
-		unit(row)
+		l2.Normalize(row)
 	}
 	return m
 }
@@ -157,7 +134,7 @@ func gen(args []string) error {
 	}
 	for _, file := range []string{gallery.NPYImageEmbeddings, gallery.NPYCaptionEmbeddings} {
 		m := vectors(rng, *kind, centres, *n, *d)
-		if err := writeMatrix(filepath.Join(sub, file), m, *n, *d); err != nil {
+		if err := npy.WriteMatrixFile(filepath.Join(sub, file), m, *n, *d); err != nil {
 			return err
 		}
 		m = nil
@@ -178,16 +155,16 @@ func gen(args []string) error {
 			for k := range v {
 				v[k] = t[k] + float32(0.8*rng.NormFloat64()/math.Sqrt(float64(*d)))
 			}
-			unit(v)
+			l2.Normalize(v)
 			for k := range v {
 				mean[i**d+k] += v[k] / 2
 			}
 		}
 	}
-	if err := writeMatrix(filepath.Join(*dir, "desc.npy"), desc, 2**q, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "desc.npy"), desc, 2**q, *d); err != nil {
 		return err
 	}
-	if err := writeMatrix(filepath.Join(*dir, "queries.npy"), mean, *q, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "queries.npy"), mean, *q, *d); err != nil {
 		return err
 	}
 	fmt.Printf("gen n=%d d=%d queries=%d kind=%s\n", *n, *d, *q, *kind)
@@ -226,30 +203,6 @@ func queries(dir string, tau float32) ([]vindex.Query, int, error) {
 		qs[i] = vindex.Query{Tau: tau, Descriptions: [][]float32{desc[2*i*d : (2*i+1)*d], desc[(2*i+1)*d : (2*i+2)*d]}}
 	}
 	return qs, d, nil
-}
-
-func procKB(key string) int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, key+":") {
-			f := strings.Fields(strings.TrimPrefix(line, key+":"))
-			if len(f) > 0 {
-				v, _ := strconv.Atoi(f[0])
-				return v
-			}
-		}
-	}
-	return -1
-}
-
-func pct(xs []float64, p float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 // peer is a process answering "run A B" lines with one line of per-query
@@ -381,7 +334,7 @@ func search(args []string) error {
 	ix.Threads = *threads
 	ix.Counters = &vindex.Counters{}
 	debug.FreeOSMemory()
-	rssKB, hwmKB := procKB("VmRSS"), procKB("VmHWM")
+	rssKB, hwmKB := benchstat.StatusKB("VmRSS"), benchstat.StatusKB("VmHWM")
 	imgMB := float64(ix.Len()) * float64(ix.Dim) * 4 / (1 << 20)
 	fmt.Printf("mode fused=%v vectors_on_disk=%v\n", ix.Fused, ix.VectorsOnDisk())
 	if fi, err := os.Stat(*dbPath + gallery.CacheSuffix); err == nil {
@@ -431,8 +384,8 @@ func search(args []string) error {
 		}
 	}
 	// Resident memory: the larger of after loading and after the queries.
-	rssKB = max(rssKB, procKB("VmRSS"))
-	fmt.Printf("resident after the queries: %.0f MB\n", float64(procKB("VmRSS"))/1024)
+	rssKB = max(rssKB, benchstat.StatusKB("VmRSS"))
+	fmt.Printf("resident after the queries: %.0f MB\n", float64(benchstat.StatusKB("VmRSS"))/1024)
 	scans, rescored, rowsRead := ix.Counters.CompactQueries.Load(), ix.Counters.Rescored.Load(), ix.Counters.RowsRead.Load()
 	// Cold: the same first queries again right after the OS page cache was
 	// dropped, so every candidate row comes from the disk (root only).
@@ -448,24 +401,24 @@ func search(args []string) error {
 				}
 				cold = append(cold, float64(time.Since(t).Microseconds())/1000)
 			}
-			fmt.Printf("cold page cache: queries=%d p50_ms=%.1f p99_ms=%.1f (each candidate row read from the disk)\n", len(cold), pct(cold, 50), pct(cold, 99))
+			fmt.Printf("cold page cache: queries=%d p50_ms=%.1f p99_ms=%.1f (each candidate row read from the disk)\n", len(cold), benchstat.Percentile(cold, 50), benchstat.Percentile(cold, 99))
 		}
 	}
-	if err := writeMatrix(filepath.Join(*dir, "ours.npy"), ids, len(qs), *k); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "ours.npy"), ids, len(qs), *k); err != nil {
 		return err
 	}
-	if err := writeMatrix(filepath.Join(*dir, "ours_scores.npy"), scores, len(qs), *k); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "ours_scores.npy"), scores, len(qs), *k); err != nil {
 		return err
 	}
 	cq := max(1, scans)
 	fmt.Printf("compact scans=%d candidates_per_query=%.0f rows_read_per_query=%.0f\n", scans,
 		float64(rescored)/float64(cq), float64(rowsRead)/float64(cq))
 	fmt.Printf("imagescope fused compact kernel=%s threads=%d queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f (CPU time of all threads per query; the machine's load average was %s)\n",
-		vindex.CompactKernelName(), *threads, len(ours), pct(ours, 50), pct(ours, 99), mean(ours), pct(oursCPU, 50), loadavg())
+		vindex.CompactKernelName(), *threads, len(ours), benchstat.Percentile(ours, 50), benchstat.Percentile(ours, 99), benchstat.Mean(ours), benchstat.Percentile(oursCPU, 50), loadavg())
 	if len(theirs) > 0 {
-		fmt.Printf("faiss IndexFlatIP image-only queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f\n", len(theirs), pct(theirs, 50), pct(theirs, 99), mean(theirs), pct(theirsCPU, 50))
+		fmt.Printf("faiss IndexFlatIP image-only queries=%d p50_ms=%.1f p99_ms=%.1f mean_ms=%.1f cpu_ms_p50=%.1f\n", len(theirs), benchstat.Percentile(theirs, 50), benchstat.Percentile(theirs, 99), benchstat.Mean(theirs), benchstat.Percentile(theirsCPU, 50))
 	}
-	fmt.Printf("result load_s=%.2f rss_mb=%.0f p50_ms=%.1f p99_ms=%.1f cpu_ms_p50=%.1f\n", loadS, float64(rssKB)/1024, pct(ours, 50), pct(ours, 99), pct(oursCPU, 50))
+	fmt.Printf("result load_s=%.2f rss_mb=%.0f p50_ms=%.1f p99_ms=%.1f cpu_ms_p50=%.1f\n", loadS, float64(rssKB)/1024, benchstat.Percentile(ours, 50), benchstat.Percentile(ours, 99), benchstat.Percentile(oursCPU, 50))
 	runtime.KeepAlive(ix)
 	return nil
 }
@@ -491,14 +444,6 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
-
-func mean(xs []float64) float64 {
-	var s float64
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
 }
 
 func check(args []string) error {

@@ -21,7 +21,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagescope/imagescope/bench/internal/benchstat"
 	"github.com/imagescope/imagescope/gallery"
+	"github.com/imagescope/imagescope/internal/l2"
 	"github.com/imagescope/imagescope/internal/npy"
 	"github.com/imagescope/imagescope/vindex"
 )
@@ -54,30 +56,12 @@ func randUnit(rng *rand.Rand, n, d int) []float32 {
 	m := make([]float32, n*d)
 	for i := 0; i < n; i++ {
 		row := m[i*d : (i+1)*d]
-		var s float64
 		for j := range row {
-			x := rng.NormFloat64()
-			row[j] = float32(x)
-			s += x * x
+			row[j] = float32(rng.NormFloat64())
 		}
-		inv := float32(1 / math.Sqrt(s))
-		for j := range row {
-			row[j] *= inv
-		}
+		l2.Normalize(row)
 	}
 	return m
-}
-
-func writeMatrix(path string, m []float32, rows, cols int) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := npy.WriteMatrix(f, m, rows, cols); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func gen(args []string) error {
@@ -89,13 +73,13 @@ func gen(args []string) error {
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.Parse(args)
 	rng := rand.New(rand.NewPCG(*seed, 42))
-	if err := writeMatrix(filepath.Join(*dir, "gallery.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "gallery.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
 		return err
 	}
-	if err := writeMatrix(filepath.Join(*dir, "captions.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "captions.npy"), randUnit(rng, *n, *d), *n, *d); err != nil {
 		return err
 	}
-	return writeMatrix(filepath.Join(*dir, "queries.npy"), randUnit(rng, *q, *d), *q, *d)
+	return npy.WriteMatrixFile(filepath.Join(*dir, "queries.npy"), randUnit(rng, *q, *d), *q, *d)
 }
 
 func search(args []string) error {
@@ -153,7 +137,7 @@ func search(args []string) error {
 			ids[i**k+j] = float32(h.Index)
 		}
 	}
-	if err := writeMatrix(filepath.Join(*dir, "go_ids.npy"), ids, nq, *k); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(*dir, "go_ids.npy"), ids, nq, *k); err != nil {
 		return err
 	}
 	fmt.Printf("imagescope fused tau=%g kernel=%s threads=%d runs=[%s] best=%.3fs qps=%.1f\n", *tau, vindex.KernelName(), *threads, strings.Join(times, " "), best.Seconds(), float64(nq)/best.Seconds())
@@ -186,10 +170,10 @@ func mkdb(args []string) error {
 		return err
 	}
 	f.Close()
-	if err := writeMatrix(filepath.Join(sub, gallery.NPYImageEmbeddings), randUnit(rng, *n, *d), *n, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(sub, gallery.NPYImageEmbeddings), randUnit(rng, *n, *d), *n, *d); err != nil {
 		return err
 	}
-	if err := writeMatrix(filepath.Join(sub, gallery.NPYCaptionEmbeddings), randUnit(rng, *n, *d), *n, *d); err != nil {
+	if err := npy.WriteMatrixFile(filepath.Join(sub, gallery.NPYCaptionEmbeddings), randUnit(rng, *n, *d), *n, *d); err != nil {
 		return err
 	}
 	var sb strings.Builder
@@ -248,23 +232,10 @@ func load(args []string) error {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	rss, hwm := procStatus("VmRSS"), procStatus("VmHWM")
+	rss, hwm := benchstat.StatusKB("VmRSS"), benchstat.StatusKB("VmHWM")
 	vecMB := float64(len(ix.Image)+len(ix.Caption)) * 4 / (1 << 20)
-	fmt.Printf("load images=%d dim=%d captions=%v time=%.2fs rss=%s peak_rss=%s heap_inuse=%.0fMiB vectors=%.0fMiB\n",
+	fmt.Printf("load images=%d dim=%d captions=%v time=%.2fs rss=%dkB peak_rss=%dkB heap_inuse=%.0fMiB vectors=%.0fMiB\n",
 		info.Images, info.Dim, ix.HasCaption, el.Seconds(), rss, hwm, float64(ms.HeapInuse)/(1<<20), vecMB)
 	runtime.KeepAlive(ix)
 	return nil
-}
-
-func procStatus(key string) string {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return "?"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, key+":") {
-			return strings.Join(strings.Fields(strings.TrimPrefix(line, key+":")), "")
-		}
-	}
-	return "?"
 }

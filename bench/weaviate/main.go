@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagescope/imagescope/bench/internal/benchstat"
 	imgdb "github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/vindex"
 	"github.com/imagescope/imagescope/vindex/weaviate"
@@ -59,13 +60,6 @@ func split(s string) []string {
 		}
 	}
 	return out
-}
-
-func pct(ds []time.Duration, p float64) float64 {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(p * float64(len(s)-1))
-	return float64(s[i].Microseconds()) / 1000
 }
 
 // gallery returns the benchmark's gallery and queries.
@@ -133,7 +127,7 @@ func run(urls, grpcs, mode, data, clipModel string, n, dim, nq, replicas int, ca
 		return err
 	}
 	batchQPS := float64(len(qs)) / time.Since(s).Seconds()
-	exactP50, exactP99 := pct(exactLat, 0.5), pct(exactLat, 0.99)
+	exactP50, exactP99 := msOf(benchstat.Percentile(exactLat, 50)), msOf(benchstat.Percentile(exactLat, 99))
 	fmt.Printf("exact (vindex %s kernel, in process): single-query p50 %.2f ms p99 %.2f ms; batch %.0f queries/s\n", vindex.KernelName(), exactP50, exactP99, batchQPS)
 
 	cfg := weaviate.Config{
@@ -210,7 +204,7 @@ func run(urls, grpcs, mode, data, clipModel string, n, dim, nq, replicas int, ca
 		}
 		ov20 /= float64(len(qs))
 		ov100 /= float64(len(qs))
-		p50, p99 := pct(lat, 0.5), pct(lat, 0.99)
+		p50, p99 := msOf(benchstat.Percentile(lat, 50)), msOf(benchstat.Percentile(lat, 99))
 		fmt.Printf("%-10d %-10.4f %-11.4f %-10.2f %-10.2f %-10.2f\n", cn, ov20, ov100, p50, p99, p50/exactP50)
 		if cn == def {
 			headline = fmt.Sprintf("weaviate mode=%s data=%s n=%d dim=%d replicas=%d insert_obj_s=%.0f p50_ms=%.2f p99_ms=%.2f exact_p50_ms=%.2f exact_p99_ms=%.2f ratio_p50=%.2f overlap20=%.4f overlap100=%.4f candidates=%d",
@@ -223,3 +217,5 @@ func run(urls, grpcs, mode, data, clipModel string, n, dim, nq, replicas int, ca
 	fmt.Println(headline)
 	return nil
 }
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

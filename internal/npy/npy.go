@@ -406,3 +406,16 @@ func ReadStringsFile(path string) ([]string, error) {
 	}
 	return ss, nil
 }
+
+// WriteMatrixFile writes m (rows x cols, row-major) to a new .npy file.
+func WriteMatrixFile(path string, m []float32, rows, cols int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := WriteMatrix(f, m, rows, cols); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/imagescope/imagescope/bench/internal/benchstat"
 )
 
 // simmodels serves /v1/models and /v1/chat/completions: each call holds one
@@ -374,7 +376,7 @@ func latencyLoad(args []string) error {
 		if len(s) == 0 {
 			return 0
 		}
-		return msOf(percentile(s, q*100))
+		return msOf(benchstat.Percentile(s, q*100))
 	}
 	fmt.Printf("%d searches (%d queries, %d clients) in %s, %d errors\n", len(all), *n, *clients, wall.Round(time.Millisecond), errs)
 	for _, k := range kinds {

@@ -21,7 +21,6 @@ import (
 	"image/color"
 	"image/png"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -33,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagescope/imagescope/bench/internal/benchstat"
 	"github.com/imagescope/imagescope/clip"
 	"github.com/imagescope/imagescope/gallery"
 	"github.com/imagescope/imagescope/vindex/weaviate"
@@ -307,14 +307,6 @@ func runPhase(client *http.Client, clients int, d time.Duration, mk func(worker,
 	return res
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // peakRSS reads the peak resident set size (VmHWM) of a process in MiB.
@@ -406,7 +398,7 @@ func load(args []string) error {
 	})
 	slices.Sort(res.latencies)
 	rps := float64(res.ok) / res.elapsed.Seconds()
-	p50, p90, p99 := percentile(res.latencies, 50), percentile(res.latencies, 90), percentile(res.latencies, 99)
+	p50, p90, p99 := benchstat.Percentile(res.latencies, 50), benchstat.Percentile(res.latencies, 90), benchstat.Percentile(res.latencies, 99)
 	rss := 0.0
 	if *pid > 0 {
 		r, err := peakRSS(*pid)
@@ -417,7 +409,7 @@ func load(args []string) error {
 	}
 	fmt.Printf("baseline GET /healthz: %d clients, %.1f s, %d ok, %d errors, %.0f req/s\n", *clients, bl.elapsed.Seconds(), bl.ok, bl.errors, blRPS)
 	fmt.Printf("POST /api/search (stage 1): %d clients, %.1f s, %d ok, %d errors, %.1f req/s\n", *clients, res.elapsed.Seconds(), res.ok, res.errors, rps)
-	fmt.Printf("latency ms: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", msOf(p50), msOf(p90), msOf(p99), msOf(percentile(res.latencies, 100)))
+	fmt.Printf("latency ms: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", msOf(p50), msOf(p90), msOf(p99), msOf(benchstat.Percentile(res.latencies, 100)))
 	if res.errors > 0 {
 		fmt.Printf("first error: %s\n", res.firstErr)
 	}
@@ -456,8 +448,8 @@ func load(args []string) error {
 	for _, p := range phases {
 		slices.Sort(p.lat)
 		fmt.Printf("%-7s %5.1f-%5.1f s: %6d searches, %d failed, p50 %.1f ms, p99 %.1f ms\n", p.name, p.from.Seconds(), min(p.to, res.elapsed).Seconds(),
-			len(p.lat), p.failed, msOf(percentile(p.lat, 50)), msOf(percentile(p.lat, 99)))
-		head += fmt.Sprintf(" %s_n=%d %s_p50_ms=%.1f %s_p99_ms=%.1f", p.name, len(p.lat), p.name, msOf(percentile(p.lat, 50)), p.name, msOf(percentile(p.lat, 99)))
+			len(p.lat), p.failed, msOf(benchstat.Percentile(p.lat, 50)), msOf(benchstat.Percentile(p.lat, 99)))
+		head += fmt.Sprintf(" %s_n=%d %s_p50_ms=%.1f %s_p99_ms=%.1f", p.name, len(p.lat), p.name, msOf(benchstat.Percentile(p.lat, 50)), p.name, msOf(benchstat.Percentile(p.lat, 99)))
 	}
 	fmt.Println(head)
 	return nil
